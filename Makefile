@@ -1,0 +1,34 @@
+# fastdistill: `make demo` runs the whole pipeline offline; `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export FASTDISTILL_ARTIFACTS := $(CURDIR)/artifacts
+export FASTDISTILL_CONFIGS := $(CURDIR)/configs
+
+.PHONY: demo test dev bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fastdistill needs Python >= 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: venv
+	$(BIN)/fastdistill demo
+
+test: venv
+	$(BIN)/python -m pytest
+
+dev: venv
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: venv
+	$(BIN)/python benchmarks/teacher_throughput.py
+	$(BIN)/python benchmarks/gates_throughput.py
+
+clean:
+	rm -rf $(VENV) artifacts .dagster_home

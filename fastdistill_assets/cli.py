@@ -1,0 +1,84 @@
+"""The ``fastdistill`` command: create and list runs, serve models, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from fastdistill_assets import settings
+from fastdistill_assets.config import RunConfigError, RunRegistry
+from fastdistill_assets.partitions import RUN_ID
+
+
+def _registry() -> RunRegistry:
+    return RunRegistry(settings.artifacts_dir(), settings.configs_dir())
+
+
+def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str | None = None) -> None:
+    """Freeze the run's config and register the run_id partition in the project's instance."""
+    import dagster as dg
+
+    settings.dagster_home()
+    frozen = _registry().create(run_id, config_path, parent_run_id)
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(RUN_ID, [run_id])
+    print(f"created run {run_id} (config {frozen.config_hash[:12]}, gates {frozen.gates_hash[:12]})")
+
+
+def _cmd_run_new(args: argparse.Namespace) -> int:
+    create_run(args.name, Path(args.config) if args.config else None, args.parent)
+    return 0
+
+
+def _cmd_run_list(_: argparse.Namespace) -> int:
+    import dagster as dg
+
+    settings.dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        registered = set(instance.get_dynamic_partitions(RUN_ID))
+    for frozen in _registry().list():
+        mark = "" if frozen.run_id in registered else "  (not registered in the Dagster instance)"
+        print(f"{frozen.run_id}\t{frozen.created_at}\tdataset={frozen.config.dataset.kind}\t"
+              f"teacher={frozen.config.teacher.provider}{mark}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from fastdistill_assets.demo_run import run_demo
+
+    run_id = args.run_id or "demo-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    create_run(run_id, Path(args.config) if args.config else None)
+    return run_demo(run_id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastdistill", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="create or list runs (run_id partitions)")
+    run_sub = run.add_subparsers(dest="run_command", required=True)
+    new = run_sub.add_parser("new", help="freeze a run config and register its run_id partition")
+    new.add_argument("name")
+    new.add_argument("--config", help="run config YAML (default: configs/run_config.yaml)")
+    new.add_argument("--parent", help="parent run_id (born-again chain)")
+    new.set_defaults(func=_cmd_run_new)
+    run_sub.add_parser("list", help="list runs").set_defaults(func=_cmd_run_list)
+    demo = sub.add_parser("demo", help="create a run and materialize the whole pipeline offline")
+    demo.add_argument("--run-id")
+    demo.add_argument("--config")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (RunConfigError, ValueError, FileNotFoundError) as err:
+        print(f"fastdistill: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

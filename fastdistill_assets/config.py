@@ -1,0 +1,278 @@
+"""Typed run configuration: load from YAML, freeze per run_id, hash.
+
+A run's configuration (dataset, teacher, decode profile, recipe, training, and the quality
+gates) is frozen into ``<artifacts>/<run_id>/run_config.json`` when the run is created.
+Every asset reads the frozen copy, so a run is replayable. The gate config is hashed on its
+own: if ``configs/quality_gates.yaml`` changes after a run was created, materializing that
+run is refused (a changed gate needs a new run_id).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from fastdistill_assets.hashing import sha256_json, stable_json
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    kind: Literal["demo", "wikisql", "spider"] = "demo"
+    path: str | None = None
+    splits: list[str] = Field(default_factory=lambda: ["train", "dev", "test"])
+    input_fields: list[str] = Field(default_factory=lambda: ["question", "db_id"])
+    limit_per_split: int | None = None
+    lower_values: bool = False
+    sample_rows: int = 3
+
+
+class TeacherConfig(_Strict):
+    provider: str = "embedded"
+    model: str | None = None
+    splits: list[str] = Field(default_factory=lambda: ["train"])
+
+
+class DecodeProfile(_Strict):
+    name: str = "greedy"
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    num_generations: int = 1
+
+    def key(self) -> str:
+        """The decode_profile string used by the data contract and the response cache."""
+        return stable_json(self.model_dump())
+
+
+class RecipeConfig(_Strict):
+    rationale: bool = False
+    multi_decode_select: bool = False
+    preference_pairs: bool = False
+
+
+class TrainingConfig(_Strict):
+    trainer: Literal["sketch", "hf-sft"] = "sketch"
+    epochs: int = 30
+    learning_rate: float = 0.5
+    seed: int = 0
+    model_path: str | None = None
+    max_steps: int | None = None
+    batch_size: int = 4
+    lora_r: int = 8
+    max_length: int = 384
+
+
+class RunConfig(_Strict):
+    task_id: str = "text2sql"
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    decode: DecodeProfile = Field(default_factory=DecodeProfile)
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval_split: str = "test"
+    parent_run_id: str | None = None
+
+
+class RuleGates(_Strict):
+    min_length: int = 10
+    max_length: int = 2000
+    banned_tokens: list[str] = Field(default_factory=list)
+    single_statement: bool = True
+    require_select: bool = True
+
+
+class ExecutionGates(_Strict):
+    timeout_ms: int = 2000
+    max_rows: int = 10000
+
+
+class GoldGates(_Strict):
+    semantics: Literal["bag", "set"] = "bag"
+    float_tolerance: float = 1e-6
+
+
+class JudgeGates(_Strict):
+    enabled: bool = False
+    provider: str | None = None
+    model: str | None = None
+    concurrency: int = 4
+    min_score: float = 0.0
+
+
+class SelectGates(_Strict):
+    require_gold_match: bool = True
+    min_judge_score: float = 0.0
+
+
+class CheckThreshold(_Strict):
+    metric: str
+    op: Literal[">=", "<="]
+    value: float
+    blocking: bool = True
+
+
+class BaselineConfig(_Strict):
+    kind: Literal["ungated", "run", "fixed"] = "ungated"
+    run_id: str | None = None
+    value: float | None = None
+
+
+class EvalGates(_Strict):
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    require_beats_baseline: bool = True
+    min_online_win_rate_lower_bound: float = 0.0
+    blocking: bool = True
+
+
+class GatesConfig(_Strict):
+    rules: RuleGates = Field(default_factory=RuleGates)
+    execution: ExecutionGates = Field(default_factory=ExecutionGates)
+    gold: GoldGates = Field(default_factory=GoldGates)
+    judge: JudgeGates = Field(default_factory=JudgeGates)
+    select: SelectGates = Field(default_factory=SelectGates)
+    checks: dict[str, CheckThreshold] = Field(default_factory=dict)
+    eval: EvalGates = Field(default_factory=EvalGates)
+
+
+class FrozenRun(_Strict):
+    """A run's configuration as frozen at creation."""
+
+    run_id: str
+    created_at: str
+    config: RunConfig
+    gates: GatesConfig
+    config_hash: str
+    gates_hash: str
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing or non-mapping file is a clear error."""
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def load_run_config(path: Path) -> RunConfig:
+    return RunConfig.model_validate(read_yaml(path))
+
+
+def load_gates(path: Path) -> GatesConfig:
+    return GatesConfig.model_validate(read_yaml(path))
+
+
+def validate_run_id(run_id: str) -> str:
+    if not RUN_ID_PATTERN.match(run_id):
+        raise ValueError(
+            f"invalid run_id {run_id!r}: use letters, digits, '_', '.', '-' (max 100 chars), "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def freeze(run_id: str, config: RunConfig, gates: GatesConfig) -> FrozenRun:
+    return FrozenRun(
+        run_id=validate_run_id(run_id),
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        config=config,
+        gates=gates,
+        config_hash=sha256_json(config.model_dump()),
+        gates_hash=sha256_json(gates.model_dump()),
+    )
+
+
+class RunConfigError(RuntimeError):
+    """A run cannot be materialized with its frozen configuration."""
+
+
+class RunRegistry:
+    """Frozen run configurations under ``<artifacts>/<run_id>/run_config.json``."""
+
+    FILE = "run_config.json"
+
+    def __init__(self, artifacts_dir: Path, configs_dir: Path) -> None:
+        self.artifacts_dir = artifacts_dir
+        self.configs_dir = configs_dir
+
+    def path(self, run_id: str) -> Path:
+        return self.artifacts_dir / validate_run_id(run_id) / self.FILE
+
+    def exists(self, run_id: str) -> bool:
+        return self.path(run_id).exists()
+
+    def current_gates(self) -> GatesConfig:
+        return load_gates(self.configs_dir / "quality_gates.yaml")
+
+    def create(self, run_id: str, config_path: Path | None = None, parent_run_id: str | None = None) -> FrozenRun:
+        """Freeze the given run config and the current gates for a new run_id.
+
+        Raises:
+            RunConfigError: the run_id already exists.
+        """
+        if self.exists(run_id):
+            raise RunConfigError(f"run_id {run_id!r} already exists; choose a new name")
+        config = load_run_config(config_path or self.configs_dir / "run_config.yaml")
+        if parent_run_id:
+            self.load(parent_run_id)
+            config = config.model_copy(update={"parent_run_id": parent_run_id})
+        frozen = freeze(run_id, config, self.current_gates())
+        target = self.path(run_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(frozen.model_dump(), indent=2, sort_keys=True))
+        tmp.replace(target)
+        return frozen
+
+    def load(self, run_id: str) -> FrozenRun:
+        """Load a run's frozen config.
+
+        Raises:
+            RunConfigError: the run was never created with ``fastdistill run new``.
+        """
+        path = self.path(run_id)
+        if not path.exists():
+            raise RunConfigError(
+                f"run_id {run_id!r} has no frozen config at {path}; "
+                f"create it with `fastdistill run new {run_id}`"
+            )
+        return FrozenRun.model_validate_json(path.read_text())
+
+    def load_or_freeze(self, run_id: str) -> tuple[FrozenRun, bool]:
+        """Load the frozen config, freezing the current configs for a partition added in the UI."""
+        if self.exists(run_id):
+            return self.load(run_id), False
+        try:
+            return self.create(run_id), True
+        except RunConfigError:  # created concurrently by another step
+            return self.load(run_id), False
+
+    def list(self) -> list[FrozenRun]:
+        if not self.artifacts_dir.exists():
+            return []
+        return [
+            FrozenRun.model_validate_json(p.read_text())
+            for p in sorted(self.artifacts_dir.glob(f"*/{self.FILE}"))
+        ]
+
+    def assert_gates_unchanged(self, frozen: FrozenRun) -> None:
+        """Refuse to go on if configs/quality_gates.yaml changed since the run was frozen."""
+        current = sha256_json(self.current_gates().model_dump())
+        if current != frozen.gates_hash:
+            raise RunConfigError(
+                f"the gate config changed since run {frozen.run_id!r} was created "
+                f"(frozen gates_hash {frozen.gates_hash[:12]}, now {current[:12]}). A changed gate "
+                "needs a new run: `fastdistill run new NEW_RUN_ID`."
+            )

@@ -1,0 +1,1 @@
+"""Dataset loaders: WikiSQL format, Spider/BIRD format and the embedded demo."""

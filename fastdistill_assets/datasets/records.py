@@ -1,0 +1,57 @@
+"""The raw record: one question per row, good or rejected with a reason."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import polars as pl
+
+RAW_SCHEMA: dict[str, pl.DataType] = {
+    "source_id": pl.String(),
+    "split": pl.String(),
+    "db_id": pl.String(),
+    "question": pl.String(),
+    "gold_sql": pl.String(),
+    "db_path": pl.String(),
+    "dialect": pl.String(),
+    "schema": pl.String(),
+    "sample_rows": pl.String(),
+    "reject_reason": pl.String(),
+    "reject_detail": pl.String(),
+    "raw_record": pl.String(),
+}
+
+
+def good(
+    *, source_id: str, split: str, db_id: str, question: str, gold_sql: str, db_path: str,
+    dialect: str, schema: str, sample_rows: list[list[Any]],
+) -> dict[str, Any]:
+    """A loadable question with executable gold SQL."""
+    return {
+        "source_id": source_id, "split": split, "db_id": db_id, "question": question,
+        "gold_sql": gold_sql, "db_path": db_path, "dialect": dialect, "schema": schema,
+        "sample_rows": json.dumps(sample_rows, default=str), "reject_reason": None, "reject_detail": None,
+        "raw_record": None,
+    }
+
+
+def rejected(*, source_id: str, split: str, reason: str, record: Any, detail: str | None = None) -> dict[str, Any]:
+    """A bad row kept as a counted, reasoned reject record (never silently dropped).
+
+    ``reason`` is a short category used for counting; ``detail`` holds the specific message.
+    """
+    row: dict[str, Any] = dict.fromkeys(RAW_SCHEMA)
+    question = record.get("question") if isinstance(record, dict) else None
+    db_id = record.get("table_id", record.get("db_id")) if isinstance(record, dict) else None
+    row.update(
+        source_id=source_id, split=split, reject_reason=reason, reject_detail=detail,
+        question=question if isinstance(question, str) else None,
+        db_id=db_id if isinstance(db_id, str) else None,
+        raw_record=json.dumps(record, default=str) if not isinstance(record, str) else record,
+    )
+    return row
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=RAW_SCHEMA, orient="row") if rows else pl.DataFrame(schema=RAW_SCHEMA)

@@ -1,0 +1,83 @@
+"""Shared fixtures: an isolated project (artifacts, configs, Dagster instance) per test."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from fastdistill_assets.config import FrozenRun, RunRegistry
+from fastdistill_assets.partitions import RUN_ID
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class Project:
+    root: Path
+    artifacts: Path
+    configs: Path
+    instance: dg.DagsterInstance
+
+    @property
+    def registry(self) -> RunRegistry:
+        return RunRegistry(self.artifacts, self.configs)
+
+    def edit_config(self, name: str, **updates: dict) -> None:
+        """Deep-merge ``updates`` into configs/<name>.yaml."""
+        path = self.configs / f"{name}.yaml"
+        data = yaml.safe_load(path.read_text())
+        _merge(data, updates)
+        path.write_text(yaml.safe_dump(data))
+
+    def new_run(self, run_id: str) -> FrozenRun:
+        frozen = self.registry.create(run_id)
+        self.instance.add_dynamic_partitions(RUN_ID, [run_id])
+        return frozen
+
+
+def _merge(base: dict, updates: dict) -> None:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    artifacts, configs = tmp_path / "artifacts", tmp_path / "configs"
+    shutil.copytree(REPO_CONFIGS, configs)
+    monkeypatch.setenv("FASTDISTILL_ARTIFACTS", str(artifacts))
+    monkeypatch.setenv("FASTDISTILL_CONFIGS", str(configs))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    with dg.instance_for_test() as instance:
+        yield Project(root=tmp_path, artifacts=artifacts, configs=configs, instance=instance)
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fastdistill_assets.datasets.demo import ensure_demo_dataset
+
+    return ensure_demo_dataset(tmp_path_factory.mktemp("demo"))
+
+
+def project_resources(project: Project, **extra) -> dict:
+    from fastdistill_assets.resources import RunConfigResource
+    from fastdistill_assets.storage import ParquetIOManager
+
+    return {
+        "io_manager": ParquetIOManager(root=str(project.artifacts)),
+        "run_config": RunConfigResource(artifacts_dir=str(project.artifacts), configs_dir=str(project.configs)),
+        **extra,
+    }
+
+
+def materialize(project: Project, assets: list, run_id: str, raise_on_error: bool = True, **resources):
+    """A real in-process ``dg.materialize`` of ``assets`` for one run_id partition."""
+    return dg.materialize(assets, partition_key=run_id, instance=project.instance,
+                          resources=project_resources(project, **resources), raise_on_error=raise_on_error)

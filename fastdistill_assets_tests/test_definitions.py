@@ -1,0 +1,14 @@
+import dagster as dg
+
+EXPECTED_ASSETS = {"raw", "canonical"}
+
+
+def test_definitions_load():
+    from fastdistill_assets.definitions import defs
+
+    repo = defs.get_repository_def()
+    keys = {k.path[-1] for k in repo.asset_graph.get_all_asset_keys()}
+    assert EXPECTED_ASSETS <= keys
+    for key in repo.asset_graph.get_all_asset_keys():
+        assert repo.asset_graph.get(key).partitions_def.name == "run_id"
+    assert isinstance(defs, dg.Definitions)
