@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -174,6 +175,28 @@ def load_gates(path: Path) -> GatesConfig:
     return GatesConfig.model_validate(read_yaml(path))
 
 
+RUN_ENV_OVERRIDES = {
+    "FASTDISTILL_PROVIDER": ("teacher", "provider", str),
+    "FASTDISTILL_MODEL": ("teacher", "model", str),
+    "FASTDISTILL_TEMPERATURE": ("decode", "temperature", float),
+    "FASTDISTILL_MAX_TOKENS": ("decode", "max_tokens", int),
+}
+
+
+def apply_env_overrides(config: RunConfig, environ: dict[str, str]) -> RunConfig:
+    """Apply FASTDISTILL_PROVIDER / _MODEL / _TEMPERATURE / _MAX_TOKENS when a run is frozen.
+
+    They are applied at creation, never later, so the frozen config records what was used.
+    """
+    updates: dict[str, dict[str, Any]] = {}
+    for env, (section, key, cast) in RUN_ENV_OVERRIDES.items():
+        if environ.get(env):
+            updates.setdefault(section, {})[key] = cast(environ[env])
+    for section, values in updates.items():
+        config = config.model_copy(update={section: getattr(config, section).model_copy(update=values)})
+    return RunConfig.model_validate(config.model_dump())
+
+
 def validate_run_id(run_id: str) -> str:
     if not RUN_ID_PATTERN.match(run_id):
         raise ValueError(
@@ -224,7 +247,8 @@ class RunRegistry:
         """
         if self.exists(run_id):
             raise RunConfigError(f"run_id {run_id!r} already exists; choose a new name")
-        config = load_run_config(config_path or self.configs_dir / "run_config.yaml")
+        config = apply_env_overrides(load_run_config(config_path or self.configs_dir / "run_config.yaml"),
+                                     dict(os.environ))
         if parent_run_id:
             self.load(parent_run_id)
             config = config.model_copy(update={"parent_run_id": parent_run_id})

@@ -1,16 +1,22 @@
 """Dagster definitions: assets, checks, resources and sensors — nothing else."""
 
+import os
+
 import dagster as dg
 
-from fastdistill_assets.assets import data
+from fastdistill_assets.assets import data, teacher
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.settings import artifacts_dir
 from fastdistill_assets.storage import ParquetIOManager
+from fastdistill_assets.teacher.gateway import ProviderGateway
+
+API_KEY_ENV = "FASTDISTILL_API_KEY"
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data]),
+    assets=dg.load_assets_from_modules([data, teacher]),
     resources={
         "io_manager": ParquetIOManager(root=str(artifacts_dir())),
         "run_config": RunConfigResource(),
+        "teacher": ProviderGateway(api_key=dg.EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else None),
     },
 )

@@ -1,0 +1,1 @@
+"""Inference plane: provider gateway, response cache, embedded OpenAI-compatible server."""

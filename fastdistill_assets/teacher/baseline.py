@@ -1,0 +1,159 @@
+"""A deterministic schema-linking baseline for single-table questions.
+
+It reads the prompt the way a model would (schema with header comments, a few sample rows,
+the question), then chooses the SELECT column, the aggregate and the WHERE conditions with
+keyword rules and header matching. It is a baseline and makes real mistakes (ambiguous
+headers, values containing ' and ', unusual phrasing), which the quality gates must catch.
+Like chat models, it sometimes wraps its SQL in code fences or adds a line of prose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlglot import exp
+
+from fastdistill_assets.teacher.prompts import parse_user_prompt
+
+AGG_KEYWORDS: list[tuple[str, re.Pattern[str]]] = [
+    ("COUNT", re.compile(r"\b(how many|number of|count)\b")),
+    ("AVG", re.compile(r"\b(average|mean)\b")),
+    ("SUM", re.compile(r"\b(total|sum of)\b")),
+    ("MAX", re.compile(r"\b(highest|maximum|largest|most|max)\b")),
+    ("MIN", re.compile(r"\b(lowest|minimum|smallest|least|fewest|min)\b")),
+]
+OP_KEYWORDS: list[tuple[str, re.Pattern[str]]] = [
+    (">", re.compile(r"\b(greater than|more than|above|over|larger than|higher than)\b")),
+    ("<", re.compile(r"\b(less than|under|below|smaller than|fewer than|lower than)\b")),
+]
+COND_START = re.compile(r"\b(when|where|with|for|has|have|whose)\b")
+FILLER = re.compile(r"^(is|of|the|a|an|=|equal to|equals|as)\s+")
+_COLUMN_DEF = re.compile(r"^([\"`\[]?[\w ]+?[\"`\]]?)(?:\s+(\w+).*)?$")
+_NUMERIC = {"REAL", "INTEGER", "INT", "NUMERIC", "FLOAT", "DOUBLE", "DECIMAL", "BIGINT", "NUMBER"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    phrase: str
+
+
+def parse_schema(schema: str) -> tuple[str, list[Column]]:
+    """Table name and columns of the first CREATE TABLE; ``-- comments`` name the column."""
+    match = re.search(r"CREATE TABLE\s+(\"?[\w.]+\"?)\s*\((.*)\)", schema, re.IGNORECASE | re.DOTALL)
+    if not match:
+        raise ValueError("no CREATE TABLE in schema")
+    table, body = match.group(1).strip('"'), match.group(2)
+    columns: list[Column] = []
+    for line in body.splitlines():
+        code, _, comment = line.partition("--")
+        defs = [d.strip() for d in re.split(r",(?![^()]*\))", code) if d.strip()]
+        for i, definition in enumerate(defs):
+            m = _COLUMN_DEF.match(definition)
+            if not m or m.group(1).upper() in {"PRIMARY", "FOREIGN", "UNIQUE", "CONSTRAINT", "CHECK"}:
+                continue
+            name = m.group(1).strip('"`[]')
+            header = comment.strip() if comment.strip() and i == len(defs) - 1 else name.replace("_", " ")
+            kind = "real" if (m.group(2) or "").upper() in _NUMERIC else "text"
+            columns.append(Column(name, kind, re.sub(r"\s*\(.*?\)", "", header).lower().strip()))
+    if not columns:
+        raise ValueError("no columns in schema")
+    return table, columns
+
+
+def _find_column(text: str, columns: list[Column]) -> tuple[Column, int, int] | None:
+    """The column whose phrase occurs in text (longest phrase first); returns (column, start, end)."""
+    best = None
+    for col in sorted(columns, key=lambda c: -len(c.phrase)):
+        m = re.search(rf"\b{re.escape(col.phrase)}\b", text)
+        if m and (best is None or len(col.phrase) > len(best[0].phrase)):
+            best = (col, m.start(), m.end())
+    return best
+
+
+def _literal(raw: str, col: Column) -> exp.Expression:
+    value = raw.strip().strip("?.!\"'").strip()
+    if col.kind == "real":
+        try:
+            number = float(value.replace(",", ""))
+            return exp.Literal.number(int(number) if number.is_integer() else number)
+        except ValueError:
+            pass
+    return exp.Literal.string(value)
+
+
+def _condition(piece: str, original: str, columns: list[Column]) -> exp.Expression | None:
+    found = _find_column(piece, columns)
+    if found is None:
+        return None
+    col, _, end = found
+    rest_lower, rest = piece[end:].strip(), original[end:].strip()
+    op = "="
+    for symbol, pattern in OP_KEYWORDS:
+        m = pattern.match(rest_lower)
+        if m:
+            op, rest_lower, rest = symbol, rest_lower[m.end():].strip(), rest[m.end():].strip()
+            break
+    while (m := FILLER.match(rest_lower)) and rest[:1].islower():
+        rest_lower, rest = rest_lower[m.end():], rest[m.end():]
+    if not rest.strip("?.! "):
+        return None
+    node = {"=": exp.EQ, ">": exp.GT, "<": exp.LT}[op]
+    return node(this=exp.column(col.name), expression=_literal(rest, col))
+
+
+def predict_sql(question: str, schema: str) -> str:
+    """The baseline's SQL for a question over a single-table schema."""
+    table, columns = parse_schema(schema)
+    lower = question.lower()
+    agg = next((name for name, pattern in AGG_KEYWORDS if pattern.search(lower)), None)
+    start = COND_START.search(lower)
+    head, conds_lower = (lower[: start.start()], lower[start.end():]) if start else (lower, "")
+    conds_original = question[start.end():] if start else ""
+    conditions = []
+    offset = 0
+    for piece in re.split(r"(,\s*| and )", conds_lower):
+        original = conds_original[offset: offset + len(piece)]
+        offset += len(piece)
+        if piece.strip() in {"", ","} or piece == " and ":
+            continue
+        cond = _condition(piece, original, columns)
+        if cond is not None:
+            conditions.append(cond)
+    found = _find_column(head, columns)
+    sel = found[0] if found else columns[0]
+    column = exp.column(sel.name)
+    query = exp.select(exp.func(agg, column) if agg else column).from_(table)
+    for cond in conditions:
+        query = query.where(cond)
+    return query.sql(dialect="sqlite")
+
+
+def _style(question: str) -> int:
+    return int(hashlib.sha256(question.encode()).hexdigest()[:8], 16) % 20
+
+
+def format_reply(sql: str, question: str, rationale: bool = False) -> str:
+    """Format the SQL as chat models do: mostly bare, sometimes fenced or with a line of prose."""
+    if rationale:
+        return f"### RATIONALE\nMatch the question's words to the schema's headers and values.\n### ANSWER\n{sql}"
+    style = _style(question)
+    if style < 12:
+        return sql
+    if style < 17:
+        return f"```sql\n{sql}\n```"
+    if style < 19:
+        return f"Here is the query:\n```sql\n{sql};\n```"
+    return f"{sql};"
+
+
+def reply(messages: list[dict[str, Any]]) -> str:
+    """The baseline's chat reply to a prompt built by ``prompts.build_messages``."""
+    user = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
+    rationale = any("### RATIONALE" in str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    parsed = parse_user_prompt(user)
+    return format_reply(predict_sql(parsed["question"], parsed["schema"]), parsed["question"], rationale)

@@ -1,0 +1,241 @@
+"""Concurrent generation against an OpenAI-compatible endpoint, with no batch barriers.
+
+A sliding window of ``concurrency`` workers pulls requests one at a time, so a slow request
+never holds up the others. Each request is retried with exponential backoff and jitter on
+429 (honouring Retry-After), 5xx, timeouts, connection errors and unparseable bodies; after
+the last retry it becomes a result with ``error`` set and the run goes on. Cached responses
+are served without a call, and each new response is cached the moment it arrives. Results
+come back in request order, one per request: nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key
+from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
+
+RETRYABLE = {"rate_limited", "server_error", "timeout", "connection", "bad_response"}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    messages: list[dict[str, str]]
+    prompt_hash: str
+    generation_index: int = 0
+
+
+@dataclass
+class GenerationResult:
+    request_id: str
+    content: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float | None = None
+    attempts: int = 0
+    retries_by_reason: dict[str, int] = field(default_factory=dict)
+    cache_hit: bool = False
+    error: str | None = None
+    error_detail: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """Everything needed to call one endpoint. ``api_key`` is never logged or stored."""
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    concurrency: int = 32
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_inflight_tokens: int | None = None
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    send_seed: bool = False
+
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+class _CallError(Exception):
+    def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.reason, self.detail, self.retry_after = reason, detail, retry_after
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove a secret from text before it is logged or stored."""
+    return text.replace(secret, "***") if secret else text
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    value = headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify(err: BaseException) -> _CallError:
+    """Map a client exception to (reason, detail, retry_after)."""
+    if isinstance(err, _CallError):
+        return err
+    if isinstance(err, openai.RateLimitError):
+        return _CallError("rate_limited", "HTTP 429", _retry_after(err.response.headers))
+    if isinstance(err, openai.APIStatusError):
+        status = err.status_code
+        if status >= 500:
+            return _CallError("server_error", f"HTTP {status}")
+        if status == 408:
+            return _CallError("timeout", "HTTP 408")
+        return _CallError(f"http_{status}", f"HTTP {status}: {type(err).__name__}")
+    if isinstance(err, openai.APITimeoutError):
+        return _CallError("timeout", "request timed out")
+    if isinstance(err, openai.APIConnectionError):
+        cause = err.__cause__ or err
+        return _CallError("connection", f"{type(cause).__name__}")
+    if isinstance(err, (json.JSONDecodeError, openai.APIResponseValidationError, ValueError, TypeError,
+                        AttributeError, KeyError, IndexError)):
+        return _CallError("bad_response", f"unparseable response: {type(err).__name__}")
+    return _CallError("unexpected", type(err).__name__)
+
+
+def _estimate_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
+    return sum(len(m.get("content", "")) for m in messages) // 4 + max_tokens
+
+
+class Generator:
+    """Runs requests against one endpoint with a cache; see the module docstring."""
+
+    def __init__(self, settings: EndpointSettings, cache: ResponseCache | None, decode_profile: str,
+                 progress: ProgressFn | None = None, progress_every_s: float = 5.0) -> None:
+        self.settings, self.cache, self.decode_profile = settings, cache, decode_profile
+        self.progress, self.progress_every_s = progress, progress_every_s
+        self.calls = 0
+        self._rng = random.Random(0)
+
+    def key(self, request: GenerationRequest) -> str:
+        return cache_key(request.prompt_hash, self.settings.model, self.decode_profile, request.generation_index)
+
+    def run(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        return asyncio.run(self.run_async(requests))
+
+    async def run_async(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        ids = [r.request_id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("request_id values must be unique")
+        results: list[GenerationResult | None] = [None] * len(requests)
+        cached = self.cache.get_many([self.key(r) for r in requests]) if self.cache else {}
+        pending: list[int] = []
+        for i, request in enumerate(requests):
+            hit = cached.get(self.key(request))
+            if hit:
+                results[i] = GenerationResult(request.request_id, hit.content, hit.prompt_tokens,
+                                              hit.completion_tokens, hit.latency_ms, 0, {}, True)
+            else:
+                pending.append(i)
+        if pending:
+            await self._call_all(requests, pending, results, len(requests) - len(pending))
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    async def _call_all(self, requests: Sequence[GenerationRequest], pending: list[int],
+                        results: list[GenerationResult | None], already_done: int) -> None:
+        s = self.settings
+        # The openai package's own HTTP client type (httpx or httpx2, by version), sized to the window.
+        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=s.concurrency,
+                                                        max_keepalive_connections=s.concurrency)
+        http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=s.timeout_s)
+        client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.api_key or "not-needed", max_retries=0,
+                                    timeout=s.timeout_s, http_client=http)
+        rpm, tpm, budget = PerMinuteLimiter(s.requests_per_minute), PerMinuteLimiter(s.tokens_per_minute), \
+            TokenBudget(s.max_inflight_tokens)
+        queue = iter(pending)
+        total, started = len(requests), time.monotonic()
+        state = {"done": already_done, "last": started}
+
+        async def worker() -> None:
+            for index in queue:
+                request = requests[index]
+                results[index] = await self._one(client, request, rpm, tpm, budget)
+                state["done"] += 1
+                now = time.monotonic()
+                if self.progress and (now - state["last"] >= self.progress_every_s or state["done"] == total):
+                    state["last"] = now
+                    self.progress(state["done"], total, now - started)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(s.concurrency, len(pending)))))
+        finally:
+            await client.close()
+
+    async def _one(self, client: openai.AsyncOpenAI, request: GenerationRequest, rpm: PerMinuteLimiter,
+                   tpm: PerMinuteLimiter, budget: TokenBudget) -> GenerationResult:
+        s = self.settings
+        result = GenerationResult(request.request_id)
+        estimate = _estimate_tokens(request.messages, s.max_tokens)
+        for attempt in range(1, s.max_retries + 2):
+            result.attempts = attempt
+            await rpm.acquire(1)
+            await tpm.acquire(estimate)
+            held = await budget.acquire(estimate)
+            started = time.perf_counter()
+            try:
+                response = await self._call(client, request)
+            except Exception as err:  # noqa: BLE001 - every failure is classified, none escapes
+                failure = classify(err)
+                await budget.release(held)
+                result.retries_by_reason[failure.reason] = result.retries_by_reason.get(failure.reason, 0) + 1
+                if failure.reason not in RETRYABLE or attempt > s.max_retries:
+                    result.error, result.error_detail = failure.reason, redact(failure.detail, s.api_key)
+                    result.retries_by_reason[failure.reason] -= 1
+                    return result
+                await asyncio.sleep(self._backoff(attempt, failure.retry_after))
+                continue
+            await budget.release(held)
+            result.latency_ms = (time.perf_counter() - started) * 1000
+            result.content, result.prompt_tokens, result.completion_tokens = response
+            result.error = None
+            if self.cache:
+                self.cache.put(self.key(request), s.model, CachedResponse(
+                    result.content, result.prompt_tokens, result.completion_tokens, result.latency_ms))
+            return result
+        raise AssertionError("unreachable")
+
+    async def _call(self, client: openai.AsyncOpenAI, request: GenerationRequest) -> tuple[str, int, int]:
+        s = self.settings
+        extra: dict[str, Any] = {"seed": request.generation_index} if s.send_seed else {}
+        self.calls += 1
+        completion = await client.chat.completions.create(
+            model=s.model, messages=request.messages, temperature=s.temperature, top_p=s.top_p,
+            max_tokens=s.max_tokens, **extra)
+        if isinstance(completion, str) or not getattr(completion, "choices", None):
+            raise _CallError("bad_response", "response has no choices")
+        content = completion.choices[0].message.content
+        if not isinstance(content, str):
+            raise _CallError("bad_response", "response has no message content")
+        usage = completion.usage
+        return content, (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.settings.backoff_max_s)
+        base = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
+        return base * (0.5 + self._rng.random() / 2)

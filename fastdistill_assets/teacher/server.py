@@ -1,0 +1,234 @@
+"""An OpenAI-compatible HTTP server that ships in the package.
+
+Serves ``POST /v1/chat/completions`` and ``GET /v1/models`` for a chat model (the embedded
+baseline teacher, or a trained student), on 127.0.0.1. A fault-injecting mode adds fixed or
+random latency and a share of 429s (with Retry-After), 500s, timeouts (a reply slower than
+the client's timeout), truncated bodies and non-JSON bodies, for the tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from fastdistill_assets.hashing import sha256_json
+
+ChatModel = Callable[[list[dict[str, Any]]], str]
+FAULTS = ("rate_limit", "server_error", "timeout", "truncated", "non_json")
+
+
+@dataclass
+class FaultConfig:
+    """Injected behaviour. Rates are probabilities per request (seeded, so runs repeat).
+
+    ``fail_first`` makes the first N attempts of every distinct request fail with
+    ``fail_first_kind``; later attempts succeed (retries must recover).
+    """
+
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    timeout: float = 0.0
+    truncated: float = 0.0
+    non_json: float = 0.0
+    timeout_sleep_s: float = 5.0
+    retry_after_s: float = 0.05
+    fail_first: int = 0
+    fail_first_kind: str = "server_error"
+    seed: int = 0
+
+
+def count_tokens(text: str) -> int:
+    """Whitespace token count: the embedded server's usage accounting."""
+    return len(text.split())
+
+
+@dataclass
+class ServerStats:
+    """What the server saw: calls per request key and faults injected."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    completed: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ChatServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None,
+              content_length: int | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            self._send(200, json.dumps({"object": "list", "data": [
+                {"id": self.server.model_name, "object": "model", "owned_by": "fastdistill"}]}).encode())
+        elif self.path == "/health":
+            self._send(200, b'{"status":"ok"}')
+        else:
+            self._send(404, b'{"error":{"message":"not found"}}')
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        raw = self.rfile.read(length)
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            self._send(404, b'{"error":{"message":"not found"}}')
+            return
+        try:
+            request = json.loads(raw)
+            messages = request["messages"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            self._send(400, b'{"error":{"message":"invalid request body","type":"invalid_request_error"}}')
+            return
+        key = sha256_json({"messages": messages, "seed": request.get("seed")})
+        server = self.server
+        with server.stats.lock:
+            server.stats.calls[key] += 1
+            attempt = server.stats.calls[key]
+            fault = server.choose_fault(attempt)
+            delay = server.latency_s()
+        if fault:
+            with server.stats.lock:
+                server.stats.faults[fault] += 1
+        time.sleep(delay)
+        if fault == "rate_limit":
+            self._send(429, b'{"error":{"message":"rate limited","type":"rate_limit_error"}}',
+                       {"Retry-After": str(server.faults.retry_after_s)})
+            return
+        if fault == "server_error":
+            self._send(500, b'{"error":{"message":"internal error","type":"server_error"}}')
+            return
+        if fault == "timeout":
+            time.sleep(server.faults.timeout_sleep_s)
+        try:
+            content = server.model(messages)
+        except Exception as err:  # a model failure is the server's 500, never a crash
+            self._send(500, json.dumps({"error": {"message": f"model failed: {type(err).__name__}"}}).encode())
+            return
+        body = json.dumps(_completion(request, content, server.model_name)).encode()
+        if fault == "truncated":
+            self._send(200, body[: len(body) // 2], content_length=len(body))
+            self.close_connection = True
+            return
+        if fault == "non_json":
+            self._send(200, b"<html>upstream proxy error</html>")
+            return
+        with server.stats.lock:
+            server.stats.completed[key] += 1
+        self._send(200, body)
+
+
+def _completion(request: dict[str, Any], content: str, model: str) -> dict[str, Any]:
+    prompt_tokens = sum(count_tokens(str(m.get("content", ""))) for m in request["messages"])
+    completion_tokens = count_tokens(content)
+    return {
+        "id": "chatcmpl-" + sha256_json([request["messages"], content])[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model") or model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+class _ChatServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], model: ChatModel, model_name: str, faults: FaultConfig) -> None:
+        super().__init__(address, _Handler)
+        self.model, self.model_name, self.faults = model, model_name, faults
+        self.stats = ServerStats()
+        self._rng = random.Random(faults.seed)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (timeout, reset) is normal here: stay quiet about it."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+    def latency_s(self) -> float:
+        jitter = self._rng.uniform(-1, 1) * self.faults.latency_jitter_ms if self.faults.latency_jitter_ms else 0.0
+        return max(0.0, self.faults.latency_ms + jitter) / 1000.0
+
+    def choose_fault(self, attempt: int) -> str | None:
+        if attempt <= self.faults.fail_first:
+            return self.faults.fail_first_kind
+        roll = self._rng.random()
+        for name in FAULTS:
+            rate = getattr(self.faults, name)
+            if roll < rate:
+                return name
+            roll -= rate
+        return None
+
+
+class ChatServer:
+    """Runs the OpenAI-compatible server in a background thread (a context manager)."""
+
+    def __init__(self, model: ChatModel, model_name: str, faults: FaultConfig | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = _ChatServer((host, port), model, model_name, faults or FaultConfig())
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fastdistill-server", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    @property
+    def stats(self) -> ServerStats:
+        return self._server.stats
+
+    @property
+    def faults(self) -> FaultConfig:
+        return self._server.faults
+
+    def start(self) -> ChatServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def __enter__(self) -> ChatServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def embedded_teacher(faults: FaultConfig | None = None, port: int = 0) -> ChatServer:
+    """The offline default teacher: the schema-linking baseline behind the OpenAI API."""
+    from fastdistill_assets.teacher import baseline
+
+    return ChatServer(baseline.reply, "baseline-schema-linker", faults, port=port)
