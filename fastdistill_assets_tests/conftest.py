@@ -77,7 +77,8 @@ def project_resources(project: Project, **extra) -> dict:
     }
 
 
-def materialize(project: Project, assets: list, run_id: str, raise_on_error: bool = True, **resources):
-    """A real in-process ``dg.materialize`` of ``assets`` for one run_id partition."""
-    return dg.materialize(assets, partition_key=run_id, instance=project.instance,
+def materialize(project: Project, assets: list, run_id: str, raise_on_error: bool = True, selection=None,
+                **resources):
+    """A real in-process ``dg.materialize`` of ``assets`` (or the ``selection`` of them) for one run_id."""
+    return dg.materialize(assets, partition_key=run_id, instance=project.instance, selection=selection,
                           resources=project_resources(project, **resources), raise_on_error=raise_on_error)

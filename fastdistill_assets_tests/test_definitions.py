@@ -1,6 +1,6 @@
 import dagster as dg
 
-EXPECTED_ASSETS = {"raw", "canonical"}
+EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates"}
 
 
 def test_definitions_load():

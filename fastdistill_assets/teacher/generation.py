@@ -142,7 +142,7 @@ class Generator:
         if len(set(ids)) != len(ids):
             raise ValueError("request_id values must be unique")
         results: list[GenerationResult | None] = [None] * len(requests)
-        cached = self.cache.get_many([self.key(r) for r in requests]) if self.cache else {}
+        cached = self.cache.get_many([self.key(r) for r in requests]) if self.cache is not None else {}
         pending: list[int] = []
         for i, request in enumerate(requests):
             hit = cached.get(self.key(request))
@@ -213,7 +213,7 @@ class Generator:
             result.latency_ms = (time.perf_counter() - started) * 1000
             result.content, result.prompt_tokens, result.completion_tokens = response
             result.error = None
-            if self.cache:
+            if self.cache is not None:
                 self.cache.put(self.key(request), s.model, CachedResponse(
                     result.content, result.prompt_tokens, result.completion_tokens, result.latency_ms))
             return result

@@ -58,6 +58,8 @@ class ServerStats:
     calls: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     completed: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -104,6 +106,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, b'{"error":{"message":"invalid request body","type":"invalid_request_error"}}')
             return
         key = sha256_json({"messages": messages, "seed": request.get("seed")})
+        server = self.server
+        if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+            self._send(401, b'{"error":{"message":"invalid api key","type":"authentication_error"}}')
+            return
+        with server.stats.lock:
+            server.stats.in_flight += 1
+            server.stats.max_in_flight = max(server.stats.max_in_flight, server.stats.in_flight)
+        try:
+            self._complete(request, messages, key)
+        finally:
+            with server.stats.lock:
+                server.stats.in_flight -= 1
+
+    def _complete(self, request: dict[str, Any], messages: list[dict[str, Any]], key: str) -> None:
         server = self.server
         with server.stats.lock:
             server.stats.calls[key] += 1
@@ -159,9 +175,10 @@ class _ChatServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], model: ChatModel, model_name: str, faults: FaultConfig) -> None:
+    def __init__(self, address: tuple[str, int], model: ChatModel, model_name: str, faults: FaultConfig,
+                 api_key: str | None) -> None:
         super().__init__(address, _Handler)
-        self.model, self.model_name, self.faults = model, model_name, faults
+        self.model, self.model_name, self.faults, self.api_key = model, model_name, faults, api_key
         self.stats = ServerStats()
         self._rng = random.Random(faults.seed)
 
@@ -192,8 +209,8 @@ class ChatServer:
     """Runs the OpenAI-compatible server in a background thread (a context manager)."""
 
     def __init__(self, model: ChatModel, model_name: str, faults: FaultConfig | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = _ChatServer((host, port), model, model_name, faults or FaultConfig())
+                 host: str = "127.0.0.1", port: int = 0, api_key: str | None = None) -> None:
+        self._server = _ChatServer((host, port), model, model_name, faults or FaultConfig(), api_key)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fastdistill-server", daemon=True)
 
     @property
@@ -227,8 +244,8 @@ class ChatServer:
         self.stop()
 
 
-def embedded_teacher(faults: FaultConfig | None = None, port: int = 0) -> ChatServer:
+def embedded_teacher(faults: FaultConfig | None = None, port: int = 0, api_key: str | None = None) -> ChatServer:
     """The offline default teacher: the schema-linking baseline behind the OpenAI API."""
     from fastdistill_assets.teacher import baseline
 
-    return ChatServer(baseline.reply, "baseline-schema-linker", faults, port=port)
+    return ChatServer(baseline.reply, "baseline-schema-linker", faults, port=port, api_key=api_key)

@@ -1,0 +1,23 @@
+"""Requests and an echo model for the teacher tests."""
+
+from __future__ import annotations
+
+from fastdistill_assets.teacher.generation import EndpointSettings, GenerationRequest
+from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
+
+SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 REAL -- Goals\n)"
+
+
+def make_requests(n: int, prefix: str = "P") -> list[GenerationRequest]:
+    out = []
+    for i in range(n):
+        messages = build_messages(f"What is the goals when player is {prefix}{i}?", SCHEMA, [["Ana", 1]])
+        out.append(GenerationRequest(f"{prefix}{i}", messages, prompt_hash(messages)))
+    return out
+
+
+def fast_settings(base_url: str, **overrides) -> EndpointSettings:
+    values = dict(base_url=base_url, model="teacher", timeout_s=1.0, max_retries=3, concurrency=8,
+                  backoff_base_s=0.01, backoff_max_s=0.05)
+    values.update(overrides)
+    return EndpointSettings(**values)

@@ -1,0 +1,129 @@
+"""Generation over real HTTP against the package's OpenAI-compatible server."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fastdistill_assets.teacher.cache import ResponseCache
+from fastdistill_assets.teacher.generation import Generator
+from fastdistill_assets.teacher.limits import PerMinuteLimiter
+from fastdistill_assets.teacher.server import FAULTS, FaultConfig, embedded_teacher
+from fastdistill_assets_tests.teacher_helpers import fast_settings, make_requests
+
+EXPECTED_REASON = {"rate_limit": "rate_limited", "server_error": "server_error", "timeout": "timeout",
+                   "truncated": "connection", "non_json": "bad_response"}
+
+
+def _assert_nothing_lost(requests, results):
+    assert [r.request_id for r in results] == [r.request_id for r in requests]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_fault_is_retried_and_recovered(fault):
+    requests = make_requests(24)
+    faults = FaultConfig(fail_first=1, fail_first_kind=fault, timeout_sleep_s=1.0, retry_after_s=0.01)
+    with embedded_teacher(faults) as server:
+        results = Generator(fast_settings(server.base_url, timeout_s=0.5), None, "d").run(requests)
+    _assert_nothing_lost(requests, results)
+    assert all(r.error is None and r.content.strip() for r in results)
+    assert all(r.attempts == 2 and r.retries_by_reason == {EXPECTED_REASON[fault]: 1} for r in results)
+    assert server.stats.faults[fault] == 24
+
+
+def test_exhausted_retries_become_error_rows_and_the_run_goes_on():
+    requests = make_requests(60)
+    faults = FaultConfig(server_error=0.3, non_json=0.2, rate_limit=0.1, retry_after_s=0.01, seed=3)
+    with embedded_teacher(faults) as server:
+        results = Generator(fast_settings(server.base_url, max_retries=1), None, "d").run(requests)
+    _assert_nothing_lost(requests, results)
+    failed = [r for r in results if r.error]
+    assert failed and len(failed) < len(results)
+    assert {r.error for r in failed} <= {"server_error", "bad_response", "rate_limited"}
+    assert all(r.content is None and r.attempts == 2 for r in failed)
+    assert all(r.content for r in results if not r.error)
+
+
+def test_client_errors_are_not_retried():
+    with embedded_teacher(api_key="right-key") as server:
+        [result] = Generator(fast_settings(server.base_url, api_key="wrong-key"), None, "d").run(make_requests(1))
+    assert result.error == "http_401" and result.attempts == 1
+    assert "wrong-key" not in (result.error_detail or "")
+
+
+def test_retry_after_is_honoured():
+    with embedded_teacher(FaultConfig(fail_first=1, fail_first_kind="rate_limit", retry_after_s=0.4)) as server:
+        started = time.perf_counter()
+        [result] = Generator(fast_settings(server.base_url), None, "d").run(make_requests(1))
+    assert result.error is None and time.perf_counter() - started >= 0.4
+
+
+def test_sliding_window_keeps_exactly_concurrency_requests_in_flight():
+    with embedded_teacher(FaultConfig(latency_ms=40)) as server:
+        results = Generator(fast_settings(server.base_url, concurrency=6), None, "d").run(make_requests(60))
+    assert all(r.error is None for r in results)
+    assert server.stats.max_in_flight == 6
+
+
+def test_per_minute_limiter_spaces_requests():
+    import asyncio
+
+    async def take(n):
+        limiter = PerMinuteLimiter(limit=5, window_s=0.3)
+        for _ in range(n):
+            await limiter.acquire(1)
+
+    started = time.perf_counter()
+    asyncio.run(take(10))
+    assert time.perf_counter() - started >= 0.3
+
+
+def test_cache_gives_zero_calls_on_rerun_and_never_caches_failures(tmp_path):
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    requests = make_requests(30)
+    with embedded_teacher(FaultConfig(fail_first=10, fail_first_kind="server_error")) as server:
+        failed = Generator(fast_settings(server.base_url, max_retries=1), cache, "d").run(requests[:10])
+    assert all(r.error == "server_error" for r in failed) and len(cache) == 0
+    with embedded_teacher() as server:
+        first = Generator(fast_settings(server.base_url), cache, "d").run(requests)
+        calls_after_first = server.stats.total_calls
+        generator = Generator(fast_settings(server.base_url), cache, "d")
+        second = generator.run(requests)
+    assert calls_after_first == 30 and server.stats.total_calls == 30 and generator.calls == 0
+    assert all(r.cache_hit for r in second) and [r.content for r in second] == [r.content for r in first]
+    with embedded_teacher() as server:
+        Generator(fast_settings(server.base_url), cache, "other-decode-profile").run(requests[:5])
+    assert server.stats.total_calls == 5
+
+
+RESUME_SCRIPT = """
+import sys
+from pathlib import Path
+from fastdistill_assets.teacher.cache import ResponseCache
+from fastdistill_assets.teacher.generation import Generator
+from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
+from fastdistill_assets_tests.teacher_helpers import fast_settings, make_requests
+with embedded_teacher(FaultConfig(latency_ms=30)) as server:
+    Generator(fast_settings(server.base_url, concurrency=4), ResponseCache(Path(sys.argv[1])), "d").run(make_requests(300))
+"""
+
+
+def test_killed_run_resumes_without_repeating_finished_calls(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(path)], env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not path.exists() or len(ResponseCache(path)) < 40):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(ResponseCache(path))
+    assert 40 <= done_before < 300
+    with embedded_teacher() as server:
+        results = Generator(fast_settings(server.base_url), ResponseCache(path), "d").run(make_requests(300))
+    assert server.stats.total_calls == 300 - done_before
+    assert sum(r.cache_hit for r in results) == done_before
+    assert all(r.error is None for r in results) and len({r.request_id for r in results}) == 300

@@ -1,0 +1,98 @@
+import dagster as dg
+import polars as pl
+import pytest
+
+from fastdistill_assets.assets.data import canonical, raw
+from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.teacher.gateway import ProviderGateway
+from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
+from fastdistill_assets_tests.conftest import materialize
+
+ASSETS = [raw, canonical, teacher_candidates]
+SECRET = "sk-test-7f3a9c1e5b2d4a60"
+
+
+def _gateway(project, **kwargs):
+    return ProviderGateway(config_path=str(project.configs / "provider_gateway.yaml"),
+                           cache_path=str(project.artifacts / "_cache" / "responses.sqlite"), **kwargs)
+
+
+def _meta(result):
+    [event] = [e for e in result.get_asset_materialization_events()
+               if e.event_specific_data.materialization.asset_key.path[-1] == "teacher_candidates"]
+    return {k: getattr(v, "value", v) for k, v in event.event_specific_data.materialization.metadata.items()}
+
+
+def test_embedded_teacher_candidates_and_zero_calls_on_rematerialize(project):
+    project.edit_config("run_config", dataset={"limit_per_split": 40})
+    project.new_run("r1")
+    first = materialize(project, ASSETS, "r1", teacher=_gateway(project))
+    frame = ArtifactStore(project.artifacts).read("r1", "teacher_candidates")
+    assert frame.height == 40 and frame["split"].unique().to_list() == ["train"]
+    assert frame["error"].null_count() == 40 and frame["raw_output"].null_count() == 0
+    assert frame["candidate_id"].n_unique() == 40
+    meta = _meta(first)
+    assert meta["calls"] == 40 and meta["cache_hits"] == 0 and meta["teacher_tokens_per_sec"] > 0
+    assert meta["output_tokens"] == frame["completion_tokens"].sum()
+    assert {"latency_p50_ms", "latency_p95_ms", "timing_wall_s"} <= meta.keys()
+
+    again = materialize(project, ASSETS, "r1", selection=[teacher_candidates], teacher=_gateway(project))
+    meta = _meta(again)
+    assert meta["calls"] == 0 and meta["cache_hits"] == 40
+    assert ArtifactStore(project.artifacts).read("r1", "teacher_candidates")["raw_output"].equals(frame["raw_output"])
+
+
+def test_multi_decode_gives_num_generations_rows_per_sample(project):
+    project.edit_config("run_config", dataset={"limit_per_split": 10, "splits": ["train"]},
+                        decode={"num_generations": 3, "temperature": 0.8})
+    project.new_run("r1")
+    assert materialize(project, ASSETS, "r1", teacher=_gateway(project)).success
+    frame = ArtifactStore(project.artifacts).read("r1", "teacher_candidates")
+    assert frame.height == 30 and frame["sample_id"].n_unique() == 10
+    assert sorted(frame.group_by("sample_id").agg(pl.col("generation_index").sort())["generation_index"][0]) == [0, 1, 2]
+
+
+def test_failed_calls_are_rows_not_crashes_and_secrets_never_leak(project, monkeypatch, capfd):
+    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    with embedded_teacher(FaultConfig(server_error=0.5, seed=1), api_key=SECRET) as server:
+        project.edit_config("provider_gateway", defaults={"max_retries": 0, "backoff_base_s": 0.01},
+                            providers={"local": {"base_url": server.base_url, "model": "teacher"}})
+        project.edit_config("run_config", dataset={"limit_per_split": 30, "splits": ["train"]},
+                            teacher={"provider": "local"})
+        project.new_run("r1")
+        result = materialize(project, ASSETS, "r1", teacher=_gateway(project, api_key=dg.EnvVar("TEST_TEACHER_KEY")))
+    assert result.success
+    frame = ArtifactStore(project.artifacts).read("r1", "teacher_candidates")
+    assert frame.height == 30
+    errors = frame.filter(pl.col("error").is_not_null())
+    assert 0 < errors.height < 30 and set(errors["error"]) == {"server_error"}
+    assert _meta(result)["errors_by_reason"] == {"server_error": errors.height}
+
+    logs = "\n".join(str(entry) for entry in project.instance.all_logs(result.run_id))
+    captured = capfd.readouterr()
+    assert SECRET not in logs and SECRET not in captured.out + captured.err
+    for path in project.artifacts.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_unknown_provider_is_a_clear_error(project):
+    with pytest.raises(ValueError, match="unknown provider 'nope'"):
+        _gateway(project).provider_entry("nope")
+
+
+def test_env_overrides(project, monkeypatch):
+    from fastdistill_assets.config import DecodeProfile
+
+    monkeypatch.setenv("FASTDISTILL_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("FASTDISTILL_CONCURRENCY", "3")
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    endpoint = _gateway(project).endpoint("openai", None, DecodeProfile(max_tokens=77))
+    assert (endpoint.base_url, endpoint.concurrency, endpoint.max_tokens, endpoint.model) == (
+        "http://127.0.0.1:9/v1", 3, 77, "gpt-4o-mini")
+    assert endpoint.api_key == SECRET and SECRET not in repr(endpoint)
+    monkeypatch.setenv("FASTDISTILL_PROVIDER", "ollama")
+    monkeypatch.setenv("FASTDISTILL_TEMPERATURE", "0.3")
+    frozen = project.new_run("env-run")
+    assert (frozen.config.teacher.provider, frozen.config.decode.temperature) == ("ollama", 0.3)

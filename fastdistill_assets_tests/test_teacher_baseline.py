@@ -1,0 +1,50 @@
+import pytest
+
+from fastdistill_assets.teacher import baseline
+from fastdistill_assets.teacher.prompts import build_messages, parse_user_prompt, split_rationale
+
+SCHEMA = ("CREATE TABLE table_1 (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL, -- Goals\n"
+          "  col3 REAL -- Age\n)")
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("What is the club when player is Ana Silva?", "SELECT col1 FROM table_1 WHERE col0 = 'Ana Silva'"),
+    ("How many player entries have goals greater than 10?", "SELECT COUNT(col0) FROM table_1 WHERE col2 > 10"),
+    ("What is the average age with club of Porto and goals less than 5?",
+     "SELECT AVG(col3) FROM table_1 WHERE col1 = 'Porto' AND col2 < 5"),
+    ("What is the highest goals?", "SELECT MAX(col2) FROM table_1"),
+    ("Name the smallest age for the club is The Rovers.", "SELECT MIN(col3) FROM table_1 WHERE col1 = 'The Rovers'"),
+    ("What is the total goals when age above 30.5?", "SELECT SUM(col2) FROM table_1 WHERE col3 > 30.5"),
+])
+def test_baseline_predicts_sketch_sql(question, expected):
+    assert baseline.predict_sql(question, SCHEMA) == expected
+
+
+def test_baseline_makes_real_mistakes_on_unmatched_headers():
+    # "scorer" is not a header: the baseline cannot link it and falls back to the first column.
+    assert baseline.predict_sql("Which scorer has goals of 3?", SCHEMA) == "SELECT col0 FROM table_1 WHERE col2 = 3"
+    assert baseline.predict_sql("What is the club with 3 goals?", SCHEMA) != "SELECT col1 FROM table_1 WHERE col2 = 3"
+
+
+def test_parse_schema_reads_plain_ddl():
+    table, columns = baseline.parse_schema('CREATE TABLE player (name TEXT, team_name TEXT, goals INTEGER)')
+    assert table == "player"
+    assert [(c.name, c.kind, c.phrase) for c in columns] == [
+        ("name", "text", "name"), ("team_name", "text", "team name"), ("goals", "real", "goals")]
+
+
+def test_reply_round_trips_the_prompt_and_formats_like_a_chat_model():
+    replies = set()
+    for i in range(60):
+        question = f"What is the club when player is Player {i}?"
+        messages = build_messages(question, SCHEMA, [["Ana Silva", "Porto", 12, 25]])
+        assert parse_user_prompt(messages[1]["content"])["question"] == question
+        replies.add(baseline.reply(messages).split("\n")[0][:9])
+    assert {"SELECT co", "```sql", "Here is t"} <= replies
+
+
+def test_rationale_reply_splits():
+    messages = build_messages("What is the highest goals?", SCHEMA, [], rationale=True)
+    rationale, answer, error = split_rationale(baseline.reply(messages))
+    assert error is None and rationale and answer == "SELECT MAX(col2) FROM table_1"
+    assert split_rationale("### RATIONALE\nonly thoughts") == ("only thoughts", None, "missing_answer_section")
