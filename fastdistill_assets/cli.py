@@ -53,6 +53,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(run_id)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
+
+    faults = FaultConfig(latency_ms=args.latency_ms, latency_jitter_ms=args.jitter_ms, rate_limit=args.rate_limit,
+                         server_error=args.server_error, timeout=args.timeout, truncated=args.truncated,
+                         non_json=args.non_json, seed=args.seed)
+    if args.student:
+        from fastdistill_assets.training.serving import student_server
+
+        server = student_server(_registry(), args.student, faults, host=args.host, port=args.port)
+    else:
+        server = embedded_teacher(faults, host=args.host, port=args.port)
+    print(f"serving {server.model_name} on {server.base_url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdistill", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--parent", help="parent run_id (born-again chain)")
     new.set_defaults(func=_cmd_run_new)
     run_sub.add_parser("list", help="list runs").set_defaults(func=_cmd_run_list)
+    serve = sub.add_parser("serve", help="serve the embedded teacher (or a run's student) as an OpenAI API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--student", metavar="RUN_ID", help="serve the student trained in this run")
+    serve.add_argument("--latency-ms", type=float, default=0.0)
+    serve.add_argument("--jitter-ms", type=float, default=0.0)
+    for fault in ("rate-limit", "server-error", "timeout", "truncated", "non-json"):
+        serve.add_argument(f"--{fault}", type=float, default=0.0, help=f"share of requests answered with {fault}")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.set_defaults(func=_cmd_serve)
     demo = sub.add_parser("demo", help="create a run and materialize the whole pipeline offline")
     demo.add_argument("--run-id")
     demo.add_argument("--config")

@@ -69,6 +69,7 @@ class ServerStats:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
     server: _ChatServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
@@ -219,6 +220,10 @@ class ChatServer:
         return f"http://{host}:{port}/v1"
 
     @property
+    def model_name(self) -> str:
+        return self._server.model_name
+
+    @property
     def stats(self) -> ServerStats:
         return self._server.stats
 
@@ -244,8 +249,9 @@ class ChatServer:
         self.stop()
 
 
-def embedded_teacher(faults: FaultConfig | None = None, port: int = 0, api_key: str | None = None) -> ChatServer:
+def embedded_teacher(faults: FaultConfig | None = None, host: str = "127.0.0.1", port: int = 0,
+                     api_key: str | None = None) -> ChatServer:
     """The offline default teacher: the schema-linking baseline behind the OpenAI API."""
     from fastdistill_assets.teacher import baseline
 
-    return ChatServer(baseline.reply, "baseline-schema-linker", faults, port=port, api_key=api_key)
+    return ChatServer(baseline.reply, "baseline-schema-linker", faults, host=host, port=port, api_key=api_key)
