@@ -21,8 +21,8 @@ def test_baseline_predicts_sketch_sql(question, expected):
 
 
 def test_baseline_makes_real_mistakes_on_unmatched_headers():
-    # "scorer" is not a header: the baseline cannot link it and falls back to the first column.
-    assert baseline.predict_sql("Which scorer has goals of 3?", SCHEMA) == "SELECT col0 FROM table_1 WHERE col2 = 3"
+    # "scorer" is not a header: like an LLM, the baseline hallucinates a column that does not exist.
+    assert baseline.predict_sql("Which scorer has goals of 3?", SCHEMA) == "SELECT scorer FROM table_1 WHERE col2 = 3"
     assert baseline.predict_sql("What is the club with 3 goals?", SCHEMA) != "SELECT col1 FROM table_1 WHERE col2 = 3"
 
 

@@ -106,6 +106,20 @@ def _condition(piece: str, original: str, columns: list[Column]) -> exp.Expressi
     return node(this=exp.column(col.name), expression=_literal(rest, col))
 
 
+_ASKED = re.compile(r"\b(?:the|which|what|many|of all|every|all)\s+((?:(?!when|where|with|for|has|have|is|are)[a-z]+\s?){1,2})")
+_AGG_WORDS = {"highest", "maximum", "largest", "most", "lowest", "minimum", "smallest", "least", "total", "sum",
+              "average", "mean", "number", "max", "min"}
+
+
+def _guess_column(head: str, columns: list[Column]) -> exp.Expression:
+    """No header matched: like an LLM, name the column after the asked-for noun (it may not exist)."""
+    for match in _ASKED.finditer(head):
+        words = [w for w in match.group(1).split() if w not in _AGG_WORDS and w not in {"entries", "values"}]
+        if words:
+            return exp.column("_".join(words))
+    return exp.column(columns[0].name)
+
+
 def predict_sql(question: str, schema: str) -> str:
     """The baseline's SQL for a question over a single-table schema."""
     table, columns = parse_schema(schema)
@@ -125,8 +139,7 @@ def predict_sql(question: str, schema: str) -> str:
         if cond is not None:
             conditions.append(cond)
     found = _find_column(head, columns)
-    sel = found[0] if found else columns[0]
-    column = exp.column(sel.name)
+    column = exp.column(found[0].name) if found else _guess_column(head, columns)
     query = exp.select(exp.func(agg, column) if agg else column).from_(table)
     for cond in conditions:
         query = query.where(cond)

@@ -251,7 +251,7 @@ class ChatServer:
 
 def embedded_teacher(faults: FaultConfig | None = None, host: str = "127.0.0.1", port: int = 0,
                      api_key: str | None = None) -> ChatServer:
-    """The offline default teacher: the schema-linking baseline behind the OpenAI API."""
-    from fastdistill_assets.teacher import baseline
+    """The offline default teacher: the schema-linking baseline (and judge) behind the OpenAI API."""
+    from fastdistill_assets.teacher import embedded
 
-    return ChatServer(baseline.reply, "baseline-schema-linker", faults, host=host, port=port, api_key=api_key)
+    return ChatServer(embedded.reply, "baseline-schema-linker", faults, host=host, port=port, api_key=api_key)

@@ -1,0 +1,55 @@
+"""Asset checks: each quality gate metric, thresholds from the run's frozen gate config.
+
+Checks are declared blocking; a gate whose config says ``blocking: false`` fails with WARN
+severity, which Dagster does not block on, so the config decides what stops downstream.
+"""
+
+import json
+from collections.abc import Callable
+
+import dagster as dg
+
+from fastdistill_assets.assets.gates import distilled, filtered
+from fastdistill_assets.config import CheckThreshold
+from fastdistill_assets.partitions import run_partitions
+from fastdistill_assets.resources import RunConfigResource
+from fastdistill_assets.storage import StageOutput
+
+GATE_METRICS = ("empty_output_rate", "rule_pass_rate", "parse_pass_rate", "exec_pass_rate", "gold_match_rate",
+                "judge_mean", "p_keep")
+
+
+def evaluate_threshold(metric: str, value: float | None, threshold: CheckThreshold | None) -> dg.AssetCheckResult:
+    """Pass/fail with numeric metadata; an unconfigured metric passes and says so."""
+    if threshold is None:
+        return dg.AssetCheckResult(passed=True, metadata={"value": value, "configured": False})
+    passed = value is not None and (value >= threshold.value if threshold.op == ">=" else value <= threshold.value)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR if threshold.blocking else dg.AssetCheckSeverity.WARN,
+        description=f"{metric} = {value} (must be {threshold.op} {threshold.value})",
+        metadata={"value": dg.MetadataValue.float(float(value)) if value is not None else None,
+                  "threshold": threshold.value, "op": threshold.op, "blocking": threshold.blocking})
+
+
+def _gate_check(metric: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=filtered, name=metric, blocking=True, partitions_def=run_partitions,
+                    description=f"quality gate on {metric}; threshold from configs/quality_gates.yaml")
+    def check(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
+              filtered: StageOutput) -> dg.AssetCheckResult:
+        gates = run_config.for_partition(context).gates
+        report = json.loads(filtered.files["quality_report.json"].read_text())
+        threshold = next((t for t in gates.checks.values() if t.metric == metric), None)
+        return evaluate_threshold(metric, report.get(metric), threshold)
+
+    return check
+
+
+gate_checks: list[Callable] = [_gate_check(m) for m in GATE_METRICS]
+
+
+@dg.asset_check(asset=distilled, blocking=True, partitions_def=run_partitions,
+                description="at least one sample survived the gates")
+def distilled_not_empty(distilled: StageOutput) -> dg.AssetCheckResult:
+    count = distilled.frame.height
+    return dg.AssetCheckResult(passed=count > 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"count": count})

@@ -1,0 +1,64 @@
+"""filtered -> distilled exports: chat-format SFT records and preference pairs (pure)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import polars as pl
+
+from fastdistill_assets.teacher.prompts import build_messages
+
+DISTILLED_COLUMNS = ["sample_id", "candidate_id", "split", "db_id", "question", "schema", "sql", "rationale",
+                     "judge_score", "messages"]
+
+
+def assistant_target(sql: str, rationale: str | None) -> str:
+    """What the student learns to say: the SQL, after its rationale in the step-by-step recipe."""
+    return f"### RATIONALE\n{rationale}\n### ANSWER\n{sql}" if rationale else sql
+
+
+def sft_record(row: dict[str, Any], rationale: bool) -> dict[str, Any]:
+    prompt = json.loads(row["messages"])
+    target = assistant_target(row["cleaned_sql"], row.get("rationale") if rationale else None)
+    return {"id": row["candidate_id"], "messages": [*prompt, {"role": "assistant", "content": target}]}
+
+
+def distilled_frame(filtered: pl.DataFrame) -> pl.DataFrame:
+    kept = filtered.filter(pl.col("kept"))
+    return kept.rename({"cleaned_sql": "sql"}).select(DISTILLED_COLUMNS)
+
+
+def to_jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def preference_pairs(filtered: pl.DataFrame) -> list[dict[str, Any]]:
+    """chosen = the kept candidate; rejected = the lowest-ranked other candidate of the same input."""
+    pairs = []
+    ranked = filtered.with_columns(pl.col("judge_score").fill_null(-1.0)).sort(
+        ["sample_id", "kept", "gold_match", "judge_score"], descending=[False, True, True, True], nulls_last=True)
+    for (sample_id,), group in ranked.group_by(["sample_id"], maintain_order=True):
+        if group.height < 2 or not group["kept"][0]:
+            continue
+        chosen, rejected = group.row(0, named=True), group.row(group.height - 1, named=True)
+        if rejected["kept"] and rejected["judge_score"] >= chosen["judge_score"]:
+            continue
+        pairs.append({"sample_id": sample_id, "prompt": json.loads(chosen["messages"]),
+                      "chosen": chosen["cleaned_sql"], "rejected": rejected["cleaned_sql"] or rejected["raw_output"] or "",
+                      "rejected_reason": rejected["reject_reason"] or "lower_score"})
+    return pairs
+
+
+def pairs_parquet(pairs: list[dict[str, Any]]) -> bytes:
+    frame = pl.DataFrame([{**p, "prompt": json.dumps(p["prompt"], ensure_ascii=False)} for p in pairs],
+                         schema={"sample_id": pl.String, "prompt": pl.String, "chosen": pl.String,
+                                 "rejected": pl.String, "rejected_reason": pl.String})
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def eval_messages(question: str, schema: str, sample_rows: str) -> list[dict[str, str]]:
+    return build_messages(question, schema, sample_rows)

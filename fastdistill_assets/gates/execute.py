@@ -1,0 +1,148 @@
+"""Execute candidate SQL on the task's database: read-only, time-limited, bounded.
+
+SQLite files are opened with ``mode=ro``, ``PRAGMA query_only``, an authorizer that allows
+only reads, a cap on value length, and a progress handler that interrupts a query past its
+deadline. DuckDB files are opened ``read_only`` with external access off and interrupted
+by a timer. One connection per database is reused across rows.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+_ALLOWED_SQLITE_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                           getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+MAX_VALUE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    ok: bool
+    rows: list[tuple[Any, ...]] | None = None
+    error: str | None = None
+    detail: str | None = None
+    elapsed_ms: float = 0.0
+
+
+def _sqlite_authorizer(action: int, *_: Any) -> int:
+    return sqlite3.SQLITE_OK if action in _ALLOWED_SQLITE_ACTIONS else sqlite3.SQLITE_DENY
+
+
+_ERROR_KINDS = [
+    ("timeout", re.compile(r"interrupt", re.I)),
+    ("not_authorized", re.compile(r"not authorized|authorization denied|read-?only|readonly|query_only|permission|external access", re.I)),
+    ("no_such_table", re.compile(r"no such table|table .* does not exist|catalog error: table", re.I)),
+    ("no_such_column", re.compile(r"no such column|column .* not found|referenced column", re.I)),
+    ("syntax_error", re.compile(r"syntax error|parser error|incomplete input", re.I)),
+    ("too_big", re.compile(r"too big|string or blob|out of memory", re.I)),
+]
+
+
+def classify_error(message: str) -> str:
+    return next((kind for kind, pattern in _ERROR_KINDS if pattern.search(message)), "db_error")
+
+
+class _SqliteDatabase:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
+        self.conn.execute("PRAGMA query_only = ON")
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        self.conn.set_authorizer(_sqlite_authorizer)
+        self.conn.set_progress_handler(self._progress, 2000)
+        self._deadline = 0.0
+
+    def _progress(self) -> int:
+        return 1 if time.perf_counter() > self._deadline else 0
+
+    def fetch(self, sql: str, timeout_s: float, max_rows: int) -> list[tuple[Any, ...]]:
+        self._deadline = time.perf_counter() + timeout_s
+        cursor = self.conn.execute(sql)
+        try:
+            return cursor.fetchmany(max_rows + 1)
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _DuckDatabase:
+    def __init__(self, path: Path) -> None:
+        self.conn = duckdb.connect(str(path), read_only=True,
+                                   config={"enable_external_access": False, "threads": 1, "memory_limit": "1GB"})
+        self.conn.execute("SET lock_configuration = true")
+
+    def fetch(self, sql: str, timeout_s: float, max_rows: int) -> list[tuple[Any, ...]]:
+        timer = threading.Timer(timeout_s, self.conn.interrupt)
+        timer.start()
+        try:
+            return self.conn.execute(sql).fetchmany(max_rows + 1)
+        finally:
+            timer.cancel()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Executor:
+    """Runs read-only queries; caches one connection and the gold results per database."""
+
+    def __init__(self, timeout_ms: int = 2000, max_rows: int = 10_000) -> None:
+        self.timeout_s, self.max_rows = timeout_ms / 1000, max_rows
+        self._dbs: dict[tuple[str, str], _SqliteDatabase | _DuckDatabase] = {}
+        self._gold: dict[tuple[str, str, str], ExecResult] = {}
+
+    def _db(self, db_path: str, dialect: str) -> _SqliteDatabase | _DuckDatabase:
+        key = (db_path, dialect)
+        if key not in self._dbs:
+            path = Path(db_path)
+            if not path.exists():
+                raise FileNotFoundError(f"database not found: {db_path}")
+            self._dbs[key] = _DuckDatabase(path) if dialect == "duckdb" else _SqliteDatabase(path)
+        return self._dbs[key]
+
+    def run(self, db_path: str, dialect: str, sql: str, read_only_checked: bool = False) -> ExecResult:
+        """Run one query. Unless the parse gate already did, refuse anything but a read query first."""
+        started = time.perf_counter()
+        if not read_only_checked:
+            from fastdistill_assets.gates.parse import parse_sql
+
+            parsed = parse_sql(sql, dialect)
+            if not parsed.ok:
+                kind = "not_authorized" if parsed.error.startswith("not_read_only") else "syntax_error"
+                return ExecResult(False, None, kind, parsed.error, (time.perf_counter() - started) * 1000)
+        try:
+            rows = self._db(db_path, dialect).fetch(sql, self.timeout_s, self.max_rows)
+        except (sqlite3.Error, duckdb.Error, FileNotFoundError, OverflowError, ValueError) as err:
+            message = str(err)[:300]
+            return ExecResult(False, None, classify_error(message) if not isinstance(err, FileNotFoundError)
+                              else "no_database", message, (time.perf_counter() - started) * 1000)
+        elapsed = (time.perf_counter() - started) * 1000
+        if len(rows) > self.max_rows:
+            return ExecResult(False, None, "too_many_rows", f"more than {self.max_rows} rows", elapsed)
+        return ExecResult(True, [tuple(r) for r in rows], None, None, elapsed)
+
+    def gold(self, db_path: str, dialect: str, gold_sql: str) -> ExecResult:
+        key = (db_path, dialect, gold_sql)
+        if key not in self._gold:
+            self._gold[key] = self.run(db_path, dialect, gold_sql, read_only_checked=False)
+        return self._gold[key]
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,58 @@
+"""LLM judge: prompt building and score parsing (pure), plus the deterministic fallback."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+JUDGE_SYSTEM = ("You are a strict SQL reviewer. Given a question, a schema, a candidate SQLite query and the "
+                "first rows of its result, judge whether the query answers the question. Reply with "
+                "'Score: N', N from 1 (wrong) to 5 (certainly correct).")
+_SCORE = re.compile(r"score\s*[:=]?\s*([1-5])\b", re.IGNORECASE)
+_BARE = re.compile(r"^\s*([1-5])\s*(?:/\s*5)?\s*$")
+
+
+def judge_messages(question: str, schema: str, sql: str, preview: list[Any]) -> list[dict[str, str]]:
+    rows = json.dumps(preview[:5], default=str, ensure_ascii=False)
+    user = f"### Question\n{question}\n\n### Schema\n{schema}\n\n### Candidate SQL\n{sql}\n\n### Result rows\n{rows}"
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def is_judge_prompt(messages: list[dict[str, Any]]) -> bool:
+    return any(m.get("role") == "system" and m.get("content") == JUDGE_SYSTEM for m in messages)
+
+
+def parse_judge_score(text: str | None) -> tuple[float | None, str | None]:
+    """Score in [0, 1] from a 'Score: N' reply, or (None, reason)."""
+    if not text:
+        return None, "judge_empty"
+    match = _SCORE.search(text) or _BARE.match(text)
+    if not match:
+        return None, "judge_unparseable"
+    return (int(match.group(1)) - 1) / 4, None
+
+
+def deterministic_score(exec_ok: bool, gold_match: bool | None, n_rows: int) -> float:
+    """Without a judge: 1.0 gold match, 0.5 executed with rows, 0.25 executed empty, 0.0 otherwise."""
+    if not exec_ok:
+        return 0.0
+    if gold_match:
+        return 1.0
+    return 0.5 if n_rows else 0.25
+
+
+def embedded_judge_reply(messages: list[dict[str, Any]]) -> str:
+    """The offline judge: agrees when the candidate matches the baseline's own reading."""
+    from fastdistill_assets.teacher import baseline
+
+    user = next(m["content"] for m in messages if m.get("role") == "user")
+    sections = dict(re.findall(r"### ([A-Za-z ]+)\n(.*?)(?=\n\n### |\Z)", user, re.DOTALL))
+    try:
+        own = baseline.predict_sql(sections["Question"].strip(), sections["Schema"].strip())
+    except (KeyError, ValueError):
+        return "Score: 3"
+    empty = sections.get("Result rows", "[]").strip() == "[]"
+    if own.lower() == sections.get("Candidate SQL", "").strip().lower():
+        return "Score: 4" if empty else "Score: 5"
+    return "Score: 2"

@@ -1,0 +1,103 @@
+"""Run every gate on every candidate, short-circuiting, and record each verdict and reason.
+
+Order: teacher error -> (rationale split) -> clean -> rules -> parse -> execute -> gold match.
+The judge and the final selection run afterwards over the whole frame (see ``select``).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import polars as pl
+
+from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.gates.clean import clean_sql
+from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets.gates.gold import gold_is_ordered, result_signature, results_match
+from fastdistill_assets.gates.parse import parse_sql
+from fastdistill_assets.gates.rules import check_rules
+from fastdistill_assets.teacher.prompts import split_rationale
+
+GATE_SCHEMA: dict[str, pl.DataType] = {
+    "rationale": pl.String(), "cleaned_sql": pl.String(), "clean_actions": pl.String(),
+    "rule_ok": pl.Boolean(), "rule_reason": pl.String(), "parse_ok": pl.Boolean(), "parse_error": pl.String(),
+    "exec_ok": pl.Boolean(), "exec_error": pl.String(), "exec_error_detail": pl.String(), "exec_ms": pl.Float64(),
+    "result_rows": pl.Int64(), "result_signature": pl.String(), "result_preview": pl.String(),
+    "gold_signature": pl.String(), "gold_match": pl.Boolean(), "reject_reason": pl.String(), "gate_ms": pl.Float64(),
+}
+NEEDED = ["error", "raw_output", "dialect", "db_path", "gold_sql"]
+
+
+def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor: Executor) -> dict[str, Any]:
+    """Verdicts for one candidate. ``reject_reason`` is the first gate that failed (None: all passed)."""
+    started = time.perf_counter()
+    out: dict[str, Any] = dict.fromkeys(GATE_SCHEMA)
+
+    def done(reason: str | None) -> dict[str, Any]:
+        out["reject_reason"] = reason
+        out["gate_ms"] = (time.perf_counter() - started) * 1000
+        return out
+
+    if row["error"] is not None:
+        return done("teacher_error")
+    raw = row["raw_output"]
+    if rationale:
+        out["rationale"], raw, problem = split_rationale(raw or "")
+        if problem:
+            return done("rationale_format")
+    cleaned = clean_sql(raw)
+    out["cleaned_sql"], out["clean_actions"] = cleaned.sql, ",".join(cleaned.actions)
+    out["rule_reason"] = check_rules(cleaned.sql, gates.rules)
+    out["rule_ok"] = out["rule_reason"] is None
+    if not out["rule_ok"]:
+        return done(out["rule_reason"])
+    parsed = parse_sql(cleaned.sql, row["dialect"])
+    out["parse_ok"], out["parse_error"] = parsed.ok, parsed.error
+    if not parsed.ok:
+        return done(parsed.error.split(":", 1)[0])
+    result = executor.run(row["db_path"], row["dialect"], cleaned.sql, read_only_checked=True)
+    out["exec_ok"], out["exec_error"], out["exec_error_detail"], out["exec_ms"] = (
+        result.ok, result.error, result.detail, result.elapsed_ms)
+    if not result.ok:
+        return done("exec_error")
+    out["result_rows"] = len(result.rows)
+    out["result_signature"] = result_signature(result.rows)
+    out["result_preview"] = repr(result.rows[:5])[:500]
+    gold = executor.gold(row["db_path"], row["dialect"], row["gold_sql"])
+    if not gold.ok:
+        return done("gold_unavailable")
+    out["gold_signature"] = result_signature(gold.rows)
+    out["gold_match"] = results_match(result.rows, gold.rows, semantics=gates.gold.semantics,
+                                      ordered=gold_is_ordered(row["gold_sql"]), tolerance=gates.gold.float_tolerance)
+    return done(None if out["gold_match"] else "gold_mismatch")
+
+
+def _gate_rows(rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) -> list[dict[str, Any]]:
+    with Executor(gates.execution.timeout_ms, gates.execution.max_rows) as executor:
+        return [gate_row(row, gates, rationale, executor) for row in rows]
+
+
+def gate_frame(candidates: pl.DataFrame, gates: GatesConfig, rationale: bool = False, workers: int = 1) -> pl.DataFrame:
+    """``candidates`` plus GATE_SCHEMA columns, one output row per input row, same order.
+
+    With ``workers > 1`` rows are split by database across processes (each with its own
+    connections), then put back in the input order.
+    """
+    rows = candidates.select(NEEDED).to_dicts()
+    if workers > 1 and len(rows) >= 2000:
+        order = sorted(range(len(rows)), key=lambda i: rows[i]["db_path"] or "")
+        chunks = [order[k::workers] for k in range(workers)]
+        chunks = [sorted(c, key=lambda i: rows[i]["db_path"] or "") for c in chunks]
+        results: list[dict[str, Any] | None] = [None] * len(rows)
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [(c, pool.submit(_gate_rows, [rows[i] for i in c], gates, rationale)) for c in chunks]
+            for chunk, future in futures:
+                for i, verdict in zip(chunk, future.result(), strict=True):
+                    results[i] = verdict
+        verdicts = results
+    else:
+        verdicts = _gate_rows(rows, gates, rationale)
+    gate_columns = pl.DataFrame(verdicts, schema=GATE_SCHEMA, orient="row") if verdicts else pl.DataFrame(schema=GATE_SCHEMA)
+    return pl.concat([candidates, gate_columns], how="horizontal")

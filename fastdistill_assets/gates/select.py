@@ -1,0 +1,51 @@
+"""Final selection: judge scores, thresholds, and best-of-n for multi-decode."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+from fastdistill_assets.config import SelectGates
+from fastdistill_assets.gates.judge import deterministic_score
+
+JudgeScores = Mapping[str, tuple[float | None, str | None]]  # candidate_id -> (score, error reason)
+
+
+def attach_judge(frame: pl.DataFrame, scores: JudgeScores | None) -> pl.DataFrame:
+    """Add judge_score / judge_source / judge_error. ``scores=None``: deterministic scores."""
+    if scores is None:
+        values = [deterministic_score(bool(e), g, n or 0) for e, g, n in
+                  frame.select("exec_ok", "gold_match", "result_rows").iter_rows()]
+        return frame.with_columns(pl.Series("judge_score", values, pl.Float64),
+                                  pl.lit("deterministic").alias("judge_source"),
+                                  pl.lit(None, pl.String).alias("judge_error"))
+    ids = frame["candidate_id"].to_list()
+    return frame.with_columns(
+        pl.Series("judge_score", [scores.get(i, (None, None))[0] for i in ids], pl.Float64),
+        pl.Series("judge_source", ["llm" if i in scores else None for i in ids], pl.String),
+        pl.Series("judge_error", [scores.get(i, (None, None))[1] for i in ids], pl.String))
+
+
+def select(frame: pl.DataFrame, gates: SelectGates, judge_enabled: bool, multi_decode: bool) -> pl.DataFrame:
+    """Set the final ``reject_reason`` and ``kept`` for every candidate."""
+    reasons = []
+    for reason, score, judge_error in frame.select("reject_reason", "judge_score", "judge_error").iter_rows():
+        if reason == "gold_mismatch" and not gates.require_gold_match:
+            reason = None
+        if reason is None and judge_enabled and score is None:
+            reason = judge_error or "judge_unscored"
+        if reason is None and score is not None and score < gates.min_judge_score:
+            reason = "judge_below_threshold"
+        reasons.append(reason)
+    frame = frame.with_columns(pl.Series("reject_reason", reasons, pl.String))
+    if multi_decode:
+        best = (frame.filter(pl.col("reject_reason").is_null())
+                .with_columns(pl.col("cleaned_sql").str.len_chars().alias("_len"))
+                .sort(["sample_id", "gold_match", "judge_score", "_len", "generation_index"],
+                      descending=[False, True, True, False, False], nulls_last=True)
+                .unique(subset="sample_id", keep="first")["candidate_id"])
+        frame = frame.with_columns(
+            pl.when(pl.col("reject_reason").is_null() & ~pl.col("candidate_id").is_in(best.implode()))
+            .then(pl.lit("not_selected")).otherwise(pl.col("reject_reason")).alias("reject_reason"))
+    return frame.with_columns(pl.col("reject_reason").is_null().alias("kept"))

@@ -1,0 +1,102 @@
+import pytest
+
+from fastdistill_assets.config import RuleGates
+from fastdistill_assets.gates.clean import clean_sql
+from fastdistill_assets.gates.gold import gold_is_ordered, result_signature, results_match
+from fastdistill_assets.gates.judge import deterministic_score, parse_judge_score
+from fastdistill_assets.gates.parse import parse_sql
+from fastdistill_assets.gates.rules import check_rules
+
+RULES = RuleGates(banned_tokens=["DROP ", "ATTACH ", "PRAGMA "])
+
+
+@pytest.mark.parametrize("raw, sql, actions", [
+    ("SELECT a FROM t", "SELECT a FROM t", ()),
+    ("```sql\nSELECT a FROM t\n```", "SELECT a FROM t", ("code_fence", "whitespace")),
+    ("```\nSELECT a FROM t;\n```", "SELECT a FROM t", ("code_fence", "trailing_semicolon")),
+    ("Here is the query:\n```sql\nSELECT a FROM t;\n```\nHope it helps!", "SELECT a FROM t", ("code_fence", "trailing_semicolon")),
+    ("Sure! The answer is: SELECT a FROM t", "SELECT a FROM t", ("leading_prose",)),
+    ("SELECT a FROM t;;  \n", "SELECT a FROM t", ("trailing_semicolon",)),
+    ("  SELECT a FROM t  ", "SELECT a FROM t", ("whitespace",)),
+    ("```sql\nDROP TABLE t\n```", "DROP TABLE t", ("code_fence", "whitespace")),
+    (None, "", ("no_output",)),
+    ("", "", ()),
+])
+def test_clean_sql(raw, sql, actions):
+    cleaned = clean_sql(raw)
+    assert cleaned.sql == sql and cleaned.actions == actions
+
+
+@pytest.mark.parametrize("sql, reason", [
+    ("SELECT name FROM player", None),
+    ("SELECT name FROM player WHERE club = 'DROP TABLE x; --'", None),
+    ("", "empty_output"),
+    ("   ", "empty_output"),
+    ("SELECT 1", "too_short"),
+    ("SELECT " + "a, " * 1000 + "b FROM t", "too_long"),
+    ("SELECT name FROM player; DROP TABLE player", "multiple_statements"),
+    ("DROP TABLE player", "banned_token"),
+    ("ATTACH DATABASE 'x.db' AS x", "banned_token"),
+    ("pragma writable_schema = 1", "banned_token"),
+    ("UPDATE player SET goals = 0", "not_select"),
+    ("SELECT name FROM player WHERE club = '\ufffd'", "non_utf8"),
+    ("SELECT name FROM player WHERE club = '\udcff'", "non_utf8"),
+])
+def test_rules(sql, reason):
+    assert check_rules(sql, RULES) == reason
+
+
+@pytest.mark.parametrize("sql, ok, error_prefix", [
+    ("SELECT name FROM player WHERE goals > 3", True, None),
+    ("WITH x AS (SELECT 1 AS a) SELECT a FROM x", True, None),
+    ("SELECT name FROM player UNION SELECT club FROM player", True, None),
+    ("SELECT name FROM WHERE", False, "parse_error"),
+    ("SELECT (name FROM player", False, "parse_error"),
+    ("DROP TABLE player", False, "not_read_only"),
+    ("ATTACH DATABASE 'x.db' AS x", False, "not_read_only"),
+    ("INSERT INTO player VALUES (1, 2, 3, 4)", False, "not_read_only"),
+    ("PRAGMA journal_mode = DELETE", False, "not_read_only"),
+    ("SELECT 1; SELECT 2", False, "parse_error"),
+])
+def test_parse(sql, ok, error_prefix):
+    parsed = parse_sql(sql, "sqlite")
+    assert parsed.ok is ok
+    assert (parsed.error or "").split(":")[0] == (error_prefix or "")
+
+
+def test_parse_keeps_the_parser_message():
+    assert parse_sql("SELECT (name FROM player", "sqlite").error == "parse_error: Expecting ). Line 1, Col: 17."
+
+
+@pytest.mark.parametrize("cand, gold, kwargs, expected", [
+    ([(1,), (2,)], [(2,), (1,)], {}, True),
+    ([(1,), (1,), (2,)], [(1,), (2,)], {}, False),
+    ([(1,), (1,), (2,)], [(1,), (2,)], {"semantics": "set"}, True),
+    ([(3,)], [(3.0,)], {}, True),
+    ([(0.1 + 0.2,)], [(0.3,)], {}, True),
+    ([(0.3001,)], [(0.3,)], {}, False),
+    ([(0.3001,)], [(0.3,)], {"tolerance": 1e-3}, True),
+    ([(1,), (2,)], [(2,), (1,)], {"ordered": True}, False),
+    ([("a", None)], [("a", None)], {}, True),
+    ([], [], {}, True),
+    ([(1, 2)], [(1,)], {}, False),
+])
+def test_results_match(cand, gold, kwargs, expected):
+    assert results_match(cand, gold, **kwargs) is expected
+
+
+def test_result_signature_is_order_insensitive_and_normalizes_numbers():
+    assert result_signature([(1, "a"), (2.0, "b")]) == result_signature([(2, "b"), (1.0, "a")])
+    assert result_signature([(1,)]) != result_signature([(1,), (1,)])
+    assert gold_is_ordered("SELECT a FROM t ORDER  BY a") and not gold_is_ordered("SELECT a FROM t")
+
+
+@pytest.mark.parametrize("text, score", [("Score: 5", 1.0), ("score=1", 0.0), ("3", 0.5), ("I think 4/5", None),
+                                         ("", None), ("Score: 3. The query is fine.", 0.5)])
+def test_parse_judge_score(text, score):
+    assert parse_judge_score(text)[0] == score
+
+
+def test_deterministic_score():
+    assert [deterministic_score(False, None, 0), deterministic_score(True, True, 1),
+            deterministic_score(True, False, 2), deterministic_score(True, False, 0)] == [0.0, 1.0, 0.5, 0.25]
