@@ -45,6 +45,8 @@ def preference_pairs(filtered: pl.DataFrame) -> list[dict[str, Any]]:
         chosen, rejected = group.row(0, named=True), group.row(group.height - 1, named=True)
         if rejected["kept"] and rejected["judge_score"] >= chosen["judge_score"]:
             continue
+        if (rejected["cleaned_sql"] or rejected["raw_output"]) == chosen["cleaned_sql"]:
+            continue  # the same answer twice teaches no preference
         pairs.append({"sample_id": sample_id, "prompt": json.loads(chosen["messages"]),
                       "chosen": chosen["cleaned_sql"], "rejected": rejected["cleaned_sql"] or rejected["raw_output"] or "",
                       "rejected_reason": rejected["reject_reason"] or "lower_score"})

@@ -1,6 +1,6 @@
 import dagster as dg
 
-EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates"}
+EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates", "filtered", "distilled"}
 
 
 def test_definitions_load():

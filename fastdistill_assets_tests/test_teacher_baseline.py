@@ -48,3 +48,11 @@ def test_rationale_reply_splits():
     rationale, answer, error = split_rationale(baseline.reply(messages))
     assert error is None and rationale and answer == "SELECT MAX(col2) FROM table_1"
     assert split_rationale("### RATIONALE\nonly thoughts") == ("only thoughts", None, "missing_answer_section")
+
+
+def test_sampling_varies_with_seed_and_greedy_does_not():
+    q = "What is the average age with club of Porto and goals less than 5?"
+    greedy = {baseline.predict_sql(q, SCHEMA, 0.0, seed) for seed in range(10)}
+    sampled = {baseline.predict_sql(q, SCHEMA, 1.0, seed) for seed in range(10)}
+    assert len(greedy) == 1 and len(sampled) > 1
+    assert baseline.predict_sql(q, SCHEMA, 1.0, 3) == baseline.predict_sql(q, SCHEMA, 1.0, 3)

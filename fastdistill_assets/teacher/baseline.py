@@ -10,6 +10,7 @@ Like chat models, it sometimes wraps its SQL in code fences or adds a line of pr
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -120,8 +121,12 @@ def _guess_column(head: str, columns: list[Column]) -> exp.Expression:
     return exp.column(columns[0].name)
 
 
-def predict_sql(question: str, schema: str) -> str:
-    """The baseline's SQL for a question over a single-table schema."""
+def predict_sql(question: str, schema: str, temperature: float = 0.0, seed: int | None = None) -> str:
+    """The baseline's SQL for a question over a single-table schema.
+
+    With ``temperature > 0`` it samples: with probability ``temperature / 2`` (seeded by the
+    question and ``seed``) it drops a condition, drops the aggregate or picks another column.
+    """
     table, columns = parse_schema(schema)
     lower = question.lower()
     agg = next((name for name, pattern in AGG_KEYWORDS if pattern.search(lower)), None)
@@ -140,6 +145,16 @@ def predict_sql(question: str, schema: str) -> str:
             conditions.append(cond)
     found = _find_column(head, columns)
     column = exp.column(found[0].name) if found else _guess_column(head, columns)
+    if temperature > 0:
+        rng = random.Random(f"{question}:{seed}")
+        if rng.random() < temperature / 2:
+            choice = rng.randrange(3)
+            if choice == 0 and conditions:
+                conditions = conditions[:-1]
+            elif choice == 1 and agg:
+                agg = None
+            else:
+                column = exp.column(rng.choice(columns).name)
     query = exp.select(exp.func(agg, column) if agg else column).from_(table)
     for cond in conditions:
         query = query.where(cond)
@@ -164,9 +179,14 @@ def format_reply(sql: str, question: str, rationale: bool = False) -> str:
     return f"{sql};"
 
 
-def reply(messages: list[dict[str, Any]]) -> str:
-    """The baseline's chat reply to a prompt built by ``prompts.build_messages``."""
+def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> str:
+    """The baseline's chat reply to a prompt built by ``prompts.build_messages``.
+
+    ``params`` are the request's decode parameters (temperature, seed).
+    """
+    params = params or {}
     user = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
     rationale = any("### RATIONALE" in str(m.get("content", "")) for m in messages if m.get("role") == "system")
     parsed = parse_user_prompt(user)
-    return format_reply(predict_sql(parsed["question"], parsed["schema"]), parsed["question"], rationale)
+    sql = predict_sql(parsed["question"], parsed["schema"], float(params.get("temperature") or 0.0), params.get("seed"))
+    return format_reply(sql, parsed["question"], rationale)

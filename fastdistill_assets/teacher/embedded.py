@@ -8,7 +8,7 @@ from fastdistill_assets.gates import judge
 from fastdistill_assets.teacher import baseline
 
 
-def reply(messages: list[dict[str, Any]]) -> str:
+def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> str:
     if judge.is_judge_prompt(messages):
         return judge.embedded_judge_reply(messages)
-    return baseline.reply(messages)
+    return baseline.reply(messages, params)

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastdistill_assets.hashing import sha256_json
 
-ChatModel = Callable[[list[dict[str, Any]]], str]
+ChatModel = Callable[[list[dict[str, Any]], dict[str, Any]], str]  # (messages, decode params) -> reply
 FAULTS = ("rate_limit", "server_error", "timeout", "truncated", "non_json")
 
 
@@ -141,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "timeout":
             time.sleep(server.faults.timeout_sleep_s)
         try:
-            content = server.model(messages)
+            content = server.model(messages, {k: request.get(k) for k in ("temperature", "top_p", "seed", "max_tokens")})
         except Exception as err:  # a model failure is the server's 500, never a crash
             self._send(500, json.dumps({"error": {"message": f"model failed: {type(err).__name__}"}}).encode())
             return

@@ -1,0 +1,76 @@
+"""The quality report's numbers against values computed by hand on a small fixture."""
+
+import json
+
+import polars as pl
+import pytest
+
+from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.gates.pipeline import gate_frame
+from fastdistill_assets.gates.select import attach_judge, select
+from fastdistill_assets.reports import markdown_table, quality_report
+from fastdistill_assets_tests.db_fixtures import make_sqlite
+from fastdistill_assets_tests.test_execute import RUNAWAY
+
+GOLD = "SELECT name FROM player WHERE club = 'Porto'"
+OUTPUTS = [  # (raw_output, teacher error)
+    (GOLD, None),                                                   # kept
+    (f"```sql\n{GOLD};\n```", None),                                # kept after cleaning
+    ("", None),                                                     # empty_output
+    ("DROP TABLE player", None),                                    # banned_token
+    ("SELECT nme FROM player", None),                               # exec_error: no_such_column
+    ("SELECT name FROM player", None),                              # gold_mismatch
+    (None, "server_error"),                                         # teacher_error
+    ("SELECT name FROM WHERE x", None),                             # parse_error
+    (RUNAWAY, None),                                                # exec_error: timeout
+]
+
+
+def candidates(db_path) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "candidate_id": f"c{i}", "sample_id": f"s{i}", "generation_index": 0, "raw_output": raw, "error": err,
+        "db_path": str(db_path), "dialect": "sqlite", "gold_sql": GOLD, "question": "q", "schema": "s",
+        "messages": json.dumps([{"role": "user", "content": "q"}]),
+    } for i, (raw, err) in enumerate(OUTPUTS)], schema_overrides={"raw_output": pl.String, "error": pl.String})
+
+
+@pytest.fixture
+def filtered(tmp_path):
+    gates = GatesConfig.model_validate({"rules": {"banned_tokens": ["DROP "]}, "execution": {"timeout_ms": 300}})
+    gated = gate_frame(candidates(make_sqlite(tmp_path / "db.sqlite")), gates)
+    return select(attach_judge(gated, None), gates.select, judge_enabled=False, multi_decode=False)
+
+
+def test_report_matches_hand_computed_values(filtered):
+    report = quality_report(filtered)
+    assert filtered["kept"].to_list() == [True, True] + [False] * 7
+    assert (report["candidates"], report["kept"], report["rejected"]) == (9, 2, 7)
+    assert report["p_keep"] == pytest.approx(2 / 9, abs=1e-6)
+    assert report["empty_output_rate"] == pytest.approx(1 / 9, abs=1e-6)
+    assert report["rule_pass_rate"] == pytest.approx(6 / 9, abs=1e-6)
+    assert report["parse_pass_rate"] == pytest.approx(5 / 9, abs=1e-6)
+    assert report["exec_pass_rate"] == pytest.approx(3 / 9, abs=1e-6)
+    assert report["gold_match_rate"] == pytest.approx(2 / 9, abs=1e-6)
+    assert report["judge_mean"] == pytest.approx(2.5 / 9, abs=1e-6)
+    assert report["reject_reason_counts"] == {"exec_error": 2, "banned_token": 1, "empty_output": 1,
+                                              "gold_mismatch": 1, "parse_error": 1, "teacher_error": 1}
+    assert report["exec_error_counts"] == {"no_such_column": 1, "timeout": 1}
+    assert report["cleaning_counts"]["code_fence"] == 1
+    assert "| p_keep | 0.222222 |" in markdown_table(report)
+
+
+def test_every_candidate_keeps_raw_output_and_reason(filtered):
+    assert filtered.height == len(OUTPUTS)
+    assert filtered.filter(~pl.col("kept") & pl.col("reject_reason").is_null()).height == 0
+    assert filtered["raw_output"][1].startswith("```sql")
+    assert filtered["cleaned_sql"][1] == GOLD
+
+
+def test_parallel_gating_gives_the_same_frame(tmp_path):
+    frame = pl.concat([candidates(make_sqlite(tmp_path / "db.sqlite"))] * 250).with_columns(
+        pl.int_range(pl.len()).cast(pl.String).alias("candidate_id"))
+    frame = frame.filter(pl.col("raw_output").is_null() | ~pl.col("raw_output").str.contains("RECURSIVE"))
+    gates = GatesConfig()
+    serial = gate_frame(frame, gates).drop("gate_ms", "exec_ms")
+    parallel = gate_frame(frame, gates, workers=2).drop("gate_ms", "exec_ms")
+    assert parallel.equals(serial)
