@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from fastdistill_assets.assets.evaluation import eval_report
 from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.config import CheckThreshold
 from fastdistill_assets.partitions import run_partitions
@@ -53,3 +54,22 @@ gate_checks: list[Callable] = [_gate_check(m) for m in GATE_METRICS]
 def distilled_not_empty(distilled: StageOutput) -> dg.AssetCheckResult:
     count = distilled.frame.height
     return dg.AssetCheckResult(passed=count > 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"count": count})
+
+
+def _hard_gate(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=eval_report, name=name, blocking=True, partitions_def=run_partitions,
+                    description=f"hard gate {name} (configs/quality_gates.yaml, frozen per run)")
+    def check(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
+              eval_report: StageOutput) -> dg.AssetCheckResult:
+        blocking = run_config.for_partition(context).gates.eval.blocking
+        gate = json.loads(eval_report.files["eval_report.json"].read_text())["hard_gates"][name]
+        return dg.AssetCheckResult(
+            passed=gate["passed"],
+            severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+            description=f"{name} = {gate['value']:.4f} (must be {gate['op']} {gate['threshold']:.4f})",
+            metadata={"value": float(gate["value"]), "threshold": float(gate["threshold"]), "op": gate["op"]})
+
+    return check
+
+
+hard_gate_checks = [_hard_gate(n) for n in ("test_exec_accuracy_vs_baseline", "online_win_rate")]

@@ -132,7 +132,9 @@ class BaselineConfig(_Strict):
 class EvalGates(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     require_beats_baseline: bool = True
-    min_online_win_rate_lower_bound: float = 0.0
+    # online_win_rate must be >= this: "teacher_lower_bound" (Wilson lower bound of parity with
+    # the teacher), "previous_lower_bound" (the baseline run's win-rate lower bound) or a number.
+    online_win_rate_threshold: Literal["teacher_lower_bound", "previous_lower_bound"] | float = "teacher_lower_bound"
     blocking: bool = True
 
 

@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from fastdistill_assets import checks
-from fastdistill_assets.assets import data, gates, teacher
+from fastdistill_assets.assets import data, evaluation, gates, teacher, training
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.settings import artifacts_dir
 from fastdistill_assets.storage import ParquetIOManager
@@ -14,8 +14,8 @@ from fastdistill_assets.teacher.gateway import ProviderGateway
 API_KEY_ENV = "FASTDISTILL_API_KEY"
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, teacher, gates]),
-    asset_checks=[*checks.gate_checks, checks.distilled_not_empty],
+    assets=dg.load_assets_from_modules([data, teacher, gates, training, evaluation]),
+    asset_checks=[*checks.gate_checks, checks.distilled_not_empty, *checks.hard_gate_checks],
     resources={
         "io_manager": ParquetIOManager(root=str(artifacts_dir())),
         "run_config": RunConfigResource(),

@@ -28,7 +28,8 @@ MANIFEST_FILE = "manifest.json"
 class StageOutput:
     """A stage's frame plus side files (``name -> bytes | str | Path``) written beside it.
 
-    On load, ``files`` maps each name to the stored file's path.
+    A ``Path`` (file or folder) is moved into the stage folder. On load, ``files`` maps each
+    name to the stored file's path.
     """
 
     frame: pl.DataFrame
@@ -115,11 +116,8 @@ class ArtifactStore:
 
 
 def _write_side_file(path: Path, content: Any) -> None:
-    if isinstance(content, Path):
-        if content.is_dir():
-            shutil.copytree(content, path)
-        else:
-            shutil.copy2(content, path)
+    if isinstance(content, Path):  # a file or folder the asset made: moved in, not copied
+        shutil.move(str(content), path)
     elif isinstance(content, bytes):
         path.write_bytes(content)
     else:

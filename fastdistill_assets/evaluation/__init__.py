@@ -1,0 +1,1 @@
+"""Evaluation plane: held-out accuracy, baselines, win rate, timing report, hard gates."""

@@ -1,0 +1,103 @@
+"""Evaluate a student, its baseline and the teacher on the held-out split."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from fastdistill_assets.config import FrozenRun
+from fastdistill_assets.evaluation.metrics import Accuracy, TestItem, exec_correct, win_rate
+from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets.hashing import sha256_text
+from fastdistill_assets.teacher.gateway import ProviderGateway
+from fastdistill_assets.teacher.generation import GenerationRequest
+from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
+from fastdistill_assets.training.students import Student, train_student
+
+
+def test_items(canonical: pl.DataFrame, split: str) -> tuple[pl.DataFrame, list[TestItem]]:
+    rows = canonical.filter(pl.col("split") == split)
+    if rows.height == 0:
+        raise ValueError(f"eval split {split!r} has no questions; add it to dataset.splits")
+    items = [TestItem(r["question"], r["schema"], r["sample_rows"], r["db_path"], r["dialect"], r["gold_sql"])
+             for r in rows.iter_rows(named=True)]
+    return rows, items
+
+
+def predict_all(student: Student, items: list[TestItem]) -> list[str | None]:
+    outputs: list[str | None] = []
+    for item in items:
+        try:
+            outputs.append(student.predict(item.question, item.schema, item.sample_rows))
+        except ValueError:  # a schema the student cannot read: a wrong answer, not a crash
+            outputs.append(None)
+    return outputs
+
+
+def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[TestItem]) -> list[str | None]:
+    """The teacher's answers on the test questions (greedy profile of the run, cached)."""
+    requests = []
+    for item in items:
+        messages = build_messages(item.question, item.schema, item.sample_rows)
+        requests.append(GenerationRequest(sha256_text(f"eval:{item.question}:{item.schema}"), messages,
+                                          prompt_hash(messages)))
+    decode = frozen.config.decode.model_copy(update={"num_generations": 1})
+    results, _, _ = gateway.generate(requests, frozen.config.teacher.provider, frozen.config.teacher.model, decode)
+    return [r.content for r in results]
+
+
+def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[TestItem], executor: Executor,
+                      previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The baseline chosen in the gate config: ungated student, a previous run, or a fixed value."""
+    baseline = frozen.gates.eval.baseline
+    if baseline.kind == "fixed":
+        if baseline.value is None:
+            raise ValueError("eval.baseline.kind=fixed needs eval.baseline.value")
+        return {"kind": "fixed", "accuracy": baseline.value}
+    if baseline.kind == "run":
+        if previous is None:
+            raise ValueError("eval.baseline.kind=run needs eval.baseline.run_id with an eval_report")
+        return {**previous["student"], "kind": f"run:{baseline.run_id}"}
+    ungated = filtered.filter(pl.col("error").is_null())
+    with tempfile.TemporaryDirectory() as tmp:
+        student, _ = train_student(frozen.config.training, ungated, "cleaned_sql", Path(tmp) / "baseline")
+        correct = exec_correct(predict_all(student, items), items, executor, frozen.gates.gold.semantics)
+    return {**Accuracy(sum(correct), len(correct)).as_dict(), "kind": "ungated", "correct_list": correct}
+
+
+def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame, student: Student,
+             gateway: ProviderGateway, previous: dict[str, Any] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Per-question results and the summary numbers (student, baseline, teacher, win rate)."""
+    rows, items = test_items(canonical, frozen.config.eval_split)
+    semantics = frozen.gates.gold.semantics
+    with Executor(frozen.gates.execution.timeout_ms, frozen.gates.execution.max_rows) as executor:
+        student_out = predict_all(student, items)
+        student_ok = exec_correct(student_out, items, executor, semantics)
+        teacher_out = teacher_outputs(gateway, frozen, items)
+        teacher_ok = exec_correct(teacher_out, items, executor, semantics)
+        baseline = baseline_accuracy(frozen, filtered, items, executor, previous)
+    baseline_ok = baseline.pop("correct_list", None)
+    per_question = rows.select("sample_id", "question", "gold_sql").with_columns(
+        pl.Series("student_sql", student_out, pl.String), pl.Series("student_correct", student_ok),
+        pl.Series("teacher_output", teacher_out, pl.String), pl.Series("teacher_correct", teacher_ok),
+        pl.Series("baseline_correct", baseline_ok, pl.Boolean) if baseline_ok else pl.lit(None, pl.Boolean).alias("baseline_correct"))
+    summary = {
+        "eval_split": frozen.config.eval_split,
+        "trainer": frozen.config.training.trainer,
+        "student": Accuracy(sum(student_ok), len(student_ok)).as_dict(),
+        "teacher": Accuracy(sum(teacher_ok), len(teacher_ok)).as_dict(),
+        "baseline": baseline,
+        "online_win_rate": win_rate(student_ok, teacher_ok).as_dict(),
+    }
+    return per_question, summary
+
+
+def load_previous(store_read: Any, run_id: str | None) -> dict[str, Any] | None:
+    if not run_id:
+        return None
+    output = store_read(run_id, "eval_report")
+    return json.loads(Path(output.files["eval_report.json"]).read_text())

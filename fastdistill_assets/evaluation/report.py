@@ -1,0 +1,57 @@
+"""The eval report: numbers, hard-gate verdicts and a markdown summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastdistill_assets.config import EvalGates
+from fastdistill_assets.evaluation.metrics import Accuracy, WinRate, parity_lower_bound
+
+
+def win_rate_threshold(gates: EvalGates, n: int, previous: dict[str, Any] | None) -> float:
+    setting = gates.online_win_rate_threshold
+    if setting == "teacher_lower_bound":
+        return round(parity_lower_bound(n), 6)
+    if setting == "previous_lower_bound":
+        if not previous:
+            raise ValueError("online_win_rate_threshold=previous_lower_bound needs eval.baseline.run_id")
+        return previous["online_win_rate"]["online_win_rate_lower_bound"]
+    return float(setting)
+
+
+def hard_gates(student: Accuracy, baseline_accuracy: float, win: WinRate, threshold: float,
+               gates: EvalGates) -> dict[str, dict[str, Any]]:
+    return {
+        "test_exec_accuracy_vs_baseline": {
+            "passed": (not gates.require_beats_baseline) or student.value >= baseline_accuracy,
+            "value": round(student.value, 6), "threshold": round(baseline_accuracy, 6), "op": ">="},
+        "online_win_rate": {"passed": win.rate >= threshold, "value": round(win.rate, 6),
+                            "threshold": threshold, "op": ">="},
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    s, b, t, w = report["student"], report["baseline"], report["teacher"], report["online_win_rate"]
+    lines = [
+        f"### Eval on `{report['eval_split']}` ({s['n']} questions)", "",
+        "| model | test_exec_accuracy | 95 % CI |", "|---|---|---|",
+        f"| student ({report['trainer']}) | {s['accuracy']:.3f} | [{s['ci95_low']:.3f}, {s['ci95_high']:.3f}] |",
+        f"| baseline ({b['kind']}) | {b['accuracy']:.3f} | "
+        + (f"[{b['ci95_low']:.3f}, {b['ci95_high']:.3f}] |" if "ci95_low" in b else "- |"),
+        f"| teacher | {t['accuracy']:.3f} | [{t['ci95_low']:.3f}, {t['ci95_high']:.3f}] |", "",
+        f"online_win_rate {w['online_win_rate']:.3f} (Wilson lower bound {w['online_win_rate_lower_bound']:.3f}; "
+        f"wins {w['wins']}, losses {w['losses']}, ties {w['ties']})", "",
+        "| hard gate | value | op | threshold | verdict |", "|---|---|---|---|---|",
+    ]
+    for name, gate in report["hard_gates"].items():
+        lines.append(f"| {name} | {gate['value']:.4f} | {gate['op']} | {gate['threshold']:.4f} | "
+                     f"{'PASS' if gate['passed'] else 'FAIL'} |")
+    timing = report["timing"]
+    lines += ["", f"pipeline_kept_samples_per_hour {timing['pipeline_kept_samples_per_hour']:,.0f}, "
+              f"teacher_tokens_per_sec {timing['teacher_tokens_per_sec']}, "
+              f"train_tokens_per_sec {timing['train_tokens_per_sec']}", "",
+              "| stage | wall_s | row p50 ms | row p90 ms | row p95 ms |", "|---|---|---|---|---|"]
+    for stage, values in timing["stages"].items():
+        lines.append(f"| {stage} | {values.get('wall_s', '-')} | {values.get('row_p50_ms', '-')} | "
+                     f"{values.get('row_p90_ms', '-')} | {values.get('row_p95_ms', '-')} |")
+    return "\n".join(lines)

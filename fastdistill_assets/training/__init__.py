@@ -1,0 +1,1 @@
+"""Training plane: student trainers, decoupled from any provider."""

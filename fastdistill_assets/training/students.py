@@ -1,0 +1,55 @@
+"""Train and load students by trainer name; every student answers ``predict(question, schema, rows)``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+
+from fastdistill_assets.config import TrainingConfig
+from fastdistill_assets.training.sketch import Example, SketchModel, TrainReport, train_sketch
+
+
+class Student(Protocol):
+    def predict(self, question: str, schema: str, sample_rows: str = "[]") -> str: ...
+
+
+class SketchStudent:
+    def __init__(self, model: SketchModel) -> None:
+        self.model = model
+
+    def predict(self, question: str, schema: str, sample_rows: str = "[]") -> str:
+        return self.model.predict(question, schema)
+
+
+def examples_from(frame: pl.DataFrame, sql_column: str) -> list[Example]:
+    rows = frame.filter(pl.col(sql_column).is_not_null() & (pl.col(sql_column) != ""))
+    return [Example(q, s, sql) for q, s, sql in rows.select("question", "schema", sql_column).iter_rows()]
+
+
+def train_student(config: TrainingConfig, frame: pl.DataFrame, sql_column: str, folder: Path) -> tuple[Student, dict[str, Any]]:
+    """Train the configured student on ``frame`` (question, schema, ``sql_column``), save it to ``folder``."""
+    if config.trainer == "hf-sft":
+        from fastdistill_assets.training.hf_sft import train_hf_sft
+
+        return train_hf_sft(config, frame, sql_column, folder)
+    model, report = train_sketch(examples_from(frame, sql_column), config.epochs, config.learning_rate, config.seed)
+    model.save(folder)
+    return SketchStudent(model), report_metadata(report, folder)
+
+
+def report_metadata(report: TrainReport, folder: Path) -> dict[str, Any]:
+    return {**asdict(report), "train_tokens_per_sec": report.train_tokens_per_sec,
+            "model_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())}
+
+
+def load_student(folder: Path) -> Student:
+    trainer = json.loads((folder / "model.json").read_text())["trainer"]
+    if trainer == "hf-sft":
+        from fastdistill_assets.training.hf_sft import HfStudent
+
+        return HfStudent.load(folder)
+    return SketchStudent(SketchModel.load(folder))
