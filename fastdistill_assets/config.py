@@ -251,9 +251,14 @@ class RunRegistry:
             raise RunConfigError(f"run_id {run_id!r} already exists; choose a new name")
         config = apply_env_overrides(load_run_config(config_path or self.configs_dir / "run_config.yaml"),
                                      dict(os.environ))
-        if parent_run_id:
-            self.load(parent_run_id)
-            config = config.model_copy(update={"parent_run_id": parent_run_id})
+        if parent_run_id:  # born-again: the parent run's student is this run's teacher
+            config = config.model_copy(update={"teacher": config.teacher.model_copy(
+                update={"provider": "student", "model": parent_run_id})})
+        if config.teacher.provider == "student":
+            if not config.teacher.model:
+                raise RunConfigError("teacher.provider 'student' needs teacher.model = the parent run_id")
+            self.load(config.teacher.model)
+            config = config.model_copy(update={"parent_run_id": config.teacher.model})
         frozen = freeze(run_id, config, self.current_gates())
         target = self.path(run_id)
         target.parent.mkdir(parents=True, exist_ok=True)

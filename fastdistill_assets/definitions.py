@@ -4,7 +4,8 @@ import os
 
 import dagster as dg
 
-from fastdistill_assets import checks
+from fastdistill_assets import checks, sensors
+from fastdistill_assets.alerts import AlertSinks
 from fastdistill_assets.assets import data, evaluation, gates, teacher, training
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.settings import artifacts_dir
@@ -12,6 +13,7 @@ from fastdistill_assets.storage import ParquetIOManager
 from fastdistill_assets.teacher.gateway import ProviderGateway
 
 API_KEY_ENV = "FASTDISTILL_API_KEY"
+WEBHOOK_ENV = "FASTDISTILL_ALERT_WEBHOOK"
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([data, teacher, gates, training, evaluation]),
@@ -20,5 +22,7 @@ defs = dg.Definitions(
         "io_manager": ParquetIOManager(root=str(artifacts_dir())),
         "run_config": RunConfigResource(),
         "teacher": ProviderGateway(api_key=dg.EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else None),
+        "alerts": AlertSinks(webhook_url=dg.EnvVar(WEBHOOK_ENV) if os.environ.get(WEBHOOK_ENV) else None),
     },
+    sensors=[sensors.failed_check_alerts],
 )

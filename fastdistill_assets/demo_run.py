@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from fastdistill_assets.definitions import defs
+from fastdistill_assets.settings import artifacts_dir
+from fastdistill_assets.storage import ArtifactStore
 
 
 def run_demo(run_id: str) -> int:
@@ -19,5 +21,10 @@ def run_demo(run_id: str) -> int:
         for event in result.get_asset_check_evaluations():
             print(f"check {event.asset_key.to_user_string()}.{event.check_name}: "
                   f"{'passed' if event.passed else 'FAILED'}")
+    summary = ArtifactStore(artifacts_dir()).stage_dir(run_id, "eval_report") / "eval_report.md"
+    if summary.exists():
+        print()
+        print(summary.read_text())
+        print(f"\nreport: {summary}  (plots beside it; `make dev` for the Dagster UI)")
     print(f"run {run_id}: {'succeeded' if result.success else 'FAILED'}")
     return 0 if result.success else 1

@@ -1,6 +1,6 @@
 import dagster as dg
 
-EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates", "filtered", "distilled"}
+EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model", "eval_report"}
 
 
 def test_definitions_load():

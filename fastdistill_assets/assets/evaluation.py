@@ -10,7 +10,7 @@ from fastdistill_assets.evaluation.evaluate import evaluate, load_previous
 from fastdistill_assets.evaluation.metrics import WinRate
 from fastdistill_assets.evaluation.pipeline_metrics import stage_metadata, timing_report
 from fastdistill_assets.evaluation.plots import accuracy_plot, reject_reasons_plot
-from fastdistill_assets.evaluation.report import hard_gates, markdown, win_rate_threshold
+from fastdistill_assets.evaluation.report import exact_accuracy, hard_gates, markdown, win_rate_threshold
 from fastdistill_assets.evaluation.metrics import Accuracy
 from fastdistill_assets.partitions import run_partitions
 from fastdistill_assets.resources import RunConfigResource
@@ -41,7 +41,8 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     threshold = win_rate_threshold(frozen.gates.eval, win.n, previous)
     report = {**summary, "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
               "parent_run_id": frozen.config.parent_run_id,
-              "hard_gates": hard_gates(student_acc, summary["baseline"]["accuracy"], win, threshold, frozen.gates.eval),
+              "hard_gates": hard_gates(student_acc, exact_accuracy(summary["baseline"]), win, threshold,
+                                       frozen.gates.eval),
               "timing": timing_report(stage_metadata(context.instance, frozen.run_id), timer.elapsed_s())}
     report["accepted"] = all(g["passed"] for g in report["hard_gates"].values())
     quality = json.loads(Path(filtered.files["quality_report.json"]).read_text())

@@ -19,6 +19,11 @@ def win_rate_threshold(gates: EvalGates, n: int, previous: dict[str, Any] | None
     return float(setting)
 
 
+def exact_accuracy(summary: dict[str, Any]) -> float:
+    """correct / n where known (the rounded ``accuracy`` would misjudge a tie), else the value."""
+    return summary["correct"] / summary["n"] if summary.get("n") else summary["accuracy"]
+
+
 def hard_gates(student: Accuracy, baseline_accuracy: float, win: WinRate, threshold: float,
                gates: EvalGates) -> dict[str, dict[str, Any]]:
     return {

@@ -35,6 +35,8 @@ class ProviderGateway(dg.ConfigurableResource):
 
     config_path: str = Field(default_factory=lambda: str(settings.configs_dir() / "provider_gateway.yaml"))
     cache_path: str = Field(default_factory=lambda: str(settings.artifacts_dir() / "_cache" / "responses.sqlite"))
+    artifacts_dir: str = Field(default_factory=lambda: str(settings.artifacts_dir()),
+                               description="where the `student` provider finds a run's trained student")
     api_key: str | None = Field(default=None, description="API key (use an EnvVar); overrides api_key_env")
     base_url: str | None = None
     timeout_s: float | None = None
@@ -81,14 +83,28 @@ class ProviderGateway(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def open(self, provider: str, model: str | None, decode: DecodeProfile) -> Iterator[EndpointSettings]:
-        """Endpoint settings for the call; starts and stops a local server where the provider is local."""
-        if provider == "embedded" and not self.base_url and not os.environ.get("FASTDISTILL_BASE_URL"):
+        """Endpoint settings for the call; starts and stops a local server where the provider is local.
+
+        ``embedded`` serves the package's baseline teacher; ``student`` serves the student trained
+        in run ``model`` (the born-again chain).
+        """
+        local = provider in ("embedded", "student") and not self.base_url and not os.environ.get("FASTDISTILL_BASE_URL")
+        if not local:
+            yield self.endpoint(provider, model, decode)
+            return
+        if provider == "student":
+            from fastdistill_assets.config import RunRegistry
+            from fastdistill_assets.training.serving import student_server
+
+            if not model:
+                raise ValueError("the student provider needs teacher.model = the parent run_id")
+            server = student_server(RunRegistry(Path(self.artifacts_dir), Path(self.config_path).parent), model)
+        else:
             from fastdistill_assets.teacher.server import embedded_teacher
 
-            with embedded_teacher() as server:
-                yield self.endpoint(provider, model, decode, base_url=server.base_url)
-        else:
-            yield self.endpoint(provider, model, decode)
+            server = embedded_teacher()
+        with server:
+            yield self.endpoint(provider, model, decode, base_url=server.base_url)
 
     def generate(self, requests: Sequence[GenerationRequest], provider: str, model: str | None,
                  decode: DecodeProfile, progress: ProgressFn | None = None,

@@ -1,0 +1,35 @@
+"""Serve a trained student through the same OpenAI-compatible server as the embedded teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastdistill_assets.config import RunRegistry
+from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.teacher.prompts import parse_user_prompt
+from fastdistill_assets.teacher.server import ChatServer, FaultConfig
+from fastdistill_assets.training.students import Student, load_student
+
+
+def student_reply(student: Student):
+    def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> str:
+        user = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
+        prompt = parse_user_prompt(user)
+        import json
+
+        return student.predict(prompt["question"], prompt["schema"], json.dumps(prompt["rows"]))
+    return reply
+
+
+def student_server(registry: RunRegistry, run_id: str, faults: FaultConfig | None = None,
+                   host: str = "127.0.0.1", port: int = 0) -> ChatServer:
+    """A server for the student of ``run_id`` (its model name is ``student-<run_id>``).
+
+    Raises:
+        FileNotFoundError: the run has no materialized student_model.
+    """
+    registry.load(run_id)
+    output = ArtifactStore(registry.artifacts_dir).read(run_id, "student_model")
+    student = load_student(Path(output.files["model"]))
+    return ChatServer(student_reply(student), f"student-{run_id}", faults, host=host, port=port)

@@ -1,0 +1,60 @@
+"""Evaluation numbers against hand-checked values."""
+
+import pytest
+
+from fastdistill_assets.evaluation.metrics import (Accuracy, TestItem, exec_correct, parity_lower_bound, win_rate,
+                                                   wilson_interval)
+from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets_tests.db_fixtures import make_sqlite
+
+
+@pytest.mark.parametrize("k, n, low, high", [
+    (8, 10, 0.4902, 0.9433),     # textbook Wilson 95 % interval
+    (0, 10, 0.0, 0.2775),
+    (10, 10, 0.7225, 1.0),
+    (50, 100, 0.4038, 0.5962),
+])
+def test_wilson_interval(k, n, low, high):
+    got = wilson_interval(k, n)
+    assert got == pytest.approx((low, high), abs=1e-4)
+
+
+def test_eval_numbers_on_a_hand_checked_fixture(tmp_path):
+    db = str(make_sqlite(tmp_path / "db.sqlite"))
+    items = [TestItem(q, "s", "[]", db, "sqlite", gold) for q, gold in [
+        ("porto players", "SELECT name FROM player WHERE club = 'Porto'"),
+        ("top goals", "SELECT MAX(goals) FROM player"),
+        ("how many", "SELECT COUNT(name) FROM player"),
+        ("avg rating", "SELECT AVG(rating) FROM player"),
+    ]]
+    student = ["```sql\nSELECT name FROM player WHERE club = 'Porto';\n```",  # right (after cleaning)
+               "SELECT MAX(goals) FROM player",                               # right
+               "SELECT COUNT(*) FROM player",                                  # right: same result
+               "SELECT AVG(goals) FROM player"]                                # wrong
+    teacher = ["SELECT name FROM player", "SELECT MAX(goals) FROM player", "SELECT nope FROM player", None]
+    with Executor() as executor:
+        s_ok, t_ok = exec_correct(student, items, executor), exec_correct(teacher, items, executor)
+    assert s_ok == [True, True, True, False] and t_ok == [False, True, False, False]
+    acc = Accuracy(sum(s_ok), len(s_ok)).as_dict()
+    assert acc["accuracy"] == 0.75 and (acc["ci95_low"], acc["ci95_high"]) == pytest.approx((0.3006, 0.9544), abs=1e-4)
+    win = win_rate(s_ok, t_ok)
+    assert (win.wins, win.losses, win.ties) == (2, 0, 2)
+    assert win.rate == 0.75  # (2 wins + 2 ties / 2) / 4
+    assert win_rate(s_ok, t_ok, [None, True, None, False]).as_dict()["wins"] == 3
+
+
+def test_parity_lower_bound_shrinks_towards_half():
+    assert parity_lower_bound(100) == pytest.approx(0.4038, abs=1e-4)
+    assert parity_lower_bound(10_000) > parity_lower_bound(100)
+
+
+def test_equal_accuracy_passes_the_baseline_gate():
+    from fastdistill_assets.config import EvalGates
+    from fastdistill_assets.evaluation.metrics import WinRate
+    from fastdistill_assets.evaluation.report import exact_accuracy, hard_gates
+
+    baseline = Accuracy(101, 120).as_dict()  # accuracy rounds up to 0.841667
+    gates = hard_gates(Accuracy(101, 120), exact_accuracy(baseline), WinRate(1, 1, 10), 0.3, EvalGates())
+    assert gates["test_exec_accuracy_vs_baseline"]["passed"]
+    assert not hard_gates(Accuracy(100, 120), exact_accuracy(baseline), WinRate(1, 1, 10), 0.3,
+                          EvalGates())["test_exec_accuracy_vs_baseline"]["passed"]
