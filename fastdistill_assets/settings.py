@@ -15,9 +15,7 @@ from pathlib import Path
 
 DAGSTER_YAML = """\
 # Project Dagster instance: shared by `fastdistill run new`, `make demo` and `dagster dev`.
-storage:
-  sqlite:
-    base_dir: storage
+# Storage defaults to SQLite under $DAGSTER_HOME/storage.
 telemetry:
   enabled: false
 """

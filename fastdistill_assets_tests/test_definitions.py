@@ -12,3 +12,7 @@ def test_definitions_load():
     for key in repo.asset_graph.get_all_asset_keys():
         assert repo.asset_graph.get(key).partitions_def.name == "run_id"
     assert isinstance(defs, dg.Definitions)
+    check_names = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert {"exec_pass_rate", "p_keep", "test_exec_accuracy_vs_baseline", "online_win_rate"} <= check_names
+    assert defs.get_sensor_def("failed_check_alerts") is not None
+    assert set(defs.resources) == {"io_manager", "run_config", "teacher", "alerts"}
