@@ -58,3 +58,11 @@ def test_equal_accuracy_passes_the_baseline_gate():
     assert gates["test_exec_accuracy_vs_baseline"]["passed"]
     assert not hard_gates(Accuracy(100, 120), exact_accuracy(baseline), WinRate(1, 1, 10), 0.3,
                           EvalGates())["test_exec_accuracy_vs_baseline"]["passed"]
+
+
+@pytest.mark.parametrize("k, n", [(0, 12), (12, 12), (0, 1)])
+def test_accuracy_plot_handles_extreme_proportions(k, n):
+    from fastdistill_assets.evaluation.plots import accuracy_plot
+
+    acc = Accuracy(k, n)
+    assert accuracy_plot({"student": (acc.value, *acc.ci95)})[:4] == b"\x89PNG"

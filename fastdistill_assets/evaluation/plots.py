@@ -14,7 +14,8 @@ def accuracy_plot(bars: dict[str, tuple[float, float, float]]) -> bytes:
     """Accuracy with 95 % intervals: ``{label: (value, low, high)}``."""
     labels = list(bars)
     values = [bars[k][0] for k in labels]
-    errors = [[v - bars[k][1] for k, v in zip(labels, values)], [bars[k][2] - v for k, v in zip(labels, values)]]
+    errors = [[max(0.0, v - bars[k][1]) for k, v in zip(labels, values)],  # floats: bounds can cross the value
+              [max(0.0, bars[k][2] - v) for k, v in zip(labels, values)]]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.bar(labels, values, yerr=errors, capsize=6, color=["#2b7bba", "#999999", "#e08a2b"][: len(labels)])
     for i, v in enumerate(values):
