@@ -10,6 +10,7 @@ export FASTDISTILL_CONFIGS := $(CURDIR)/configs
 
 venv: $(VENV)/.installed
 
+# Core + pytest: everything the demo needs (no PyTorch).
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fastdistill needs Python >= 3.11"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# The `train` extra (torch==2.13.0 CPU, transformers, peft) so the hf-sft tests run too.
+$(VENV)/.installed-train: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test,train]"
+	touch $@
+
 demo: venv
 	$(BIN)/fastdistill demo
 
-test: venv
+test: $(VENV)/.installed-train
 	$(BIN)/python -m pytest
 
 dev: venv
