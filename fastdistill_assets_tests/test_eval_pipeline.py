@@ -131,3 +131,18 @@ def test_served_student_answers_and_becomes_the_next_teacher(trained):
     assert candidates["error"].null_count() == candidates.height
     assert candidates["provider"].unique().to_list() == ["student"]
     assert candidates["raw_output"].str.starts_with("SELECT").all()
+
+
+def test_judge_decides_win_rate_ties_when_configured(project):
+    _small(project, judge={"enabled": True}, eval={"blocking": False})
+    project.new_run("judged")
+    assert materialize(project, ALL, "judged", teacher=_gateway_for(project)).success
+    out = ArtifactStore(project.artifacts).read("judged", "eval_report")
+    report = json.loads(out.files["eval_report.json"].read_text())
+    win = report["online_win_rate"]
+    frame = out.frame
+    decisive = (frame["student_correct"] != frame["teacher_correct"]).sum()
+    assert win["judge_decided_ties"] is True
+    assert win["wins"] + win["losses"] + win["ties"] == frame.height
+    # The embedded judge prefers whichever answer matches its own reading, so some ties are decided.
+    assert win["wins"] + win["losses"] > decisive

@@ -37,7 +37,7 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     student = load_student(Path(student_model.files["model"]))
     per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
     student_acc = Accuracy(summary["student"]["correct"], summary["student"]["n"])
-    win = WinRate(*(summary["online_win_rate"][k] for k in ("wins", "losses", "ties")))
+    win = WinRate(*(summary["online_win_rate"][k] for k in ("wins", "losses", "ties")))  # judge-decided if set
     threshold = win_rate_threshold(frozen.gates.eval, win.n, previous)
     report = {**summary, "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
               "parent_run_id": frozen.config.parent_run_id,

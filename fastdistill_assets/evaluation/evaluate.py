@@ -11,7 +11,10 @@ import polars as pl
 
 from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.evaluation.metrics import Accuracy, TestItem, exec_correct, win_rate
+from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets.gates.judge import judge_messages, parse_judge_score
+from fastdistill_assets.gates.judging import JUDGE_DECODE
 from fastdistill_assets.hashing import sha256_text
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.generation import GenerationRequest
@@ -50,6 +53,33 @@ def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[Tes
     return [r.content for r in results]
 
 
+def judge_ties(gateway: ProviderGateway, frozen: FrozenRun, items: list[TestItem], student_out: list[str | None],
+               teacher_out: list[str | None], student_ok: list[bool], teacher_ok: list[bool],
+               executor: Executor) -> list[bool | None]:
+    """Where both or neither are execution-correct, the judge prefers one (None: a tie)."""
+    requests, ties = [], [i for i, (s, t) in enumerate(zip(student_ok, teacher_ok, strict=True)) if s == t]
+    for i in ties:
+        item = items[i]
+        for who, output in (("student", student_out[i]), ("teacher", teacher_out[i])):
+            sql = clean_sql(output).sql
+            result = executor.run(item.db_path, item.dialect, sql) if sql else None
+            preview = result.rows[:5] if result is not None and result.ok else []
+            messages = judge_messages(item.question, item.schema, sql, preview)
+            requests.append(GenerationRequest(f"eval-judge:{i}:{who}", messages, prompt_hash(messages)))
+    verdicts: list[bool | None] = [None] * len(items)
+    if not requests:
+        return verdicts
+    judge = frozen.gates.judge
+    results, _, _ = gateway.generate(requests, judge.provider or frozen.config.teacher.provider, judge.model,
+                                     JUDGE_DECODE, concurrency=judge.concurrency)
+    scores = {r.request_id: parse_judge_score(r.content)[0] if r.error is None else None for r in results}
+    for i in ties:
+        s, t = scores[f"eval-judge:{i}:student"], scores[f"eval-judge:{i}:teacher"]
+        if s is not None and t is not None and s != t:
+            verdicts[i] = s > t
+    return verdicts
+
+
 def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[TestItem], executor: Executor,
                       previous: dict[str, Any] | None) -> dict[str, Any]:
     """The baseline chosen in the gate config: ungated student, a previous run, or a fixed value."""
@@ -80,6 +110,8 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
         teacher_out = teacher_outputs(gateway, frozen, items)
         teacher_ok = exec_correct(teacher_out, items, executor, semantics)
         baseline = baseline_accuracy(frozen, filtered, items, executor, previous)
+        preferences = (judge_ties(gateway, frozen, items, student_out, teacher_out, student_ok, teacher_ok, executor)
+                       if frozen.gates.judge.enabled else None)
     baseline_ok = baseline.pop("correct_list", None)
     per_question = rows.select("sample_id", "question", "gold_sql").with_columns(
         pl.Series("student_sql", student_out, pl.String), pl.Series("student_correct", student_ok),
@@ -91,7 +123,8 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
         "student": Accuracy(sum(student_ok), len(student_ok)).as_dict(),
         "teacher": Accuracy(sum(teacher_ok), len(teacher_ok)).as_dict(),
         "baseline": baseline,
-        "online_win_rate": win_rate(student_ok, teacher_ok).as_dict(),
+        "online_win_rate": {**win_rate(student_ok, teacher_ok, preferences).as_dict(),
+                            "judge_decided_ties": preferences is not None},
     }
     return per_question, summary
 
