@@ -8,7 +8,6 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.teacher.prompts import build_messages
 
 DISTILLED_COLUMNS = ["sample_id", "candidate_id", "split", "db_id", "question", "schema", "sql", "rationale",
                      "judge_score", "messages"]
@@ -60,7 +59,3 @@ def pairs_parquet(pairs: list[dict[str, Any]]) -> bytes:
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
     return buffer.getvalue()
-
-
-def eval_messages(question: str, schema: str, sample_rows: str) -> list[dict[str, str]]:
-    return build_messages(question, schema, sample_rows)

@@ -1,7 +1,3 @@
-import dagster as dg
-import polars as pl
-import pytest
-
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import materialize

@@ -6,7 +6,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import openai
-import polars as pl
 import pytest
 
 from fastdistill_assets.alerts import AlertSinks

@@ -7,11 +7,10 @@ import dagster as dg
 import polars as pl
 
 from fastdistill_assets.evaluation.evaluate import evaluate, load_previous
-from fastdistill_assets.evaluation.metrics import WinRate
+from fastdistill_assets.evaluation.metrics import Accuracy, WinRate
 from fastdistill_assets.evaluation.pipeline_metrics import stage_metadata, timing_report
 from fastdistill_assets.evaluation.plots import accuracy_plot, reject_reasons_plot
 from fastdistill_assets.evaluation.report import exact_accuracy, hard_gates, markdown, win_rate_threshold
-from fastdistill_assets.evaluation.metrics import Accuracy
 from fastdistill_assets.partitions import run_partitions
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.storage import ArtifactStore, StageOutput
@@ -33,7 +32,7 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     timer = StageTimer()
     frozen = run_config.for_partition(context)
     store = ArtifactStore(Path(run_config.artifacts_dir))
-    previous = load_previous(store.read, frozen.gates.eval.baseline.run_id)
+    previous = load_previous(store, frozen.gates.eval.baseline.run_id)
     student = load_student(Path(student_model.files["model"]))
     per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
     student_acc = Accuracy(summary["student"]["correct"], summary["student"]["n"])

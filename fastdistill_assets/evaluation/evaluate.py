@@ -16,6 +16,7 @@ from fastdistill_assets.gates.execute import Executor
 from fastdistill_assets.gates.judge import judge_messages, parse_judge_score
 from fastdistill_assets.gates.judging import JUDGE_DECODE
 from fastdistill_assets.hashing import sha256_text
+from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.generation import GenerationRequest
 from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
@@ -129,8 +130,9 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
     return per_question, summary
 
 
-def load_previous(store_read: Any, run_id: str | None) -> dict[str, Any] | None:
+def load_previous(store: ArtifactStore, run_id: str | None) -> dict[str, Any] | None:
+    """The eval report of a previous run (the ``run`` baseline), or None."""
     if not run_id:
         return None
-    output = store_read(run_id, "eval_report")
+    output = store.read(run_id, "eval_report")
     return json.loads(Path(output.files["eval_report.json"]).read_text())

@@ -11,6 +11,7 @@ The ``embedded`` provider starts the package's own server on 127.0.0.1 for the c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -114,7 +115,7 @@ class ProviderGateway(dg.ConfigurableResource):
         try:
             with self.open(provider, model, decode) as endpoint:
                 if concurrency:
-                    endpoint = EndpointSettings(**{**endpoint.__dict__, "concurrency": concurrency})
+                    endpoint = dataclasses.replace(endpoint, concurrency=concurrency)
                 generator = Generator(endpoint, cache, decode.key(), progress)
                 results = generator.run(requests)
         finally:

@@ -112,10 +112,10 @@ def train_hf_sft(config: TrainingConfig, frame: pl.DataFrame, sql_column: str,
     loss_before = mean_loss(model, encoded, tokenizer.pad_token_id, device)
     model.train()
     while step < total_steps and encoded:
+        order = torch.randperm(len(encoded), generator=generator).tolist()  # a new shuffle each epoch
         for start in range(0, len(encoded), config.batch_size):
             if step >= total_steps:
                 break
-            order = torch.randperm(len(encoded), generator=generator).tolist() if start == 0 else order
             batch = [encoded[i] for i in order[start: start + config.batch_size]]
             ids, labels, mask = _batch_tensors(batch, tokenizer.pad_token_id, device)
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,11 @@ from fastdistill_assets.teacher.server import ChatServer, FaultConfig
 from fastdistill_assets.training.students import Student, load_student
 
 
-def student_reply(student: Student):
+def student_reply(student: Student) -> Callable[[list[dict[str, Any]], dict[str, Any] | None], str]:
+    """The chat function a server calls: parse our prompt, answer with the student's SQL."""
     def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> str:
         user = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
         prompt = parse_user_prompt(user)
-        import json
-
         return student.predict(prompt["question"], prompt["schema"], json.dumps(prompt["rows"]))
     return reply
 
