@@ -127,3 +127,13 @@ def test_killed_run_resumes_without_repeating_finished_calls(tmp_path):
     assert server.stats.total_calls == 300 - done_before
     assert sum(r.cache_hit for r in results) == done_before
     assert all(r.error is None for r in results) and len({r.request_id for r in results}) == 300
+
+
+def test_token_budget_applies_backpressure():
+    requests = make_requests(20)
+    per_request = sum(len(m["content"]) for m in requests[0].messages) // 4 + 256
+    with embedded_teacher(FaultConfig(latency_ms=30)) as server:
+        settings = fast_settings(server.base_url, concurrency=8, max_inflight_tokens=2 * per_request + 10)
+        results = Generator(settings, None, "d").run(requests)
+    assert all(r.error is None for r in results)
+    assert server.stats.max_in_flight == 2

@@ -96,3 +96,11 @@ def test_env_overrides(project, monkeypatch):
     monkeypatch.setenv("FASTDISTILL_TEMPERATURE", "0.3")
     frozen = project.new_run("env-run")
     assert (frozen.config.teacher.provider, frozen.config.decode.temperature) == ("ollama", 0.3)
+
+
+def test_missing_api_key_is_a_clear_error_before_any_call(project, monkeypatch):
+    from fastdistill_assets.config import DecodeProfile
+
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="needs an API key: set OPENROUTER_API_KEY"):
+        _gateway(project).endpoint("openrouter", None, DecodeProfile())

@@ -18,8 +18,8 @@ def accuracy_plot(bars: dict[str, tuple[float, float, float]]) -> bytes:
               [max(0.0, bars[k][2] - v) for k, v in zip(labels, values)]]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.bar(labels, values, yerr=errors, capsize=6, color=["#2b7bba", "#999999", "#e08a2b"][: len(labels)])
-    for i, v in enumerate(values):
-        ax.text(i, v + 0.02, f"{v:.3f}", ha="center")
+    for i, (v, label) in enumerate(zip(values, labels)):
+        ax.text(i, max(v, bars[label][2]) + 0.015, f"{v:.3f}", ha="center")
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("test execution accuracy")
     ax.set_title("Student vs baseline vs teacher (95 % Wilson CI)")

@@ -68,6 +68,8 @@ class ProviderGateway(dg.ConfigurableResource):
             raise ValueError(f"provider {provider!r} has no base_url")
         key_env = entry.get("api_key_env")
         api_key = self.api_key or (os.environ.get(key_env) if key_env else None)
+        if key_env and not api_key:
+            raise ValueError(f"provider {provider!r} needs an API key: set {key_env} or FASTDISTILL_API_KEY")
         return EndpointSettings(
             base_url=entry["base_url"], model=model or entry.get("model") or "default", api_key=api_key,
             timeout_s=float(entry.get("timeout_s", 60)), max_retries=int(entry.get("max_retries", 5)),
