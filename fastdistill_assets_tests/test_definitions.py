@@ -14,5 +14,5 @@ def test_definitions_load():
     assert isinstance(defs, dg.Definitions)
     check_names = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"exec_pass_rate", "p_keep", "test_exec_accuracy_vs_baseline", "online_win_rate"} <= check_names
-    assert defs.get_sensor_def("failed_check_alerts") is not None
+    assert [s.name for s in defs.sensors] == ["failed_check_alerts"]
     assert set(defs.resources) == {"io_manager", "run_config", "teacher", "alerts"}

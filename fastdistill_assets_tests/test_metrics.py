@@ -2,7 +2,7 @@
 
 import pytest
 
-from fastdistill_assets.evaluation.metrics import (Accuracy, TestItem, exec_correct, parity_lower_bound, win_rate,
+from fastdistill_assets.evaluation.metrics import (Accuracy, EvalItem, exec_correct, parity_lower_bound, win_rate,
                                                    wilson_interval)
 from fastdistill_assets.gates.execute import Executor
 from fastdistill_assets_tests.db_fixtures import make_sqlite
@@ -21,7 +21,7 @@ def test_wilson_interval(k, n, low, high):
 
 def test_eval_numbers_on_a_hand_checked_fixture(tmp_path):
     db = str(make_sqlite(tmp_path / "db.sqlite"))
-    items = [TestItem(q, "s", "[]", db, "sqlite", gold) for q, gold in [
+    items = [EvalItem(q, "s", "[]", db, "sqlite", gold) for q, gold in [
         ("porto players", "SELECT name FROM player WHERE club = 'Porto'"),
         ("top goals", "SELECT MAX(goals) FROM player"),
         ("how many", "SELECT COUNT(name) FROM player"),

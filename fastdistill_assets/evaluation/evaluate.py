@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from fastdistill_assets.config import FrozenRun
-from fastdistill_assets.evaluation.metrics import Accuracy, TestItem, exec_correct, win_rate
+from fastdistill_assets.evaluation.metrics import Accuracy, EvalItem, exec_correct, win_rate
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.execute import Executor
 from fastdistill_assets.gates.judge import judge_messages, parse_judge_score
@@ -23,16 +23,16 @@ from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
 from fastdistill_assets.training.students import Student, train_student
 
 
-def test_items(canonical: pl.DataFrame, split: str) -> tuple[pl.DataFrame, list[TestItem]]:
+def test_items(canonical: pl.DataFrame, split: str) -> tuple[pl.DataFrame, list[EvalItem]]:
     rows = canonical.filter(pl.col("split") == split)
     if rows.height == 0:
         raise ValueError(f"eval split {split!r} has no questions; add it to dataset.splits")
-    items = [TestItem(r["question"], r["schema"], r["sample_rows"], r["db_path"], r["dialect"], r["gold_sql"])
+    items = [EvalItem(r["question"], r["schema"], r["sample_rows"], r["db_path"], r["dialect"], r["gold_sql"])
              for r in rows.iter_rows(named=True)]
     return rows, items
 
 
-def predict_all(student: Student, items: list[TestItem]) -> list[str | None]:
+def predict_all(student: Student, items: list[EvalItem]) -> list[str | None]:
     outputs: list[str | None] = []
     for item in items:
         try:
@@ -42,7 +42,7 @@ def predict_all(student: Student, items: list[TestItem]) -> list[str | None]:
     return outputs
 
 
-def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[TestItem]) -> list[str | None]:
+def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[EvalItem]) -> list[str | None]:
     """The teacher's answers on the test questions (greedy profile of the run, cached)."""
     requests = []
     for item in items:
@@ -54,7 +54,7 @@ def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[Tes
     return [r.content for r in results]
 
 
-def judge_ties(gateway: ProviderGateway, frozen: FrozenRun, items: list[TestItem], student_out: list[str | None],
+def judge_ties(gateway: ProviderGateway, frozen: FrozenRun, items: list[EvalItem], student_out: list[str | None],
                teacher_out: list[str | None], student_ok: list[bool], teacher_ok: list[bool],
                executor: Executor) -> list[bool | None]:
     """Where both or neither are execution-correct, the judge prefers one (None: a tie)."""
@@ -81,7 +81,7 @@ def judge_ties(gateway: ProviderGateway, frozen: FrozenRun, items: list[TestItem
     return verdicts
 
 
-def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[TestItem], executor: Executor,
+def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[EvalItem], executor: Executor,
                       previous: dict[str, Any] | None) -> dict[str, Any]:
     """The baseline chosen in the gate config: ungated student, a previous run, or a fixed value."""
     baseline = frozen.gates.eval.baseline

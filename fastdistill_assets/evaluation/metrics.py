@@ -25,7 +25,7 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
 
 
 @dataclass(frozen=True)
-class TestItem:
+class EvalItem:
     question: str
     schema: str
     sample_rows: str
@@ -34,7 +34,7 @@ class TestItem:
     gold_sql: str
 
 
-def exec_correct(outputs: Sequence[str | None], items: Sequence[TestItem], executor: Executor,
+def exec_correct(outputs: Sequence[str | None], items: Sequence[EvalItem], executor: Executor,
                  semantics: str = "bag", tolerance: float = 1e-6) -> list[bool]:
     """Whether each (cleaned) output executes to the gold result."""
     correct = []
