@@ -65,12 +65,13 @@ class RecipeConfig(_Strict):
 class TrainingConfig(_Strict):
     trainer: Literal["sketch", "hf-sft"] = "sketch"
     epochs: int = 30
-    learning_rate: float = 0.5
+    learning_rate: float = 0.5          # sketch (Adagrad)
     seed: int = 0
-    model_path: str | None = None
-    max_steps: int | None = None
+    model_path: str | None = None       # hf-sft: local Hugging Face folder or .gguf file
+    max_steps: int | None = None        # hf-sft: stop after this many optimizer steps
     batch_size: int = 4
     lora_r: int = 8
+    lora_learning_rate: float = 2e-4    # hf-sft (AdamW on the LoRA adapters)
     max_length: int = 384
 
 

@@ -31,9 +31,9 @@ def test_hf_sft_trains_predicts_and_reloads(tmp_path):
     corpus = [m["content"] for r in frame.iter_rows(named=True) for m in json.loads(r["messages"])] + frame["sql"].to_list()
     base = make_tiny_model(tmp_path / "tiny", corpus)
     config = TrainingConfig(trainer="hf-sft", model_path=str(base), max_steps=60, batch_size=4,
-                            learning_rate=1e-2, lora_r=8, max_length=256)
+                            lora_learning_rate=1e-2, lora_r=8, max_length=256)
     student, report = train_student(config, frame, "sql", tmp_path / "student")
-    assert report["steps"] == 60 and report["used"] == 8 and report["device"] in {"cpu", "cuda"}
+    assert report["steps"] == 60 and report["used"] == 8 and report["epochs"] == 30 and report["device"] in {"cpu", "cuda"}
     assert report["train_loss_after"] < report["train_loss_before"] - 0.75  # deterministic: 6.00 -> ~5.0
     assert report["train_tokens_per_sec"] > 0
     answer = student.predict("What is the goals when player is P3?", SCHEMA)

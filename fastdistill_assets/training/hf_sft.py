@@ -104,7 +104,7 @@ def train_hf_sft(config: TrainingConfig, frame: pl.DataFrame, sql_column: str,
     rows = frame.filter(pl.col(sql_column).is_not_null() & (pl.col(sql_column) != ""))
     encoded = [_encode(tokenizer, json.loads(m), sql, config.max_length)
                for m, sql in rows.select("messages", sql_column).iter_rows()]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lora_learning_rate)
     steps_per_epoch = max(1, -(-len(encoded) // config.batch_size))
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     generator = torch.Generator().manual_seed(config.seed)
@@ -130,7 +130,8 @@ def train_hf_sft(config: TrainingConfig, frame: pl.DataFrame, sql_column: str,
     wall = time.perf_counter() - started
     loss_after = mean_loss(model, encoded, tokenizer.pad_token_id, device)
     model.eval()
-    report = {"examples": frame.height, "used": len(encoded), "skipped_by_reason": {}, "epochs": config.epochs,
+    report = {"examples": frame.height, "used": len(encoded), "skipped_by_reason": {},
+              "epochs": round(step * config.batch_size / len(encoded), 2) if encoded else 0,
               "steps": step, "train_tokens": tokens, "wall_s": round(wall, 3),
               "train_tokens_per_sec": round(tokens / wall, 1) if wall else 0.0, "device": device,
               "train_loss_before": round(loss_before, 4), "train_loss_after": round(loss_after, 4),
