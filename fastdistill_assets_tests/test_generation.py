@@ -50,7 +50,7 @@ def test_exhausted_retries_become_error_rows_and_the_run_goes_on():
 def test_client_errors_are_not_retried():
     with embedded_teacher(api_key="right-key") as server:
         [result] = Generator(fast_settings(server.base_url, api_key="wrong-key"), None, "d").run(make_requests(1))
-    assert result.error == "http_401" and result.attempts == 1
+    assert result.error == "http_401" and result.attempts == 1 and result.retries_by_reason == {}
     assert "wrong-key" not in (result.error_detail or "")
 
 

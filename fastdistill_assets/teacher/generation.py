@@ -203,11 +203,10 @@ class Generator:
             except Exception as err:  # noqa: BLE001 - every failure is classified, none escapes
                 failure = classify(err)
                 await budget.release(held)
-                result.retries_by_reason[failure.reason] = result.retries_by_reason.get(failure.reason, 0) + 1
                 if failure.reason not in RETRYABLE or attempt > s.max_retries:
                     result.error, result.error_detail = failure.reason, redact(failure.detail, s.api_key)
-                    result.retries_by_reason[failure.reason] -= 1
                     return result
+                result.retries_by_reason[failure.reason] = result.retries_by_reason.get(failure.reason, 0) + 1
                 await asyncio.sleep(self._backoff(attempt, failure.retry_after))
                 continue
             await budget.release(held)
