@@ -145,3 +145,17 @@ def test_judge_decides_win_rate_ties_when_configured(project):
     assert win["wins"] + win["losses"] + win["ties"] == frame.height
     # The embedded judge prefers whichever answer matches its own reading, so some ties are decided.
     assert win["wins"] + win["losses"] > decisive
+
+
+def test_previous_run_as_baseline_and_win_rate_threshold(trained):
+    project, _ = trained
+    first = json.loads(ArtifactStore(project.artifacts).read("r1", "eval_report").files["eval_report.json"].read_text())
+    project.edit_config("quality_gates", eval={"baseline": {"kind": "run", "run_id": "r1"},
+                                               "online_win_rate_threshold": "previous_lower_bound", "blocking": False})
+    project.new_run("r2")
+    assert materialize(project, ALL, "r2", teacher=_gateway_for(project)).success
+    report = json.loads(ArtifactStore(project.artifacts).read("r2", "eval_report").files["eval_report.json"].read_text())
+    assert report["baseline"]["kind"] == "run:r1"
+    assert report["baseline"]["accuracy"] == first["student"]["accuracy"]
+    assert report["hard_gates"]["online_win_rate"]["threshold"] == \
+        first["online_win_rate"]["online_win_rate_lower_bound"]

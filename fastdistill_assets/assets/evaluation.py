@@ -7,10 +7,9 @@ import dagster as dg
 import polars as pl
 
 from fastdistill_assets.evaluation.evaluate import evaluate, load_previous
-from fastdistill_assets.evaluation.metrics import Accuracy, WinRate
 from fastdistill_assets.evaluation.pipeline_metrics import stage_metadata, timing_report
 from fastdistill_assets.evaluation.plots import accuracy_plot, reject_reasons_plot
-from fastdistill_assets.evaluation.report import exact_accuracy, hard_gates, markdown, win_rate_threshold
+from fastdistill_assets.evaluation.report import assemble, markdown, plot_bars
 from fastdistill_assets.partitions import run_partitions
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.storage import ArtifactStore, StageOutput
@@ -31,34 +30,23 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)
-    store = ArtifactStore(Path(run_config.artifacts_dir))
-    previous = load_previous(store, frozen.gates.eval.baseline.run_id)
+    previous = load_previous(ArtifactStore(Path(run_config.artifacts_dir)), frozen.gates.eval.baseline.run_id)
     student = load_student(Path(student_model.files["model"]))
     per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
-    student_acc = Accuracy(summary["student"]["correct"], summary["student"]["n"])
-    win = WinRate(*(summary["online_win_rate"][k] for k in ("wins", "losses", "ties")))  # judge-decided if set
-    threshold = win_rate_threshold(frozen.gates.eval, win.n, previous)
-    report = {**summary, "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
-              "parent_run_id": frozen.config.parent_run_id,
-              "hard_gates": hard_gates(student_acc, exact_accuracy(summary["baseline"]), win, threshold,
-                                       frozen.gates.eval),
-              "timing": timing_report(stage_metadata(context.instance, frozen.run_id), timer.elapsed_s())}
-    report["accepted"] = all(g["passed"] for g in report["hard_gates"].values())
+    timing = timing_report(stage_metadata(context.instance, frozen.run_id), timer.elapsed_s())
+    report = assemble(frozen, summary, timing, previous)
     quality = json.loads(Path(filtered.files["quality_report.json"]).read_text())
-    bars = {"student": (student_acc.value, *student_acc.ci95)}
-    b = summary["baseline"]
-    bars[f"baseline ({b['kind']})"] = (b["accuracy"], b.get("ci95_low", b["accuracy"]), b.get("ci95_high", b["accuracy"]))
-    t = summary["teacher"]
-    bars["teacher"] = (t["accuracy"], t["ci95_low"], t["ci95_high"])
     text = markdown(report)
+    win = report["online_win_rate"]
     context.add_output_metadata({
         **timer.metadata(rows=per_question.height),
-        "test_exec_accuracy": student_acc.value, "baseline_accuracy": b["accuracy"],
-        "teacher_accuracy": t["accuracy"], "online_win_rate": win.rate,
-        "online_win_rate_lower_bound": win.lower_bound, "accepted": report["accepted"],
-        "pipeline_kept_samples_per_hour": report["timing"]["pipeline_kept_samples_per_hour"],
+        "test_exec_accuracy": report["student"]["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
+        "teacher_accuracy": report["teacher"]["accuracy"], "online_win_rate": win["online_win_rate"],
+        "online_win_rate_lower_bound": win["online_win_rate_lower_bound"], "accepted": report["accepted"],
+        "pipeline_kept_samples_per_hour": timing["pipeline_kept_samples_per_hour"],
         "eval_report": dg.MetadataValue.md(text),
     })
     return StageOutput(per_question, {
         "eval_report.json": json.dumps(report, indent=2), "eval_report.md": text,
-        "accuracy.png": accuracy_plot(bars), "reject_reasons.png": reject_reasons_plot(quality["reject_reason_counts"])})
+        "accuracy.png": accuracy_plot(plot_bars(report)),
+        "reject_reasons.png": reject_reasons_plot(quality["reject_reason_counts"])})

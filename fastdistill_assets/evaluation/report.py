@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdistill_assets.config import EvalGates
+from fastdistill_assets.config import EvalGates, FrozenRun
 from fastdistill_assets.evaluation.metrics import Accuracy, WinRate, parity_lower_bound
 
 
@@ -33,6 +33,28 @@ def hard_gates(student: Accuracy, baseline_accuracy: float, win: WinRate, thresh
         "online_win_rate": {"passed": win.rate >= threshold, "value": round(win.rate, 6),
                             "threshold": threshold, "op": ">="},
     }
+
+
+def assemble(frozen: FrozenRun, summary: dict[str, Any], timing: dict[str, Any],
+             previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The full report: the evaluation summary, the run's identity, hard-gate verdicts, timing."""
+    student = Accuracy(summary["student"]["correct"], summary["student"]["n"])
+    win = WinRate(*(summary["online_win_rate"][k] for k in ("wins", "losses", "ties")))  # judge-decided if set
+    threshold = win_rate_threshold(frozen.gates.eval, win.n, previous)
+    gates = hard_gates(student, exact_accuracy(summary["baseline"]), win, threshold, frozen.gates.eval)
+    return {**summary, "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
+            "parent_run_id": frozen.config.parent_run_id, "hard_gates": gates, "timing": timing,
+            "accepted": all(g["passed"] for g in gates.values())}
+
+
+def plot_bars(report: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """(value, ci low, ci high) per model for the accuracy plot; a fixed baseline has no interval."""
+    bars = {}
+    for label, key in (("student", "student"), (f"baseline ({report['baseline']['kind']})", "baseline"),
+                       ("teacher", "teacher")):
+        acc = report[key]
+        bars[label] = (acc["accuracy"], acc.get("ci95_low", acc["accuracy"]), acc.get("ci95_high", acc["accuracy"]))
+    return bars
 
 
 def markdown(report: dict[str, Any]) -> str:
