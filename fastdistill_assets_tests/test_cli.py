@@ -35,3 +35,60 @@ def test_run_new_list_and_dagster_asset_materialize(project):
     with dg.DagsterInstance.from_config(str(project.root / "home")) as instance:
         assert instance.get_dynamic_partitions("run_id") == ["cli-run"]
         assert instance.get_latest_materialization_event(dg.AssetKey("canonical")) is not None
+
+
+def _wait_for_group_exit(pgid: int, timeout_s: float = 10.0) -> None:
+    """SIGKILL is asynchronous: wait until no process of the group is left."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"process group {pgid} still alive")
+
+
+def test_materialization_killed_mid_teacher_stage_resumes_without_repeats(project):
+    """SIGKILL `dagster asset materialize` during teacher_candidates, then run it again: the second
+    run calls exactly the prompts whose answers had not come back (only the few in flight at the
+    kill are asked twice), and the partition ends complete with no duplicate."""
+    import signal
+    import time
+
+    from fastdistill_assets.teacher.cache import ResponseCache
+    from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
+
+    project.edit_config("run_config", dataset={"limit_per_split": 160, "splits": ["train"]})
+    project.edit_config("provider_gateway", defaults={"concurrency": 4})
+    _run([str(BIN / "fastdistill"), "run", "new", "killed"], project)
+    cache = project.artifacts / "_cache" / "responses.sqlite"
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
+               "--select", "raw,canonical,teacher_candidates", "--partition", "killed"]
+    with embedded_teacher(FaultConfig(latency_ms=60)) as server:
+        env = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts),
+               "FASTDISTILL_CONFIGS": str(project.configs), "DAGSTER_HOME": str(project.root / "home"),
+               "FASTDISTILL_BASE_URL": server.base_url}
+        proc = subprocess.Popen(command, env=env, cwd=project.root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and (not cache.exists() or len(ResponseCache(cache)) < 30):
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _wait_for_group_exit(proc.pid)
+        answered_before = len(ResponseCache(cache))
+        calls_before = server.stats.total_calls
+        subprocess.run(command, env=env, cwd=project.root, check=True, capture_output=True)
+    store = ArtifactStore(project.artifacts)
+    n = store.read("killed", "canonical").height  # 159: the first 160 questions hold one exact duplicate
+    assert 30 <= answered_before < n
+    assert server.stats.total_calls - calls_before == n - answered_before
+    assert len(server.stats.calls) == n
+    assert sum(k - 1 for k in server.stats.calls.values()) <= 4  # at most the in-flight window
+    frame = store.read("killed", "teacher_candidates")
+    assert frame.height == n and frame["sample_id"].n_unique() == n
+    assert frame["error"].null_count() == n
+    assert frame["cache_hit"].sum() == answered_before
