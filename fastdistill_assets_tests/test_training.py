@@ -6,10 +6,10 @@ import pytest
 from fastdistill_assets.datasets import wikisql
 from fastdistill_assets.teacher.baseline import parse_schema
 from fastdistill_assets.training.sketch import Example, SketchModel, train_sketch
-from fastdistill_assets.training.sketch_sql import Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
+from fastdistill_assets.sqlsketch import Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL -- Goals\n)"
-COLUMNS = parse_schema(SCHEMA)[1]
+COLUMNS = [c.name for c in parse_schema(SCHEMA)[1]]
 
 
 @pytest.mark.parametrize("sql, sketch", [

@@ -19,10 +19,9 @@ from sqlglot import exp
 
 from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.sqlite_schema import connect_read_only
+from fastdistill_assets.sqlsketch import AGGS, literal, select_sql
 
-AGG_OPS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
-COND_OPS = ["=", ">", "<", "OP"]
-_COND_EXPRESSIONS = {0: exp.EQ, 1: exp.GT, 2: exp.LT}
+COND_OPS = ["=", ">", "<", "OP"]  # WikiSQL's operator codes; "OP" is unused in the data
 
 
 def table_name(table_id: str) -> str:
@@ -46,9 +45,9 @@ def _literal(value: Any, col_type: str, lower: bool) -> exp.Expression:
         except ValueError:
             pass
         else:
-            return exp.Literal.number(int(number) if number.is_integer() else number)
+            return literal(int(number) if number.is_integer() else number, numeric=True)
     text = str(value)
-    return exp.Literal.string(text.lower() if lower else text)
+    return literal(text.lower() if lower else text, numeric=False)
 
 
 def sketch_to_sql(table_id: str, sketch: dict[str, Any], types: list[str], lower_values: bool = False) -> str:
@@ -61,23 +60,19 @@ def sketch_to_sql(table_id: str, sketch: dict[str, Any], types: list[str], lower
     n_cols = len(types)
     if not isinstance(sel, int) or not 0 <= sel < n_cols:
         raise ValueError(f"bad_column_index: sel={sel!r} for {n_cols} columns")
-    if not isinstance(agg, int) or not 0 <= agg < len(AGG_OPS):
+    if not isinstance(agg, int) or not 0 <= agg < len(AGGS):
         raise ValueError(f"bad_aggregate: agg={agg!r}")
-    column: exp.Expression = exp.column(f"col{sel}")
-    projection = exp.func(AGG_OPS[agg], column) if agg else column
-    query = exp.select(projection).from_(table_name(table_id))
+    where = []
     for cond in conds:
         if not isinstance(cond, (list, tuple)) or len(cond) != 3:
             raise ValueError(f"bad_condition: {cond!r}")
         col, op, value = cond
         if not isinstance(col, int) or not 0 <= col < n_cols:
             raise ValueError(f"bad_column_index: cond column {col!r}")
-        if op not in _COND_EXPRESSIONS:
+        if not isinstance(op, int) or not 0 <= op < 3:
             raise ValueError(f"bad_operator: {op!r}")
-        query = query.where(
-            _COND_EXPRESSIONS[op](this=exp.column(f"col{col}"), expression=_literal(value, types[col], lower_values))
-        )
-    return query.sql(dialect="sqlite")
+        where.append((f"col{col}", COND_OPS[op], _literal(value, types[col], lower_values)))
+    return select_sql(table_name(table_id), f"col{sel}", AGGS[agg], where)
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlglot import exp
 
+from fastdistill_assets.sqlsketch import literal, select_sql
 from fastdistill_assets.teacher.prompts import parse_user_prompt
 
 AGG_KEYWORDS: list[tuple[str, re.Pattern[str]]] = [
@@ -81,13 +82,13 @@ def _literal(raw: str, col: Column) -> exp.Expression:
     if col.kind == "real":
         try:
             number = float(value.replace(",", ""))
-            return exp.Literal.number(int(number) if number.is_integer() else number)
+            return literal(int(number) if number.is_integer() else number, numeric=True)
         except ValueError:
             pass
-    return exp.Literal.string(value)
+    return literal(value, numeric=False)
 
 
-def _condition(piece: str, original: str, columns: list[Column]) -> exp.Expression | None:
+def _condition(piece: str, original: str, columns: list[Column]) -> tuple[str, str, exp.Expression] | None:
     found = _find_column(piece, columns)
     if found is None:
         return None
@@ -103,8 +104,7 @@ def _condition(piece: str, original: str, columns: list[Column]) -> exp.Expressi
         rest_lower, rest = rest_lower[m.end():], rest[m.end():]
     if not rest.strip("?.! "):
         return None
-    node = {"=": exp.EQ, ">": exp.GT, "<": exp.LT}[op]
-    return node(this=exp.column(col.name), expression=_literal(rest, col))
+    return col.name, op, _literal(rest, col)
 
 
 _ASKED = re.compile(r"\b(?:the|which|what|many|of all|every|all)\s+((?:(?!when|where|with|for|has|have|is|are)[a-z]+\s?){1,2})")
@@ -112,13 +112,13 @@ _AGG_WORDS = {"highest", "maximum", "largest", "most", "lowest", "minimum", "sma
               "average", "mean", "number", "max", "min"}
 
 
-def _guess_column(head: str, columns: list[Column]) -> exp.Expression:
+def _guess_column(head: str, columns: list[Column]) -> str:
     """No header matched: like an LLM, name the column after the asked-for noun (it may not exist)."""
     for match in _ASKED.finditer(head):
         words = [w for w in match.group(1).split() if w not in _AGG_WORDS and w not in {"entries", "values"}]
         if words:
-            return exp.column("_".join(words))
-    return exp.column(columns[0].name)
+            return "_".join(words)
+    return columns[0].name
 
 
 def predict_sql(question: str, schema: str, temperature: float = 0.0, seed: int | None = None) -> str:
@@ -144,7 +144,7 @@ def predict_sql(question: str, schema: str, temperature: float = 0.0, seed: int 
         if cond is not None:
             conditions.append(cond)
     found = _find_column(head, columns)
-    column = exp.column(found[0].name) if found else _guess_column(head, columns)
+    column = found[0].name if found else _guess_column(head, columns)
     if temperature > 0:
         rng = random.Random(f"{question}:{seed}")
         if rng.random() < temperature / 2:
@@ -154,11 +154,8 @@ def predict_sql(question: str, schema: str, temperature: float = 0.0, seed: int 
             elif choice == 1 and agg:
                 agg = None
             else:
-                column = exp.column(rng.choice(columns).name)
-    query = exp.select(exp.func(agg, column) if agg else column).from_(table)
-    for cond in conditions:
-        query = query.where(cond)
-    return query.sql(dialect="sqlite")
+                column = rng.choice(columns).name
+    return select_sql(table, column, agg or "", conditions)
 
 
 def _style(question: str) -> int:

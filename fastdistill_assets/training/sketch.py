@@ -19,7 +19,7 @@ import numpy as np
 
 from fastdistill_assets.teacher.baseline import COND_START, FILLER, Column, parse_schema
 from fastdistill_assets.training.linear import DIM, Ranker, classifier_candidates, hash_features
-from fastdistill_assets.training.sketch_sql import AGGS, OPS, Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
+from fastdistill_assets.sqlsketch import AGGS, OPS, Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
 
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 _OP_WORDS = re.compile(r"^(greater than|more than|above|over|larger than|higher than|less than|under|below|"
@@ -129,7 +129,7 @@ class SketchModel:
 
     def predict(self, question: str, schema: str) -> str:
         table, columns = parse_schema(schema)
-        return sketch_to_sql(self.predict_sketch(question, columns), table, columns)
+        return sketch_to_sql(self.predict_sketch(question, columns), table, [c.name for c in columns])
 
     # persistence ------------------------------------------------------------------------
     PARTS = ("agg", "sel", "cond_col", "op")
@@ -181,7 +181,7 @@ def train_sketch(examples: list[Example], epochs: int = 30, learning_rate: float
     for ex in examples:
         try:
             _, columns = parse_schema(ex.schema)
-            sketch = sql_to_sketch(ex.sql, columns)
+            sketch = sql_to_sketch(ex.sql, [c.name for c in columns])
         except SketchError as err:
             skipped[err.reason] += 1
             continue

@@ -1,18 +1,22 @@
-"""WikiSQL-style sketches: SQL <-> (SELECT column, aggregate, WHERE column/op/value)."""
+"""Single-table query sketches: ``SELECT [AGG(]col[)] FROM t [WHERE c op v AND ...]``.
+
+The one place that builds such SQL (the WikiSQL loader, the embedded baseline and the sketch
+student all call :func:`select_sql`) and that parses SQL back into a :class:`Sketch`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
 
-from fastdistill_assets.teacher.baseline import Column
-
 AGGS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
 _AGG_NODES = {exp.Max: "MAX", exp.Min: "MIN", exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG"}
 OPS = ["=", ">", "<"]
 _OP_NODES = {exp.EQ: "=", exp.GT: ">", exp.LT: "<"}
+_NODE_FOR_OP = {op: node for node, op in _OP_NODES.items()}
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,10 @@ class SketchError(ValueError):
         self.reason = reason
 
 
-def _column_index(node: exp.Expression, columns: list[Column]) -> int:
+def _column_index(node: exp.Expression, columns: Sequence[str]) -> int:
     if not isinstance(node, exp.Column):
         raise SketchError("unsupported_expression")
-    names = [c.name.lower() for c in columns]
+    names = [c.lower() for c in columns]
     if node.name.lower() not in names:
         raise SketchError("unknown_column")
     return names.index(node.name.lower())
@@ -54,7 +58,7 @@ def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
     return [node]
 
 
-def sql_to_sketch(sql: str, columns: list[Column]) -> Sketch:
+def sql_to_sketch(sql: str, columns: Sequence[str]) -> Sketch:
     """Parse SQL into a sketch.
 
     Raises:
@@ -85,11 +89,19 @@ def sql_to_sketch(sql: str, columns: list[Column]) -> Sketch:
     return Sketch(sel, agg, tuple(conds))
 
 
-def sketch_to_sql(sketch: Sketch, table: str, columns: list[Column]) -> str:
-    column = exp.column(columns[sketch.sel].name)
-    query = exp.select(exp.func(sketch.agg, column) if sketch.agg else column).from_(table)
-    for cond in sketch.conds:
-        literal = exp.Literal.number(cond.value) if cond.numeric else exp.Literal.string(cond.value)
-        node = {"=": exp.EQ, ">": exp.GT, "<": exp.LT}[cond.op]
-        query = query.where(node(this=exp.column(columns[cond.column].name), expression=literal))
+def literal(value: str | int | float, numeric: bool) -> exp.Expression:
+    return exp.Literal.number(value) if numeric else exp.Literal.string(str(value))
+
+
+def select_sql(table: str, column: str, agg: str, conds: Sequence[tuple[str, str, exp.Expression]]) -> str:
+    """SQLite text of ``SELECT [agg(]column[)] FROM table WHERE name op literal AND ...``."""
+    projection: exp.Expression = exp.column(column)
+    query = exp.select(exp.func(agg, projection) if agg else projection).from_(table)
+    for name, op, value in conds:
+        query = query.where(_NODE_FOR_OP[op](this=exp.column(name), expression=value))
     return query.sql(dialect="sqlite")
+
+
+def sketch_to_sql(sketch: Sketch, table: str, columns: Sequence[str]) -> str:
+    return select_sql(table, columns[sketch.sel], sketch.agg,
+                      [(columns[c.column], c.op, literal(c.value, c.numeric)) for c in sketch.conds])
