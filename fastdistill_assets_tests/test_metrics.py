@@ -66,3 +66,13 @@ def test_accuracy_plot_handles_extreme_proportions(k, n):
 
     acc = Accuracy(k, n)
     assert accuracy_plot({"student": (acc.value, *acc.ci95)})[:4] == b"\x89PNG"
+
+
+def test_eval_uses_the_runs_gold_config(tmp_path):
+    from fastdistill_assets.config import GoldGates
+
+    db = str(make_sqlite(tmp_path / "db.sqlite"))
+    items = [EvalItem("avg rating", "s", "[]", db, "sqlite", "SELECT AVG(rating) FROM player")]  # 1.9625
+    with Executor() as executor:
+        assert exec_correct(["SELECT 1.9626"], items, executor) == [False]
+        assert exec_correct(["SELECT 1.9626"], items, executor, GoldGates(float_tolerance=1e-3)) == [True]

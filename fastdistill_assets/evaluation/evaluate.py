@@ -96,7 +96,7 @@ def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[Eva
     ungated = filtered.filter(pl.col("error").is_null())
     with tempfile.TemporaryDirectory() as tmp:
         student, _ = train_student(frozen.config.training, ungated, "cleaned_sql", Path(tmp) / "baseline")
-        correct = exec_correct(predict_all(student, items), items, executor, frozen.gates.gold.semantics)
+        correct = exec_correct(predict_all(student, items), items, executor, frozen.gates.gold)
     return {**Accuracy(sum(correct), len(correct)).as_dict(), "kind": "ungated", "correct_list": correct}
 
 
@@ -104,12 +104,11 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
              gateway: ProviderGateway, previous: dict[str, Any] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Per-question results and the summary numbers (student, baseline, teacher, win rate)."""
     rows, items = test_items(canonical, frozen.config.eval_split)
-    semantics = frozen.gates.gold.semantics
     with Executor(frozen.gates.execution.timeout_ms, frozen.gates.execution.max_rows) as executor:
         student_out = predict_all(student, items)
-        student_ok = exec_correct(student_out, items, executor, semantics)
+        student_ok = exec_correct(student_out, items, executor, frozen.gates.gold)
         teacher_out = teacher_outputs(gateway, frozen, items)
-        teacher_ok = exec_correct(teacher_out, items, executor, semantics)
+        teacher_ok = exec_correct(teacher_out, items, executor, frozen.gates.gold)
         baseline = baseline_accuracy(frozen, filtered, items, executor, previous)
         preferences = (judge_ties(gateway, frozen, items, student_out, teacher_out, student_ok, teacher_ok, executor)
                        if frozen.gates.judge.enabled else None)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.execute import Executor
-from fastdistill_assets.gates.gold import gold_is_ordered, results_match
+from fastdistill_assets.config import GoldGates
+from fastdistill_assets.gates.gold import matches_gold
 
 Z95 = 1.959963984540054
 
@@ -35,7 +36,7 @@ class EvalItem:
 
 
 def exec_correct(outputs: Sequence[str | None], items: Sequence[EvalItem], executor: Executor,
-                 semantics: str = "bag", tolerance: float = 1e-6) -> list[bool]:
+                 gold_config: GoldGates | None = None) -> list[bool]:
     """Whether each (cleaned) output executes to the gold result."""
     correct = []
     for output, item in zip(outputs, items, strict=True):
@@ -45,8 +46,8 @@ def exec_correct(outputs: Sequence[str | None], items: Sequence[EvalItem], execu
             continue
         result = executor.run(item.db_path, item.dialect, sql)
         gold = executor.gold(item.db_path, item.dialect, item.gold_sql)
-        correct.append(bool(result.ok and gold.ok and results_match(
-            result.rows, gold.rows, semantics=semantics, ordered=gold_is_ordered(item.gold_sql), tolerance=tolerance)))
+        correct.append(bool(result.ok and gold.ok and matches_gold(
+            result.rows, gold.rows, item.gold_sql, gold_config or GoldGates())))
     return correct
 
 

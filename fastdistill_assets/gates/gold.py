@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from fastdistill_assets.config import GoldGates
 from fastdistill_assets.hashing import sha256_json
 
 _ORDER_BY = re.compile(r"\bORDER\s+BY\b", re.IGNORECASE)
@@ -63,3 +64,10 @@ def results_match(candidate: Sequence[Sequence[Any]], gold: Sequence[Sequence[An
 def gold_is_ordered(gold_sql: str) -> bool:
     """A gold query with ORDER BY asks for order-sensitive comparison (Spider convention)."""
     return _ORDER_BY.search(gold_sql) is not None
+
+
+def matches_gold(rows: Sequence[Sequence[Any]], gold_rows: Sequence[Sequence[Any]], gold_sql: str,
+                 config: GoldGates) -> bool:
+    """The gold-match rule used by the gates and by evaluation alike, from the run's gold config."""
+    return results_match(rows, gold_rows, semantics=config.semantics, ordered=gold_is_ordered(gold_sql),
+                         tolerance=config.float_tolerance)

@@ -15,7 +15,7 @@ import polars as pl
 from fastdistill_assets.config import GatesConfig
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.execute import Executor
-from fastdistill_assets.gates.gold import gold_is_ordered, result_signature, results_match
+from fastdistill_assets.gates.gold import matches_gold, result_signature
 from fastdistill_assets.gates.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
 from fastdistill_assets.teacher.prompts import split_rationale
@@ -69,8 +69,7 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     if not gold.ok:
         return done("gold_unavailable")
     out["gold_signature"] = result_signature(gold.rows)
-    out["gold_match"] = results_match(result.rows, gold.rows, semantics=gates.gold.semantics,
-                                      ordered=gold_is_ordered(row["gold_sql"]), tolerance=gates.gold.float_tolerance)
+    out["gold_match"] = matches_gold(result.rows, gold.rows, row["gold_sql"], gates.gold)
     return done(None if out["gold_match"] else "gold_mismatch")
 
 
