@@ -39,6 +39,3 @@ class RunConfigResource(dg.ConfigurableResource):
     def data_dir(self) -> Path:
         """Where generated datasets (the demo) are kept, shared by all runs."""
         return Path(self.artifacts_dir) / "_datasets"
-
-    def cache_dir(self) -> Path:
-        return Path(self.artifacts_dir) / "_cache"

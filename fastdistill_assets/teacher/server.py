@@ -227,10 +227,6 @@ class ChatServer:
     def stats(self) -> ServerStats:
         return self._server.stats
 
-    @property
-    def faults(self) -> FaultConfig:
-        return self._server.faults
-
     def start(self) -> ChatServer:
         self._thread.start()
         return self
