@@ -26,7 +26,8 @@ def build_requests(canonical: pl.DataFrame, config: RunConfig) -> tuple[list[Gen
     rows = canonical.filter(pl.col("split").is_in(config.teacher.splits))
     requests, carried = [], []
     for rec in rows.iter_rows(named=True):
-        messages = build_messages(rec["question"], rec["schema"], rec["sample_rows"], config.recipe.rationale)
+        messages = build_messages(rec["question"], rec["schema"], rec["sample_rows"], config.recipe.rationale,
+                                  rec["evidence"], rec["dialect"])
         p_hash = prompt_hash(messages)
         for g in range(config.decode.num_generations):
             cid = candidate_id(rec["sample_id"], g)

@@ -21,13 +21,20 @@ from fastdistill_assets.storage import StageOutput
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
 GATE_METRICS = ("empty_output_rate", "rule_pass_rate", "parse_pass_rate", "exec_pass_rate", "gold_match_rate",
-                "judge_mean", "p_keep")
+                "judge_mean", "p_keep", "gold_free_p_keep", "agreement_p50")
+# Metrics of one path are null in a run without that path's samples: nothing to gate there.
+PATH_METRICS = {"gold_match_rate": "labeled", "gold_free_p_keep": "gold_free", "agreement_p50": "gold_free"}
 
 
 def evaluate_threshold(metric: str, value: float | None, threshold: CheckThreshold | None) -> dg.AssetCheckResult:
-    """Pass/fail with numeric metadata; an unconfigured metric passes and says so."""
+    """Pass/fail with numeric metadata; an unconfigured metric passes and says so, and so does
+    a per-path metric in a run that has no sample on that path."""
     if threshold is None:
         return dg.AssetCheckResult(passed=True, metadata={"value": value, "configured": False})
+    if value is None and metric in PATH_METRICS:
+        return dg.AssetCheckResult(
+            passed=True, description=f"{metric}: not applicable, no {PATH_METRICS[metric]} samples in this run",
+            metadata={"applicable": False, "threshold": threshold.value, "op": threshold.op})
     passed = value is not None and (value >= threshold.value if threshold.op == ">=" else value <= threshold.value)
     return dg.AssetCheckResult(
         passed=passed,

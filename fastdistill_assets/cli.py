@@ -25,6 +25,11 @@ def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str 
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(RUN_ID, [run_id])
     print(f"created run {run_id} (config {frozen.config_hash[:12]}, gates {frozen.gates_hash[:12]})")
+    from fastdistill_assets.datasets.load import eval_split_has_gold
+    from fastdistill_assets.evaluation.evaluate import no_eval_gold_message
+
+    if not eval_split_has_gold(frozen.config.dataset, frozen.config.eval_split):
+        print(f"note: {no_eval_gold_message(frozen.config.eval_split)}")
 
 
 def _cmd_run_new(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fastdistill_assets.hashing import sha256_json, stable_json
 
@@ -28,14 +28,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class WithholdGold(_Strict):
+    """Withhold the gold of a share of a labeled dataset's questions from the pipeline.
+
+    Those questions take the gold-free path; their gold is kept aside (``withheld_gold_sql``)
+    only so that the gold-free gates can be measured against it. The demo uses it for its
+    unlabeled slice; the choice is a stable hash of each question's source_id.
+    """
+
+    share: float = Field(default=0.0, ge=0.0, le=1.0)
+    splits: list[str] = Field(default_factory=lambda: ["train"])
+
+
 class DatasetConfig(_Strict):
-    kind: Literal["demo", "wikisql", "spider"] = "demo"
-    path: str | None = None
+    kind: Literal["demo", "wikisql", "spider", "questions"] = "demo"
+    path: str | None = None             # wikisql/spider: a folder; questions: a .jsonl, .csv or .parquet file
+    databases: str | None = None        # questions: folder holding <db_id>.sqlite/.db/.duckdb files
     splits: list[str] = Field(default_factory=lambda: ["train", "dev", "test"])
-    input_fields: list[str] = Field(default_factory=lambda: ["question", "db_id"])
+    input_fields: list[str] = Field(default_factory=lambda: ["question", "db_id", "evidence"])
     limit_per_split: int | None = None
     lower_values: bool = False
-    sample_rows: int = 3
+    sample_rows: int = Field(default=3, ge=0)            # rows per table shown to the teacher
+    sample_rows_total: int = Field(default=30, ge=0)     # questions kind: rows over all tables, at most
+    withhold_gold: WithholdGold = Field(default_factory=WithholdGold)
 
 
 class TeacherConfig(_Strict):
@@ -97,6 +112,22 @@ class RuleGates(_Strict):
 class ExecutionGates(_Strict):
     timeout_ms: int = 2000
     max_rows: int = 10000
+    # A query that returns no rows: reject it, keep it (the path's gate decides as for any
+    # result), or let the LLM judge decide (kept only with a judge score >= judge.min_score).
+    empty_result: Literal["reject", "keep", "judge"] = "keep"
+
+
+class ConsistencyGates(_Strict):
+    """Self-consistency, the semantic gate for samples without gold.
+
+    Among a sample's candidates that executed, the largest group with the same result is the
+    majority and its share is the sample's ``agreement``. Candidates outside it are rejected;
+    so is every candidate of a sample with fewer than ``min_executed`` executed candidates, a
+    tie for the largest group, or an agreement below ``min_agreement``.
+    """
+
+    min_agreement: float = Field(default=0.6, ge=0.0, le=1.0)
+    min_executed: int = Field(default=2, ge=1)
 
 
 class GoldGates(_Strict):
@@ -109,7 +140,7 @@ class JudgeGates(_Strict):
     provider: str | None = None
     model: str | None = None
     concurrency: int = 4
-    min_score: float = 0.0
+    min_score: float = Field(default=0.75, ge=0.0, le=1.0)   # needed by empty results when execution.empty_result is judge
 
 
 class SelectGates(_Strict):
@@ -143,10 +174,17 @@ class GatesConfig(_Strict):
     rules: RuleGates = Field(default_factory=RuleGates)
     execution: ExecutionGates = Field(default_factory=ExecutionGates)
     gold: GoldGates = Field(default_factory=GoldGates)
+    consistency: ConsistencyGates = Field(default_factory=ConsistencyGates)
     judge: JudgeGates = Field(default_factory=JudgeGates)
     select: SelectGates = Field(default_factory=SelectGates)
     checks: dict[str, CheckThreshold] = Field(default_factory=dict)
     eval: EvalGates = Field(default_factory=EvalGates)
+
+    @model_validator(mode="after")
+    def _empty_result_judge_needs_judge(self) -> GatesConfig:
+        if self.execution.empty_result == "judge" and not self.judge.enabled:
+            raise ValueError("execution.empty_result: judge needs judge.enabled: true")
+        return self
 
 
 class FrozenRun(_Strict):

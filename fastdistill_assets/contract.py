@@ -36,13 +36,16 @@ def _normalize_value(value: Any) -> Any:
 def canonical_input(record: Mapping[str, Any], fields: Sequence[str]) -> str:
     """Stable JSON of the chosen input fields (sorted keys, normalized whitespace).
 
+    A chosen field whose value is null (e.g. no ``evidence``) is left out, so adding an
+    optional field to ``input_fields`` keeps the ids of rows that do not have it.
+
     Raises:
         KeyError: a chosen field is missing from the record.
     """
     missing = [f for f in fields if f not in record]
     if missing:
         raise KeyError(f"canonical_input: record lacks field(s) {missing}")
-    return stable_json({f: _normalize_value(record[f]) for f in fields})
+    return stable_json({f: _normalize_value(record[f]) for f in fields if record[f] is not None})
 
 
 def schema_hash(schema: str) -> str:

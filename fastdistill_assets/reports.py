@@ -17,13 +17,36 @@ def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
     return dict(sorted(values.group_by(column).len().iter_rows(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
-    """kept, rejected, p_keep, pass rates per gate, judge stats and reason counts.
+def _percentile(values: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 6) if values.size else None
 
-    Every rate's denominator is the number of candidates, so the rates of consecutive
-    gates can be compared directly.
+
+def path_report(frame: pl.DataFrame) -> dict[str, Any]:
+    """Counts for one path (labeled or gold-free): candidates, samples, kept, reasons."""
+    kept = frame.filter(pl.col("kept"))
+    return {"candidates": frame.height, "samples": frame["sample_id"].n_unique(), "kept": kept.height,
+            "kept_samples": kept["sample_id"].n_unique(), "p_keep": _rate(kept.height, frame.height),
+            "reject_reason_counts": _counts(frame, "reject_reason")}
+
+
+def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
+    """kept, rejected, p_keep, pass rates per gate, judge stats, reason counts, and the same
+    per path: ``labeled`` (samples with gold, gold-match gate) and ``gold_free`` (samples
+    without gold, self-consistency gate, with the agreement distribution over its samples).
+
+    Every overall rate's denominator is the number of candidates, so the rates of consecutive
+    gates can be compared directly; ``gold_match_rate`` is over labeled candidates only and
+    the path metrics are null for a path with no candidates.
     """
     n = filtered.height
+    labeled = filtered.filter(pl.col("gold_sql").is_not_null())
+    gold_free = filtered.filter(pl.col("gold_sql").is_null())
+    agreements = (gold_free.group_by("sample_id").agg(pl.col("agreement").first())["agreement"]
+                  .drop_nulls().to_numpy() if gold_free.height else np.array([]))
+    paths = {"labeled": path_report(labeled),
+             "gold_free": {**path_report(gold_free), "agreement_p50": _percentile(agreements, 50),
+                           "agreement_p90": _percentile(agreements, 90),
+                           "samples_with_agreement": int(agreements.size)}}
     kept = int(filtered["kept"].sum()) if n else 0
     scores = filtered["judge_score"].drop_nulls().to_numpy() if n else np.array([])
     report: dict[str, Any] = {
@@ -37,14 +60,22 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
         "rule_pass_rate": _rate(int(filtered["rule_ok"].fill_null(False).sum()), n),
         "parse_pass_rate": _rate(int(filtered["parse_ok"].fill_null(False).sum()), n),
         "exec_pass_rate": _rate(int(filtered["exec_ok"].fill_null(False).sum()), n),
-        "gold_match_rate": _rate(int(filtered["gold_match"].fill_null(False).sum()), n),
+        "gold_match_rate": (_rate(int(labeled["gold_match"].fill_null(False).sum()), labeled.height)
+                            if labeled.height else None),
+        "labeled_candidates": labeled.height,
+        "gold_free_candidates": gold_free.height,
+        "labeled_p_keep": paths["labeled"]["p_keep"] if labeled.height else None,
+        "gold_free_p_keep": paths["gold_free"]["p_keep"] if gold_free.height else None,
+        "agreement_p50": paths["gold_free"]["agreement_p50"],
+        "agreement_p90": paths["gold_free"]["agreement_p90"],
         "judge_count": int(scores.size),
         "judge_mean": round(float(scores.mean()), 6) if scores.size else None,
-        "judge_p50": round(float(np.percentile(scores, 50)), 6) if scores.size else None,
-        "judge_p90": round(float(np.percentile(scores, 90)), 6) if scores.size else None,
+        "judge_p50": _percentile(scores, 50),
+        "judge_p90": _percentile(scores, 90),
         "reject_reason_counts": _counts(filtered, "reject_reason"),
         "exec_error_counts": _counts(filtered, "exec_error"),
         "cleaning_counts": _cleaning_counts(filtered),
+        "paths": paths,
     }
     return report
 
@@ -65,4 +96,17 @@ def markdown_table(report: dict[str, Any]) -> str:
         if report.get(title):
             lines += ["", f"| {title} | count |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in report[title].items()]
+    return "\n".join(lines + ["", paths_table(report["paths"])])
+
+
+def paths_table(paths: dict[str, dict[str, Any]]) -> str:
+    """Labeled vs gold-free side by side: counts, keep rate, agreement, reject reasons."""
+    labeled, gold_free = paths["labeled"], paths["gold_free"]
+    lines = ["| path | labeled | gold_free |", "|---|---|---|"]
+    for key in ("samples", "candidates", "kept", "kept_samples", "p_keep", "agreement_p50", "agreement_p90"):
+        left, right = labeled.get(key), gold_free.get(key)
+        lines.append(f"| {key} | {'-' if left is None else left} | {'-' if right is None else right} |")
+    for reason in sorted({*labeled["reject_reason_counts"], *gold_free["reject_reason_counts"]}):
+        lines.append(f"| rejected: {reason} | {labeled['reject_reason_counts'].get(reason, 0)} | "
+                     f"{gold_free['reject_reason_counts'].get(reason, 0)} |")
     return "\n".join(lines)

@@ -82,3 +82,28 @@ def materialize(project: Project, assets: list, run_id: str, raise_on_error: boo
     """A real in-process ``dg.materialize`` of ``assets`` (or the ``selection`` of them) for one run_id."""
     return dg.materialize(assets, partition_key=run_id, instance=project.instance, selection=selection,
                           resources=project_resources(project, **resources), raise_on_error=raise_on_error)
+
+
+def teacher_gateway(project: Project, **kwargs):
+    """The provider gateway of an isolated project (embedded teacher, cache under its artifacts)."""
+    from fastdistill_assets.teacher.gateway import ProviderGateway
+
+    return ProviderGateway(config_path=str(project.configs / "provider_gateway.yaml"),
+                           cache_path=str(project.artifacts / "_cache" / "responses.sqlite"),
+                           artifacts_dir=str(project.artifacts), **kwargs)
+
+
+def write_questions(path: Path, rows: list[dict], malformed_line: str | None = None) -> Path:
+    """A questions file in the format its suffix names (.jsonl, .csv, .parquet)."""
+    import json
+
+    import polars as pl
+
+    if path.suffix == ".jsonl":
+        lines = [json.dumps(r) for r in rows] + ([malformed_line] if malformed_line else [])
+        path.write_text("\n".join(lines) + "\n")
+        return path
+    columns = sorted({k for r in rows for k in r})
+    frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema={c: pl.String for c in columns})
+    frame.write_csv(path) if path.suffix == ".csv" else frame.write_parquet(path)
+    return path

@@ -33,3 +33,24 @@ def make_duckdb(path: Path) -> Path:
 
 def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SALES = [("North", "Tea", 120, 2023), ("North", "Coffee", 80, 2024), ("South", "Tea", 45, 2024),
+         ("South", "Cocoa", 60, 2023), ("East", "Coffee", 200, 2024), ("West", "Tea", 15, 2022)]
+STORES = [("Harbor", "Porto"), ("Central", "Lyon"), ("Lakeside", "Oslo")]
+
+
+def make_shop(path: Path) -> Path:
+    """A two-table shop database (sales, stores), SQLite or DuckDB by the file suffix."""
+    if path.suffix == ".duckdb":
+        db = duckdb.connect(str(path))
+    else:
+        db = sqlite3.connect(path)
+    db.execute("CREATE TABLE sales (region TEXT, product TEXT, amount INTEGER, year INTEGER)")
+    db.executemany("INSERT INTO sales VALUES (?, ?, ?, ?)", [list(r) for r in SALES])
+    db.execute("CREATE TABLE stores (store_name TEXT, city TEXT)")
+    db.executemany("INSERT INTO stores VALUES (?, ?)", [list(r) for r in STORES])
+    if path.suffix != ".duckdb":
+        db.commit()
+    db.close()
+    return path

@@ -28,7 +28,8 @@ def test_pipeline_through_distilled_with_all_checks(project):
     assert result.success
     checks = _checks(result)
     assert set(checks) == {"empty_output_rate", "rule_pass_rate", "parse_pass_rate", "exec_pass_rate",
-                           "gold_match_rate", "judge_mean", "p_keep", "distilled_not_empty"}
+                           "gold_match_rate", "judge_mean", "p_keep", "gold_free_p_keep", "agreement_p50",
+                           "distilled_not_empty"}
     assert all(passed for passed, _ in checks.values())
     store = ArtifactStore(project.artifacts)
     filtered_out, distilled_out = store.read("r1", "filtered"), store.read("r1", "distilled")

@@ -38,7 +38,7 @@ def candidates(db_path) -> pl.DataFrame:
 def filtered(tmp_path):
     gates = GatesConfig.model_validate({"rules": {"banned_tokens": ["DROP "]}, "execution": {"timeout_ms": 300}})
     gated = gate_frame(candidates(make_sqlite(tmp_path / "db.sqlite")), gates)
-    return select(attach_judge(gated, None), gates.select, judge_enabled=False, multi_decode=False)
+    return select(attach_judge(gated, None), gates, multi_decode=False)
 
 
 def test_report_matches_hand_computed_values(filtered):

@@ -15,8 +15,8 @@ from fastdistill_assets.timing import StageTimer
 def raw(context: dg.AssetExecutionContext, run_config: RunConfigResource) -> pl.DataFrame:
     """Questions loaded from the run's dataset, every split, bad rows kept as reject records.
 
-    Writes: source_id, split, db_id, question, gold_sql, db_path, dialect, schema, sample_rows,
-    reject_reason, reject_detail, raw_record.
+    Writes: source_id, split, db_id, question, evidence, gold_sql (null: no gold), withheld_gold_sql,
+    db_path, dialect, schema, sample_rows, reject_reason, reject_detail, raw_record.
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)
@@ -27,6 +27,8 @@ def raw(context: dg.AssetExecutionContext, run_config: RunConfigResource) -> pl.
         "rejected": rejected.height,
         "reject_reason_counts": dg.MetadataValue.json(dict(rejected.group_by("reject_reason").len().iter_rows())),
         "split_counts": dg.MetadataValue.json(dict(frame.group_by("split").len().iter_rows())),
+        "labeled": frame.filter(pl.col("reject_reason").is_null() & pl.col("gold_sql").is_not_null()).height,
+        "gold_free": frame.filter(pl.col("reject_reason").is_null() & pl.col("gold_sql").is_null()).height,
         "dataset": frozen.config.dataset.kind,
     })
     return frame
@@ -36,8 +38,9 @@ def raw(context: dg.AssetExecutionContext, run_config: RunConfigResource) -> pl.
 def canonical(context: dg.AssetExecutionContext, run_config: RunConfigResource, raw: pl.DataFrame) -> pl.DataFrame:
     """Good raw rows under the data contract, exact duplicates (same sample_id) dropped.
 
-    Reads: raw (all columns). Writes: sample_id, task_id, split, source_id, db_id, question,
-    canonical_input, schema, schema_hash, decode_profile, gold_sql, db_path, dialect, sample_rows.
+    Reads: raw (all columns). Writes: sample_id, task_id, split, source_id, db_id, question, evidence,
+    canonical_input, schema, schema_hash, decode_profile, gold_sql, withheld_gold_sql, db_path, dialect,
+    sample_rows.
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)

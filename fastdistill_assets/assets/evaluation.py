@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets.evaluation.evaluate import evaluate, load_previous
+from fastdistill_assets.evaluation.evaluate import NoEvalGold, evaluate, load_previous
 from fastdistill_assets.evaluation.pipeline_metrics import stage_metadata, timing_report
 from fastdistill_assets.evaluation.plots import accuracy_plot, reject_reasons_plot
 from fastdistill_assets.evaluation.report import assemble, markdown, plot_bars
@@ -23,7 +23,8 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
                 canonical: pl.DataFrame, filtered: StageOutput, student_model: StageOutput) -> StageOutput:
     """Student vs baseline vs teacher on the held-out split, hard-gate verdicts and the timing report.
 
-    Reads canonical (eval split), filtered (ungated candidates for the baseline; reject reasons),
+    Refuses (dg.Failure) when no eval-split question has gold; questions without gold are
+    counted and not scored. Reads canonical (eval split), filtered (ungated candidates for the baseline; reject reasons),
     student_model (the model folder). Writes per question: sample_id, question, gold_sql,
     student_sql, student_correct, teacher_output, teacher_correct, baseline_correct. Side files:
     eval_report.json, eval_report.md, accuracy.png, reject_reasons.png.
@@ -32,7 +33,10 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     frozen = run_config.for_partition(context)
     previous = load_previous(ArtifactStore(Path(run_config.artifacts_dir)), frozen.gates.eval.baseline.run_id)
     student = load_student(Path(student_model.files["model"]))
-    per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
+    try:
+        per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
+    except NoEvalGold as err:
+        raise dg.Failure(description=str(err), metadata={"eval_split": frozen.config.eval_split}) from err
     timing = timing_report(stage_metadata(context.instance, frozen.run_id), timer.elapsed_s())
     report = assemble(frozen, summary, timing, previous)
     quality = json.loads(Path(filtered.files["quality_report.json"]).read_text())

@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from fastdistill_assets import distill
+from fastdistill_assets.gates.consistency import apply_consistency
 from fastdistill_assets.gates.judging import run_judge
 from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.gates.select import attach_judge, select
@@ -24,21 +25,26 @@ def filtered(context: dg.AssetExecutionContext, run_config: RunConfigResource, t
              teacher_candidates: pl.DataFrame) -> StageOutput:
     """Every candidate with each gate's verdict and reason; nothing is dropped.
 
+    Samples with gold pass the gold match; samples without gold (gold_sql null) pass
+    self-consistency across their candidates instead.
+
     Reads teacher_candidates: candidate_id, sample_id, raw_output, error, db_path, dialect,
     gold_sql, question, schema, messages. Adds: rationale, cleaned_sql, clean_actions, rule_ok,
     rule_reason, parse_ok, parse_error, exec_ok, exec_error, exec_error_detail, exec_ms,
-    result_rows, result_signature, result_preview, gold_signature, gold_match, judge_score,
-    judge_source, judge_error, reject_reason, kept, gate_ms. Side file: quality_report.json.
+    result_rows, result_signature, result_preview, gold_signature, gold_match, agreement,
+    judge_score, judge_source, judge_error, reject_reason, kept, gate_ms. Side file:
+    quality_report.json (overall and per path: labeled, gold_free).
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)
     gates, recipe = frozen.gates, frozen.config.recipe
     workers = 2 if teacher_candidates.height >= PARALLEL_ROWS else 1
-    gated = gate_frame(teacher_candidates, gates, rationale=recipe.rationale, workers=workers)
+    gated = apply_consistency(gate_frame(teacher_candidates, gates, rationale=recipe.rationale, workers=workers),
+                              gates.consistency)
     scores, judge_calls = None, 0
     if gates.judge.enabled:
         scores, judge_calls = run_judge(gated, teacher, gates.judge, frozen.config.teacher.provider)
-    frame = select(attach_judge(gated, scores), gates.select, gates.judge.enabled, recipe.multi_decode_select)
+    frame = select(attach_judge(gated, scores), gates, recipe.multi_decode_select)
     report = quality_report(frame)
     context.add_output_metadata({
         **timer.metadata(rows=frame.height, row_latencies_ms=frame["gate_ms"].to_list()),

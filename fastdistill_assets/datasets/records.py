@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -12,7 +14,9 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.String(),
     "db_id": pl.String(),
     "question": pl.String(),
+    "evidence": pl.String(),
     "gold_sql": pl.String(),
+    "withheld_gold_sql": pl.String(),
     "db_path": pl.String(),
     "dialect": pl.String(),
     "schema": pl.String(),
@@ -22,15 +26,17 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "raw_record": pl.String(),
 }
 
+SampleRows = list[list[Any]] | dict[str, list[list[Any]]]  # one table's rows, or rows by table
+
 
 def good(
-    *, source_id: str, split: str, db_id: str, question: str, gold_sql: str, db_path: str,
-    dialect: str, schema: str, sample_rows: list[list[Any]],
+    *, source_id: str, split: str, db_id: str, question: str, gold_sql: str | None, db_path: str,
+    dialect: str, schema: str, sample_rows: SampleRows, evidence: str | None = None,
 ) -> dict[str, Any]:
-    """A loadable question with executable gold SQL."""
+    """A loadable question; ``gold_sql`` is None for a question nobody has labeled yet."""
     return {
-        "source_id": source_id, "split": split, "db_id": db_id, "question": question,
-        "gold_sql": gold_sql, "db_path": db_path, "dialect": dialect, "schema": schema,
+        "source_id": source_id, "split": split, "db_id": db_id, "question": question, "evidence": evidence,
+        "gold_sql": gold_sql, "withheld_gold_sql": None, "db_path": db_path, "dialect": dialect, "schema": schema,
         "sample_rows": json.dumps(sample_rows, default=str), "reject_reason": None, "reject_detail": None,
         "raw_record": None,
     }
@@ -51,6 +57,19 @@ def rejected(*, source_id: str, split: str, reason: str, record: Any, detail: st
         raw_record=json.dumps(record, default=str) if not isinstance(record, str) else record,
     )
     return row
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) per non-blank line; a malformed line yields a ValueError
+    whose args are (reason with detail, the line) instead of the value."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as err:
+                yield line_no, ValueError(f"malformed_json: {err.msg} at column {err.colno}", line.strip())
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:

@@ -9,9 +9,7 @@ reject record with its reason.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,21 +73,10 @@ def sketch_to_sql(table_id: str, sketch: dict[str, Any], types: list[str], lower
     return select_sql(table_name(table_id), f"col{sel}", AGGS[agg], where)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as err:
-                yield line_no, ValueError(f"malformed_json: {err.msg} at column {err.colno}", line.strip())
-
-
 def load_tables(path: Path) -> dict[str, dict[str, Any]]:
     """Tables by id; malformed table lines are skipped (their questions reject as unknown_table)."""
     tables: dict[str, dict[str, Any]] = {}
-    for _, table in _read_jsonl(path):
+    for _, table in records.read_jsonl(path):
         if isinstance(table, dict) and {"id", "header", "types"} <= table.keys():
             tables[table["id"]] = table
     return tables
@@ -124,7 +111,7 @@ def load_split(folder: Path, split: str, *, lower_values: bool = False, sample_r
     conn = connect_read_only(db_path)
     try:
         existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for line_no, item in _read_jsonl(questions):
+        for line_no, item in records.read_jsonl(questions):
             if limit is not None and len(rows) >= limit:
                 break
             source_id = f"{split}:{line_no}"

@@ -23,12 +23,27 @@ from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
 from fastdistill_assets.training.students import Student, train_student
 
 
-def test_items(canonical: pl.DataFrame, split: str) -> tuple[pl.DataFrame, list[EvalItem]]:
-    rows = canonical.filter(pl.col("split") == split)
+class NoEvalGold(ValueError):
+    """The eval split has no question with gold SQL: the run is for data generation only."""
+
+
+def no_eval_gold_message(split: str) -> str:
+    """One line, said by `fastdistill run new` and by eval_report when it refuses."""
+    return (f"eval split {split!r} has no questions with gold SQL: this run can generate data "
+            "(raw → distilled, student_model), but evaluation will not be possible")
+
+
+def eval_items(canonical: pl.DataFrame, split: str) -> tuple[pl.DataFrame, list[EvalItem]]:
+    """The eval split's questions that have gold (only those can be scored).
+
+    Raises:
+        NoEvalGold: none has.
+    """
+    rows = canonical.filter((pl.col("split") == split) & pl.col("gold_sql").is_not_null())
     if rows.height == 0:
-        raise ValueError(f"eval split {split!r} has no questions; add it to dataset.splits")
-    items = [EvalItem(r["question"], r["schema"], r["sample_rows"], r["db_path"], r["dialect"], r["gold_sql"])
-             for r in rows.iter_rows(named=True)]
+        raise NoEvalGold(no_eval_gold_message(split))
+    items = [EvalItem(r["question"], r["schema"], r["sample_rows"], r["db_path"], r["dialect"], r["gold_sql"],
+                      r["evidence"]) for r in rows.iter_rows(named=True)]
     return rows, items
 
 
@@ -46,7 +61,8 @@ def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[Eva
     """The teacher's answers on the test questions (greedy profile of the run, cached)."""
     requests = []
     for item in items:
-        messages = build_messages(item.question, item.schema, item.sample_rows)
+        messages = build_messages(item.question, item.schema, item.sample_rows, evidence=item.evidence,
+                                  dialect=item.dialect)
         requests.append(GenerationRequest(sha256_text(f"eval:{item.question}:{item.schema}"), messages,
                                           prompt_hash(messages)))
     decode = frozen.config.decode.model_copy(update={"num_generations": 1})
@@ -103,7 +119,7 @@ def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[Eva
 def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame, student: Student,
              gateway: ProviderGateway, previous: dict[str, Any] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Per-question results and the summary numbers (student, baseline, teacher, win rate)."""
-    rows, items = test_items(canonical, frozen.config.eval_split)
+    rows, items = eval_items(canonical, frozen.config.eval_split)
     with Executor(frozen.gates.execution.timeout_ms, frozen.gates.execution.max_rows) as executor:
         student_out = predict_all(student, items)
         student_ok = exec_correct(student_out, items, executor, frozen.gates.gold)
@@ -119,6 +135,9 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
         pl.Series("baseline_correct", baseline_ok, pl.Boolean) if baseline_ok else pl.lit(None, pl.Boolean).alias("baseline_correct"))
     summary = {
         "eval_split": frozen.config.eval_split,
+        "eval_questions": len(items),
+        "eval_questions_without_gold": canonical.filter((pl.col("split") == frozen.config.eval_split)
+                                                        & pl.col("gold_sql").is_null()).height,
         "trainer": frozen.config.training.trainer,
         "student": Accuracy(sum(student_ok), len(student_ok)).as_dict(),
         "teacher": Accuracy(sum(teacher_ok), len(teacher_ok)).as_dict(),

@@ -33,6 +33,7 @@ class EvalItem:
     db_path: str
     dialect: str
     gold_sql: str
+    evidence: str | None = None
 
 
 def exec_correct(outputs: Sequence[str | None], items: Sequence[EvalItem], executor: Executor,

@@ -1,7 +1,9 @@
 """Run every gate on every candidate, short-circuiting, and record each verdict and reason.
 
-Order: teacher error -> (rationale split) -> clean -> rules -> parse -> execute -> gold match.
-The judge and the final selection run afterwards over the whole frame (see ``select``).
+Order: teacher error -> (rationale split) -> clean -> rules -> parse -> execute -> (empty result) ->
+gold match, for samples with gold. A sample without gold stops after execution here: the
+self-consistency gate (``consistency``), the judge and the final selection (``select``) run
+afterwards over the whole frame, since they compare a sample's candidates.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     out["result_rows"] = len(result.rows)
     out["result_signature"] = result_signature(result.rows)
     out["result_preview"] = repr(result.rows[:5])[:500]
+    if not result.rows and gates.execution.empty_result == "reject":
+        return done("empty_result")
+    if row["gold_sql"] is None:
+        return done(None)  # gold-free: decided by self-consistency across the sample's candidates
     gold = executor.gold(row["db_path"], row["dialect"], row["gold_sql"])
     if not gold.ok:
         return done("gold_unavailable")

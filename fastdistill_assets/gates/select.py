@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from fastdistill_assets.config import SelectGates
+from fastdistill_assets.config import GatesConfig
 from fastdistill_assets.gates.judge import deterministic_score
 
 JudgeScores = Mapping[str, tuple[float | None, str | None]]  # candidate_id -> (score, error reason)
@@ -27,16 +27,24 @@ def attach_judge(frame: pl.DataFrame, scores: JudgeScores | None) -> pl.DataFram
         pl.Series("judge_error", [scores.get(i, (None, None))[1] for i in ids], pl.String))
 
 
-def select(frame: pl.DataFrame, gates: SelectGates, judge_enabled: bool, multi_decode: bool) -> pl.DataFrame:
-    """Set the final ``reject_reason`` and ``kept`` for every candidate."""
+def select(frame: pl.DataFrame, gates: GatesConfig, multi_decode: bool) -> pl.DataFrame:
+    """Set the final ``reject_reason`` and ``kept`` for every candidate.
+
+    With ``execution.empty_result: judge``, a candidate whose result is empty is kept only
+    with an LLM judge score of at least ``judge.min_score``.
+    """
     reasons = []
-    for reason, score, judge_error in frame.select("reject_reason", "judge_score", "judge_error").iter_rows():
-        if reason == "gold_mismatch" and not gates.require_gold_match:
+    judge_empty = gates.execution.empty_result == "judge"
+    for reason, score, judge_error, rows in frame.select("reject_reason", "judge_score", "judge_error",
+                                                         "result_rows").iter_rows():
+        if reason == "gold_mismatch" and not gates.select.require_gold_match:
             reason = None
-        if reason is None and judge_enabled and score is None:
+        if reason is None and gates.judge.enabled and score is None:
             reason = judge_error or "judge_unscored"
-        if reason is None and score is not None and score < gates.min_judge_score:
+        if reason is None and score is not None and score < gates.select.min_judge_score:
             reason = "judge_below_threshold"
+        if reason is None and judge_empty and rows == 0 and score < gates.judge.min_score:
+            reason = "empty_result_judged_wrong"
         reasons.append(reason)
     frame = frame.with_columns(pl.Series("reject_reason", reasons, pl.String))
     if multi_decode:

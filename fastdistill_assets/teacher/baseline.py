@@ -45,8 +45,9 @@ class Column:
 
 
 def parse_schema(schema: str) -> tuple[str, list[Column]]:
-    """Table name and columns of the first CREATE TABLE; ``-- comments`` name the column."""
-    match = re.search(r"CREATE TABLE\s+(\"?[\w.]+\"?)\s*\((.*)\)", schema, re.IGNORECASE | re.DOTALL)
+    """Table name and columns of the first CREATE TABLE (statements end with ``;``);
+    ``-- comments`` name the column."""
+    match = re.search(r"CREATE TABLE\s+(\"?[\w.]+\"?)\s*\((.*?)\)\s*(?:;|\Z)", schema, re.IGNORECASE | re.DOTALL)
     if not match:
         raise ValueError("no CREATE TABLE in schema")
     table, body = match.group(1).strip('"'), match.group(2)

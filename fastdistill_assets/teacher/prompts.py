@@ -8,21 +8,39 @@ from typing import Any
 
 from fastdistill_assets.hashing import sha256_json
 
-SYSTEM = ("You are an expert SQL writer. Answer the question with one SQLite query over the given "
+DIALECT_NAMES = {"sqlite": "SQLite", "duckdb": "DuckDB"}
+SYSTEM = ("You are an expert SQL writer. Answer the question with one {dialect} query over the given "
           "schema. Reply with the SQL only.")
 SYSTEM_RATIONALE = ("You are an expert SQL writer. Think step by step about which columns, aggregate "
-                    "and conditions the question needs, then answer with one SQLite query. Reply in two "
+                    "and conditions the question needs, then answer with one {dialect} query. Reply in two "
                     "sections: '### RATIONALE' with your reasoning and '### ANSWER' with the SQL only.")
-SCHEMA_HEADER, ROWS_HEADER, QUESTION_HEADER = "### Schema", "### Sample rows", "### Question"
+SCHEMA_HEADER, ROWS_HEADER, EVIDENCE_HEADER, QUESTION_HEADER = (
+    "### Schema", "### Sample rows", "### Evidence", "### Question")
+TABLE_MARK = "-- table "
 
 
-def build_messages(question: str, schema: str, sample_rows: str | list[list[Any]], rationale: bool = False) -> list[dict[str, str]]:
-    """Chat messages for one canonical row: question, schema and a few sample rows."""
+def _rows_text(sample_rows: str | list[list[Any]] | dict[str, list[list[Any]]]) -> str:
+    """One JSON row per line; rows of several tables each under a ``-- table NAME`` line."""
     rows = json.loads(sample_rows) if isinstance(sample_rows, str) else sample_rows
-    rows_text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) or "(none)"
-    user = f"{SCHEMA_HEADER}\n{schema}\n\n{ROWS_HEADER}\n{rows_text}\n\n{QUESTION_HEADER}\n{question}"
-    return [{"role": "system", "content": SYSTEM_RATIONALE if rationale else SYSTEM},
-            {"role": "user", "content": user}]
+    if isinstance(rows, dict):
+        lines = []
+        for table, table_rows in rows.items():
+            lines.append(f"{TABLE_MARK}{table}")
+            lines += [json.dumps(r, ensure_ascii=False, default=str) for r in table_rows]
+        return "\n".join(lines) or "(none)"
+    return "\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in rows) or "(none)"
+
+
+def build_messages(question: str, schema: str, sample_rows: str | list[list[Any]] | dict[str, list[list[Any]]],
+                   rationale: bool = False, evidence: str | None = None,
+                   dialect: str = "sqlite") -> list[dict[str, str]]:
+    """Chat messages for one canonical row: schema, a few sample rows, evidence (if any), question."""
+    sections = [f"{SCHEMA_HEADER}\n{schema}", f"{ROWS_HEADER}\n{_rows_text(sample_rows)}"]
+    if evidence:
+        sections.append(f"{EVIDENCE_HEADER}\n{evidence}")
+    sections.append(f"{QUESTION_HEADER}\n{question}")
+    system = (SYSTEM_RATIONALE if rationale else SYSTEM).format(dialect=DIALECT_NAMES.get(dialect, dialect))
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(sections)}]
 
 
 def prompt_hash(messages: list[dict[str, str]]) -> str:
@@ -41,12 +59,23 @@ def split_rationale(output: str) -> tuple[str | None, str | None, str | None]:
     return sections.get("RATIONALE"), sections["ANSWER"], None
 
 
+_HEADERS = re.compile(rf"^({SCHEMA_HEADER}|{ROWS_HEADER}|{EVIDENCE_HEADER}|{QUESTION_HEADER})$", re.MULTILINE)
+
+
 def parse_user_prompt(content: str) -> dict[str, Any]:
-    """Recover schema, sample rows and question from a prompt built by :func:`build_messages`."""
-    def section(name: str, following: str | None) -> str:
-        start = content.index(name) + len(name)
-        end = content.index(following, start) if following else len(content)
-        return content[start:end].strip()
-    rows_text = section(ROWS_HEADER, QUESTION_HEADER)
-    rows = [] if rows_text == "(none)" else [json.loads(line) for line in rows_text.splitlines() if line.strip()]
-    return {"schema": section(SCHEMA_HEADER, ROWS_HEADER), "rows": rows, "question": section(QUESTION_HEADER, None)}
+    """Recover schema, sample rows, evidence and question from a prompt built by :func:`build_messages`.
+
+    ``rows`` is a list of rows for a single table, or rows by table name.
+    """
+    parts = _HEADERS.split(content)
+    sections = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    rows_text = sections.get(ROWS_HEADER, "(none)")
+    by_table: dict[str, list[Any]] = {}
+    rows: list[Any] = []
+    for line in rows_text.splitlines():
+        if line.startswith(TABLE_MARK):
+            rows = by_table.setdefault(line[len(TABLE_MARK):], [])
+        elif line.strip() and line != "(none)":
+            rows.append(json.loads(line))
+    return {"schema": sections.get(SCHEMA_HEADER, ""), "rows": by_table or rows,
+            "evidence": sections.get(EVIDENCE_HEADER), "question": sections.get(QUESTION_HEADER, "")}

@@ -1,0 +1,153 @@
+"""Loader for the generic ``questions`` kind: a user's own questions, with or without gold.
+
+One question per row in a JSONL, CSV or parquet file (``dataset.path``):
+
+* ``question`` (required);
+* ``db_path`` (a SQLite or DuckDB file, relative to the questions file's folder) or ``db_id``
+  (found as ``<db_id>.sqlite|.db|.duckdb|.sqlite3`` in the ``dataset.databases`` folder, or
+  in a ``<db_id>/`` sub-folder of it);
+* optional ``gold_sql``, ``evidence`` (extra knowledge shown to the teacher), ``question_id``
+  and ``split`` (default ``train``).
+
+The schema text and a few rows of every table come from the database itself. A row with no
+gold is a good row (it takes the gold-free gates); a row that cannot be used (malformed, no
+question, no or unknown database, gold that does not execute) is a counted reject record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from fastdistill_assets.config import DatasetConfig
+from fastdistill_assets.datasets import records
+from fastdistill_assets.datasets.databases import DatabaseCatalog, find_database
+
+FORMATS = (".jsonl", ".csv", ".parquet")
+DEFAULT_SPLIT = "train"
+
+
+def _text(record: dict[str, Any], key: str) -> str | None:
+    """A non-blank string field, else None (CSV and parquet give empty strings and nulls)."""
+    value = record.get(key)
+    if value is None or (isinstance(value, float) and value != value):  # NaN from a parquet writer
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """(position, record) for each row of a JSONL, CSV or parquet file; a malformed JSONL line is
+    a ValueError as in :func:`records.read_jsonl`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not one of the supported formats, or a file that cannot be read as one.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"questions file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        for line_no, item in records.read_jsonl(path):
+            yield f"line {line_no}", item
+        return
+    if suffix not in FORMATS:
+        raise ValueError(f"dataset.path {path} must be a {', '.join(FORMATS)} file")
+    try:
+        frame = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    for index, record in enumerate(frame.iter_rows(named=True), start=1):
+        yield f"row {index}", record
+
+
+def load(config: DatasetConfig) -> list[dict[str, Any]]:
+    """Raw records for the rows whose split is in ``config.splits``, at most
+    ``config.limit_per_split`` per split.
+
+    Raises:
+        ValueError: ``dataset.path`` is not set or not a supported file.
+        FileNotFoundError: the questions file does not exist.
+    """
+    if config.path is None:
+        raise ValueError("dataset kind 'questions' needs dataset.path (a .jsonl, .csv or .parquet file)")
+    path = Path(config.path)
+    databases = Path(config.databases) if config.databases else None
+    rows: list[dict[str, Any]] = []
+    per_split: dict[str, int] = {}
+    with DatabaseCatalog(config.sample_rows, config.sample_rows_total) as catalog:
+        for position, item in read_rows(path):
+            split = (_text(item, "split") if isinstance(item, dict) else None) or DEFAULT_SPLIT
+            if split not in config.splits:
+                continue
+            if config.limit_per_split is not None and per_split.get(split, 0) >= config.limit_per_split:
+                continue
+            per_split[split] = per_split.get(split, 0) + 1
+            rows.append(_load_row(item, position, split, path.parent, databases, catalog))
+    return rows
+
+
+def _load_row(item: Any, position: str, split: str, base: Path, databases: Path | None,
+              catalog: DatabaseCatalog) -> dict[str, Any]:
+    source_id = f"{split}:{position}"
+    if isinstance(item, ValueError):
+        return records.rejected(source_id=source_id, split=split, reason="malformed_json", record=item.args[1],
+                                detail=str(item.args[0]))
+    if not isinstance(item, dict):
+        return records.rejected(source_id=source_id, split=split, reason="malformed_record", record=item)
+    source_id = _text(item, "question_id") or source_id
+    question = _text(item, "question")
+    if question is None:
+        return records.rejected(source_id=source_id, split=split, reason="missing_field:question", record=item)
+    try:
+        db_path, db_id = _locate(item, base, databases)
+    except _Unusable as err:
+        return records.rejected(source_id=source_id, split=split, reason=err.reason, record=item, detail=err.detail)
+    database = catalog.get(db_path)
+    if isinstance(database, str):
+        return records.rejected(source_id=source_id, split=split, reason="unknown_database", record=item,
+                                detail=database)
+    gold = _text(item, "gold_sql")
+    if gold is not None and (error := catalog.gold_error(database.path, gold)) is not None:
+        return records.rejected(source_id=source_id, split=split, reason="gold_sql_failed", record=item,
+                                detail=error)
+    return records.good(source_id=source_id, split=split, db_id=db_id, question=question, gold_sql=gold,
+                        evidence=_text(item, "evidence"), db_path=str(database.path), dialect=database.dialect,
+                        schema=database.schema, sample_rows=database.sample_rows)
+
+
+class _Unusable(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _locate(item: dict[str, Any], base: Path, databases: Path | None) -> tuple[Path, str]:
+    """(database file, db_id).
+
+    Raises:
+        _Unusable: no database named, or none found.
+    """
+    db_path, db_id = _text(item, "db_path"), _text(item, "db_id")
+    if db_path is not None:
+        path = Path(db_path)
+        path = path if path.is_absolute() else base / path
+        return path, db_id or path.stem
+    if db_id is None:
+        raise _Unusable("missing_field:db_path_or_db_id", "a row needs db_path, or db_id with dataset.databases")
+    if databases is None:
+        raise _Unusable("unknown_database", f"db_id {db_id!r} given but dataset.databases is not set")
+    found = find_database(databases, db_id)
+    if found is None:
+        raise _Unusable("unknown_database", f"no database file for db_id {db_id!r} in {databases}")
+    return found, db_id
+
+
+def eval_split_has_gold(config: DatasetConfig, split: str) -> bool:
+    """Whether any question of ``split`` in the questions file carries gold SQL (read only)."""
+    return any(isinstance(item, dict) and (_text(item, "split") or DEFAULT_SPLIT) == split
+               and _text(item, "gold_sql") is not None
+               for _, item in read_rows(Path(config.path or "")))

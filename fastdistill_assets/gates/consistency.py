@@ -1,0 +1,68 @@
+"""Self-consistency: the semantic gate for samples without gold.
+
+Independent decodes that reach the same result agree; disagreement signals a wrong or
+ambiguous answer. Per sample, among the candidates that executed (and passed the earlier
+gates), candidates are grouped by result signature; the largest group is the majority and
+its share is the sample's ``agreement``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import polars as pl
+
+from fastdistill_assets.config import ConsistencyGates
+
+TOO_FEW = "too_few_executed"
+NO_MAJORITY = "no_majority"
+LOW_AGREEMENT = "low_agreement"
+MINORITY = "minority_result"
+
+
+def sample_verdicts(signatures: Sequence[str | None], config: ConsistencyGates) -> tuple[float | None, list[str | None]]:
+    """(agreement, reject reason per candidate) for one sample.
+
+    ``signatures[i]`` is candidate i's result signature, None when it did not get this far
+    (its earlier reject reason stands, and the returned reason for it is None too).
+    Agreement is None when no candidate executed.
+    """
+    executed = [s for s in signatures if s is not None]
+    if not executed:
+        return None, [None] * len(signatures)
+    counts = Counter(executed).most_common()
+    top = counts[0][1]
+    agreement = top / len(executed)
+    if len(executed) < config.min_executed:
+        sample_reason: str | None = TOO_FEW
+    elif len(counts) > 1 and counts[1][1] == top:
+        sample_reason = NO_MAJORITY
+    elif agreement < config.min_agreement:
+        sample_reason = LOW_AGREEMENT
+    else:
+        sample_reason = None
+    majority = counts[0][0]
+    reasons = [None if s is None else sample_reason or (None if s == majority else MINORITY) for s in signatures]
+    return agreement, reasons
+
+
+def apply_consistency(frame: pl.DataFrame, config: ConsistencyGates) -> pl.DataFrame:
+    """Add ``agreement`` (per sample, null for samples with gold) and set the reject reason of
+    gold-free candidates that the gate rejects. Reads sample_id, gold_sql, reject_reason,
+    result_signature; one output row per input row, same order.
+    """
+    reasons = frame["reject_reason"].to_list()
+    agreement: list[float | None] = [None] * frame.height
+    gold_free = (frame.with_row_index("_i").filter(pl.col("gold_sql").is_null())
+                 .with_columns(pl.when(pl.col("reject_reason").is_null()).then(pl.col("result_signature"))
+                               .alias("_alive"))
+                 .group_by("sample_id", maintain_order=True).agg("_i", "_alive"))
+    for indices, signatures in gold_free.select("_i", "_alive").iter_rows():
+        share, verdicts = sample_verdicts(signatures, config)
+        for i, verdict in zip(indices, verdicts, strict=True):
+            agreement[i] = share
+            if verdict is not None:
+                reasons[i] = verdict
+    return frame.with_columns(pl.Series("reject_reason", reasons, pl.String),
+                              pl.Series("agreement", agreement, pl.Float64))

@@ -1,0 +1,115 @@
+"""Self-consistency verdicts on hand-made candidate sets, and the per-path quality report."""
+
+import json
+
+import polars as pl
+import pytest
+
+from fastdistill_assets.config import ConsistencyGates, GatesConfig
+from fastdistill_assets.gates.consistency import (LOW_AGREEMENT, MINORITY, NO_MAJORITY, TOO_FEW, apply_consistency,
+                                                  sample_verdicts)
+from fastdistill_assets.gates.gold import result_signature
+from fastdistill_assets.gates.pipeline import gate_frame
+from fastdistill_assets.gates.select import attach_judge, select
+from fastdistill_assets.reports import quality_report
+from fastdistill_assets_tests.db_fixtures import make_sqlite
+
+EMPTY = result_signature([])
+DEFAULT = ConsistencyGates(min_agreement=0.6, min_executed=2)
+
+
+@pytest.mark.parametrize(("signatures", "config", "agreement", "reasons"), [
+    (["A", "A", "A", "B", "C"], DEFAULT, 0.6, [None, None, None, MINORITY, MINORITY]),
+    (["A", "A", "B", "B"], DEFAULT, 0.5, [NO_MAJORITY] * 4),                          # tie
+    (["A", "B", "C"], DEFAULT, 1 / 3, [NO_MAJORITY] * 3),                             # all different
+    ([None, None, None], DEFAULT, None, [None, None, None]),                          # all failing
+    ([EMPTY, EMPTY, None], DEFAULT, 1.0, [None, None, None]),                         # empty results agree
+    (["A", None, None], DEFAULT, 1.0, [TOO_FEW, None, None]),                         # one executed
+    (["A", "A", "B", None, None], DEFAULT, 2 / 3, [None, None, MINORITY, None, None]),
+    (["A", "A", "B", "C", "D"], DEFAULT, 0.4, [LOW_AGREEMENT] * 5),
+    (["A", "A", "A", "B"], ConsistencyGates(min_agreement=1.0), 0.75, [LOW_AGREEMENT] * 4),
+    (["A"], ConsistencyGates(min_executed=1), 1.0, [None]),
+    ([], DEFAULT, None, []),
+])
+def test_sample_verdicts(signatures, config, agreement, reasons):
+    got_agreement, got_reasons = sample_verdicts(signatures, config)
+    assert got_reasons == reasons
+    assert got_agreement == (pytest.approx(agreement) if agreement is not None else None)
+
+
+GOLD = "SELECT name FROM player WHERE club = 'Porto'"
+# (sample, gold_sql, raw_output, teacher error); db_fixtures.ROWS: Ana/Cai play for Porto.
+CANDIDATES = [
+    ("L1", GOLD, GOLD, None),                                              # labeled: kept
+    ("L1", GOLD, "SELECT name FROM player", None),                         # labeled: gold_mismatch
+    ("U1", None, GOLD, None),                                              # majority (2 of 3)
+    ("U1", None, f"```sql\n{GOLD};\n```", None),                           # majority after cleaning
+    ("U1", None, "SELECT name FROM player WHERE goals = 7", None),         # minority_result
+    ("U2", None, "SELECT COUNT(*) FROM player", None),                     # tie 1-1: no_majority
+    ("U2", None, "SELECT MAX(goals) FROM player", None),                   # no_majority
+    ("U3", None, "SELECT name FROM player WHERE club = 'Rome'", None),     # empty result
+    ("U3", None, "SELECT club FROM player WHERE goals > 100", None),       # empty result, agrees
+    ("U3", None, "SELECT nme FROM player", None),                          # exec_error
+    ("U4", None, "SELECT name FROM player WHERE club = 'Lyon'", None),     # too_few_executed
+    ("U4", None, None, "server_error"),                                    # teacher_error
+]
+
+
+def _filtered(tmp_path, empty_result: str) -> pl.DataFrame:
+    db_path = str(make_sqlite(tmp_path / "db.sqlite"))
+    frame = pl.DataFrame([{
+        "candidate_id": f"c{i}", "sample_id": sample, "generation_index": i, "raw_output": raw, "error": err,
+        "db_path": db_path, "dialect": "sqlite", "gold_sql": gold,
+        "question": "q", "schema": "s", "messages": json.dumps([{"role": "user", "content": "q"}]),
+    } for i, (sample, gold, raw, err) in enumerate(CANDIDATES)],
+        schema_overrides={"raw_output": pl.String, "error": pl.String, "gold_sql": pl.String})
+    gates = GatesConfig.model_validate({"execution": {"empty_result": empty_result}})
+    gated = apply_consistency(gate_frame(frame, gates), gates.consistency)
+    return select(attach_judge(gated, None), gates, multi_decode=False)
+
+
+def test_mixed_frame_verdicts_and_per_path_report(tmp_path):
+    filtered = _filtered(tmp_path, "keep")
+    assert filtered["reject_reason"].to_list() == [
+        None, "gold_mismatch", None, None, MINORITY, NO_MAJORITY, NO_MAJORITY, None, None, "exec_error",
+        TOO_FEW, "teacher_error"]
+    assert filtered["agreement"].to_list()[:2] == [None, None]
+    assert filtered["agreement"].to_list()[2:] == pytest.approx([2 / 3] * 3 + [0.5] * 2 + [1.0] * 3 + [1.0] * 2)
+
+    report = quality_report(filtered)
+    labeled, gold_free = report["paths"]["labeled"], report["paths"]["gold_free"]
+    assert labeled == {"candidates": 2, "samples": 1, "kept": 1, "kept_samples": 1, "p_keep": 0.5,
+                       "reject_reason_counts": {"gold_mismatch": 1}}
+    assert {k: gold_free[k] for k in ("candidates", "samples", "kept", "kept_samples", "p_keep")} == \
+        {"candidates": 10, "samples": 4, "kept": 4, "kept_samples": 2, "p_keep": 0.4}
+    assert gold_free["reject_reason_counts"] == {NO_MAJORITY: 2, "exec_error": 1, MINORITY: 1,
+                                                 "teacher_error": 1, TOO_FEW: 1}
+    # per-sample agreement: U1 2/3, U2 1/2, U3 1, U4 1 -> median 5/6, p90 1.0
+    assert gold_free["agreement_p50"] == pytest.approx(5 / 6, abs=1e-6)
+    assert gold_free["agreement_p90"] == pytest.approx(1.0)
+    assert gold_free["samples_with_agreement"] == 4
+    assert (report["labeled_candidates"], report["gold_free_candidates"]) == (2, 10)
+    assert report["gold_match_rate"] == 0.5  # over labeled candidates only
+    assert (report["labeled_p_keep"], report["gold_free_p_keep"]) == (0.5, 0.4)
+    assert report["kept"] == 5 and report["p_keep"] == pytest.approx(5 / 12, abs=1e-6)
+
+
+def test_empty_result_reject_applies_to_both_paths(tmp_path):
+    filtered = _filtered(tmp_path, "reject")
+    reasons = dict(zip(filtered["candidate_id"], filtered["reject_reason"], strict=True))
+    assert reasons["c7"] == reasons["c8"] == "empty_result"
+    assert filtered.filter(pl.col("sample_id") == "U3")["agreement"].to_list() == [None] * 3
+    report = quality_report(filtered)
+    assert report["paths"]["gold_free"]["kept"] == 2 and report["paths"]["gold_free"]["samples_with_agreement"] == 3
+
+
+def test_empty_result_judge_requires_the_judge():
+    with pytest.raises(ValueError, match="empty_result: judge needs judge.enabled"):
+        GatesConfig.model_validate({"execution": {"empty_result": "judge"}})
+    assert GatesConfig.model_validate({"execution": {"empty_result": "judge"}, "judge": {"enabled": True}})
+
+
+def test_report_of_a_run_without_gold_free_samples_has_null_path_metrics(tmp_path):
+    report = quality_report(_filtered(tmp_path, "keep").filter(pl.col("gold_sql").is_not_null()))
+    assert report["gold_free_p_keep"] is None and report["agreement_p50"] is None
+    assert report["paths"]["gold_free"]["candidates"] == 0

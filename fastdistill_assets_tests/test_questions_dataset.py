@@ -1,0 +1,123 @@
+"""The generic `questions` dataset kind: JSONL / CSV / parquet over SQLite and DuckDB files."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from fastdistill_assets.config import DatasetConfig
+from fastdistill_assets.datasets.databases import DatabaseCatalog, detect_dialect
+from fastdistill_assets.datasets.load import eval_split_has_gold, is_withheld, load_dataset
+from fastdistill_assets_tests.conftest import write_questions
+from fastdistill_assets_tests.db_fixtures import SALES, make_shop
+
+TOTAL_NORTH = "SELECT SUM(amount) FROM sales WHERE region = 'North'"
+ROWS = [
+    {"question_id": "q-labeled", "question": "What is the total amount when region is North?", "db_id": "shop",
+     "gold_sql": TOTAL_NORTH},
+    {"question": "Which region has product of Cocoa?", "db_path": "dbs/shop.duckdb",
+     "evidence": "Cocoa is sold in one region only."},
+    {"question": "   ", "db_id": "shop"},
+    {"question": "How many stores are there?", "db_id": "warehouse"},
+    {"question": "What is the mean amount?", "db_id": "shop", "gold_sql": "SELECT AVG(amnt) FROM sales"},
+    {"question": "Which city has store name of Harbor?"},
+    {"question": "What is the highest amount?", "db_id": "shop", "split": "test", "gold_sql": "SELECT MAX(amount) FROM sales"},
+    {"question": "What is the lowest amount?", "db_id": "shop", "split": "dev"},
+]
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Path:
+    (tmp_path / "databases").mkdir()
+    (tmp_path / "questions" / "dbs").mkdir(parents=True)
+    make_shop(tmp_path / "databases" / "shop.sqlite")
+    make_shop(tmp_path / "questions" / "dbs" / "shop.duckdb")
+    return tmp_path
+
+
+def _config(layout: Path, path: Path, **kwargs) -> DatasetConfig:
+    return DatasetConfig(kind="questions", path=str(path), databases=str(layout / "databases"),
+                         splits=["train", "test"], **kwargs)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_loads_every_format_with_and_without_gold_and_counts_bad_rows(layout, suffix):
+    path = write_questions(layout / "questions" / f"q{suffix}", ROWS,
+                           malformed_line='{"question": "broken' if suffix == ".jsonl" else None)
+    raw = load_dataset(_config(layout, path), layout / "data")
+
+    good = raw.filter(pl.col("reject_reason").is_null())
+    assert good["question"].to_list() == [ROWS[0]["question"], ROWS[1]["question"], ROWS[6]["question"]]
+    labeled, gold_free, test = good.rows(named=True)
+    assert (labeled["source_id"], labeled["gold_sql"], labeled["dialect"], labeled["split"]) == \
+        ("q-labeled", TOTAL_NORTH, "sqlite", "train")
+    assert gold_free["gold_sql"] is None and gold_free["dialect"] == "duckdb" and gold_free["db_id"] == "shop"
+    assert gold_free["evidence"] == "Cocoa is sold in one region only."
+    assert gold_free["db_path"] == str((layout / "questions" / "dbs" / "shop.duckdb").resolve())
+    assert test["split"] == "test"
+    assert "CREATE TABLE sales" in labeled["schema"] and "CREATE TABLE stores" in labeled["schema"]
+    assert set(json.loads(labeled["sample_rows"])) == {"sales", "stores"}
+
+    reasons = dict(raw.filter(pl.col("reject_reason").is_not_null()).group_by("reject_reason").len().iter_rows())
+    expected = {"missing_field:question": 1, "unknown_database": 1, "gold_sql_failed": 1,
+                "missing_field:db_path_or_db_id": 1}
+    if suffix == ".jsonl":
+        expected["malformed_json"] = 1
+    assert reasons == expected
+    # the dev row is outside the configured splits: not loaded, not a reject
+    assert raw.height == 3 + sum(expected.values())
+    failed = raw.filter(pl.col("reject_reason") == "gold_sql_failed").row(0, named=True)
+    assert "amnt" in failed["reject_detail"] and json.loads(failed["raw_record"])["gold_sql"].endswith("sales")
+
+
+def test_sample_rows_cover_every_table_within_bounds(layout):
+    for per_table, total, expected in [(2, 3, {"sales": 2, "stores": 1}), (2, 2, {"sales": 2, "stores": 0}),
+                                       (5, 30, {"sales": 5, "stores": 3})]:
+        with DatabaseCatalog(per_table, total) as catalog:
+            database = catalog.get(layout / "databases" / "shop.sqlite")
+        assert {t: len(r) for t, r in database.sample_rows.items()} == expected
+    assert database.sample_rows["sales"][0] == list(SALES[0])
+
+
+def test_dialect_comes_from_the_file_header(layout):
+    copy = layout / "databases" / "renamed.sqlite"
+    copy.write_bytes((layout / "questions" / "dbs" / "shop.duckdb").read_bytes())
+    assert detect_dialect(copy) == "duckdb"
+    not_a_db = layout / "databases" / "notes.db"
+    not_a_db.write_text("hello")
+    with DatabaseCatalog(3, 30) as catalog:
+        assert "not a SQLite or DuckDB database" in catalog.get(not_a_db)
+
+
+def test_missing_or_unsupported_questions_file_is_a_clear_error(layout):
+    with pytest.raises(FileNotFoundError, match="questions file not found"):
+        load_dataset(_config(layout, layout / "nope.jsonl"), layout / "data")
+    (layout / "q.txt").write_text("question\n")
+    with pytest.raises(ValueError, match=r"must be a \.jsonl, \.csv, \.parquet file"):
+        load_dataset(_config(layout, layout / "q.txt"), layout / "data")
+    with pytest.raises(ValueError, match="needs dataset.path"):
+        load_dataset(DatasetConfig(kind="questions"), layout / "data")
+
+
+def test_withheld_gold_moves_aside_for_a_stable_share(layout):
+    rows = [{"question": f"What is the total amount when year is {2000 + i}?", "db_id": "shop",
+             "gold_sql": f"SELECT SUM(amount) FROM sales WHERE year = {2000 + i}"} for i in range(400)]
+    path = write_questions(layout / "questions" / "many.jsonl", rows)
+    raw = load_dataset(_config(layout, path, withhold_gold={"share": 0.25, "splits": ["train"]}), layout / "data")
+    withheld = raw.filter(pl.col("withheld_gold_sql").is_not_null())
+    assert withheld["gold_sql"].null_count() == withheld.height
+    assert raw.filter(pl.col("gold_sql").is_not_null())["withheld_gold_sql"].null_count() == raw.height - withheld.height
+    assert withheld.height == sum(is_withheld(s, 0.25) for s in raw["source_id"]) and 70 <= withheld.height <= 130
+    again = load_dataset(_config(layout, path, withhold_gold={"share": 0.25, "splits": ["train"]}), layout / "data")
+    assert again.equals(raw)
+
+
+def test_eval_split_gold_is_known_before_running(layout):
+    path = write_questions(layout / "questions" / "q.jsonl", ROWS)
+    assert eval_split_has_gold(_config(layout, path), "test")
+    assert not eval_split_has_gold(_config(layout, path), "dev")  # not among dataset.splits
+    unlabeled = write_questions(layout / "questions" / "u.jsonl", [{**r, "gold_sql": None} for r in ROWS])
+    assert not eval_split_has_gold(_config(layout, unlabeled), "test")
+    assert eval_split_has_gold(DatasetConfig(), "test")
+    assert not eval_split_has_gold(DatasetConfig(withhold_gold={"share": 1.0, "splits": ["test"]}), "test")
