@@ -24,9 +24,9 @@ def _percentile(values: np.ndarray, q: float) -> float | None:
 def path_report(frame: pl.DataFrame) -> dict[str, Any]:
     """Counts for one path (labeled or gold-free): candidates, samples, kept, reasons."""
     kept = frame.filter(pl.col("kept"))
-    return {"candidates": frame.height, "samples": frame["sample_id"].n_unique(), "kept": kept.height,
-            "kept_samples": kept["sample_id"].n_unique(), "p_keep": _rate(kept.height, frame.height),
-            "reject_reason_counts": _counts(frame, "reject_reason")}
+    samples, kept_samples = frame["sample_id"].n_unique(), kept["sample_id"].n_unique()
+    return {"candidates": frame.height, "samples": samples, "kept": kept.height, "kept_samples": kept_samples,
+            "p_keep": _rate(kept_samples, samples), "reject_reason_counts": _counts(frame, "reject_reason")}
 
 
 def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
@@ -34,11 +34,13 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
     per path: ``labeled`` (samples with gold, gold-match gate) and ``gold_free`` (samples
     without gold, self-consistency gate, with the agreement distribution over its samples).
 
-    Every overall rate's denominator is the number of candidates, so the rates of consecutive
-    gates can be compared directly; ``gold_match_rate`` is over labeled candidates only and
-    the path metrics are null for a path with no candidates.
+    ``p_keep`` is the share of samples (questions) with a kept candidate, whatever
+    ``num_generations`` is. Every other overall rate's denominator is the number of candidates,
+    so the rates of consecutive gates can be compared directly; ``gold_match_rate`` is over
+    labeled candidates only, and the path metrics are null for a path with no candidates.
     """
     n = filtered.height
+    overall = path_report(filtered)
     labeled = filtered.filter(pl.col("gold_sql").is_not_null())
     gold_free = filtered.filter(pl.col("gold_sql").is_null())
     agreements = (gold_free.group_by("sample_id").agg(pl.col("agreement").first())["agreement"]
@@ -51,10 +53,11 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
     scores = filtered["judge_score"].drop_nulls().to_numpy() if n else np.array([])
     report: dict[str, Any] = {
         "candidates": n,
-        "samples": filtered["sample_id"].n_unique() if n else 0,
+        "samples": overall["samples"],
         "kept": kept,
+        "kept_samples": overall["kept_samples"],
         "rejected": n - kept,
-        "p_keep": _rate(kept, n),
+        "p_keep": overall["p_keep"],
         "teacher_error_rate": _rate(int(filtered["error"].is_not_null().sum()), n),
         "empty_output_rate": _rate(int((filtered["rule_reason"] == "empty_output").sum()), n),
         "rule_pass_rate": _rate(int(filtered["rule_ok"].fill_null(False).sum()), n),

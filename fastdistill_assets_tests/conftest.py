@@ -14,6 +14,8 @@ from fastdistill_assets.config import FrozenRun, RunRegistry
 from fastdistill_assets.partitions import RUN_ID
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SINGLE_GREEDY = {"decode": {"name": "greedy", "temperature": 0.0, "num_generations": 1},
+                 "recipe": {"multi_decode_select": False}, "dataset": {"withhold_gold": {"share": 0.0}}}
 
 
 @dataclass
@@ -56,7 +58,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.setenv("FASTDISTILL_CONFIGS", str(configs))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     with dg.instance_for_test() as instance:
-        yield Project(root=tmp_path, artifacts=artifacts, configs=configs, instance=instance)
+        project = Project(root=tmp_path, artifacts=artifacts, configs=configs, instance=instance)
+        # Tests start from one greedy decode per question with every gold shown (fast, exact
+        # counts); the tests that need the shipped sampled, partly unlabeled defaults ask for them.
+        project.edit_config("run_config", **SINGLE_GREEDY)
+        yield project
 
 
 @pytest.fixture(scope="session")

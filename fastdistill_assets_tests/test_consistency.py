@@ -78,10 +78,10 @@ def test_mixed_frame_verdicts_and_per_path_report(tmp_path):
 
     report = quality_report(filtered)
     labeled, gold_free = report["paths"]["labeled"], report["paths"]["gold_free"]
-    assert labeled == {"candidates": 2, "samples": 1, "kept": 1, "kept_samples": 1, "p_keep": 0.5,
+    assert labeled == {"candidates": 2, "samples": 1, "kept": 1, "kept_samples": 1, "p_keep": 1.0,
                        "reject_reason_counts": {"gold_mismatch": 1}}
     assert {k: gold_free[k] for k in ("candidates", "samples", "kept", "kept_samples", "p_keep")} == \
-        {"candidates": 10, "samples": 4, "kept": 4, "kept_samples": 2, "p_keep": 0.4}
+        {"candidates": 10, "samples": 4, "kept": 4, "kept_samples": 2, "p_keep": 0.5}
     assert gold_free["reject_reason_counts"] == {NO_MAJORITY: 2, "exec_error": 1, MINORITY: 1,
                                                  "teacher_error": 1, TOO_FEW: 1}
     # per-sample agreement: U1 2/3, U2 1/2, U3 1, U4 1 -> median 5/6, p90 1.0
@@ -90,8 +90,9 @@ def test_mixed_frame_verdicts_and_per_path_report(tmp_path):
     assert gold_free["samples_with_agreement"] == 4
     assert (report["labeled_candidates"], report["gold_free_candidates"]) == (2, 10)
     assert report["gold_match_rate"] == 0.5  # over labeled candidates only
-    assert (report["labeled_p_keep"], report["gold_free_p_keep"]) == (0.5, 0.4)
-    assert report["kept"] == 5 and report["p_keep"] == pytest.approx(5 / 12, abs=1e-6)
+    assert (report["labeled_p_keep"], report["gold_free_p_keep"]) == (1.0, 0.5)
+    # p_keep counts samples: L1, U1 and U3 of five keep a candidate
+    assert (report["kept"], report["kept_samples"], report["p_keep"]) == (5, 3, 0.6)
 
 
 def test_empty_result_reject_applies_to_both_paths(tmp_path):

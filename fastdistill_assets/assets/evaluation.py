@@ -38,8 +38,8 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     except NoEvalGold as err:
         raise dg.Failure(description=str(err), metadata={"eval_split": frozen.config.eval_split}) from err
     timing = timing_report(stage_metadata(context.instance, frozen.run_id), timer.elapsed_s())
-    report = assemble(frozen, summary, timing, previous)
     quality = json.loads(Path(filtered.files["quality_report.json"]).read_text())
+    report = assemble(frozen, summary, timing, previous, quality["paths"])
     text = markdown(report)
     win = report["online_win_rate"]
     context.add_output_metadata({
@@ -47,6 +47,7 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
         "test_exec_accuracy": report["student"]["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
         "teacher_accuracy": report["teacher"]["accuracy"], "online_win_rate": win["online_win_rate"],
         "online_win_rate_lower_bound": win["online_win_rate_lower_bound"], "accepted": report["accepted"],
+        **({"gold_free_precision": report["gold_free_precision"]["accuracy"]} if report["gold_free_precision"] else {}),
         "pipeline_kept_samples_per_hour": timing["pipeline_kept_samples_per_hour"],
         "eval_report": dg.MetadataValue.md(text),
     })

@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from fastdistill_assets.config import FrozenRun
+from fastdistill_assets.evaluation.gold_free import withheld_precision
 from fastdistill_assets.evaluation.metrics import Accuracy, EvalItem, exec_correct, win_rate
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.execute import Executor
@@ -58,14 +59,14 @@ def predict_all(student: Student, items: list[EvalItem]) -> list[str | None]:
 
 
 def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[EvalItem]) -> list[str | None]:
-    """The teacher's answers on the test questions (greedy profile of the run, cached)."""
+    """The teacher's best answers on the test questions: one greedy decode each (cached)."""
     requests = []
     for item in items:
         messages = build_messages(item.question, item.schema, item.sample_rows, evidence=item.evidence,
                                   dialect=item.dialect)
         requests.append(GenerationRequest(sha256_text(f"eval:{item.question}:{item.schema}"), messages,
                                           prompt_hash(messages)))
-    decode = frozen.config.decode.model_copy(update={"num_generations": 1})
+    decode = frozen.config.decode.model_copy(update={"name": "greedy", "temperature": 0.0, "num_generations": 1})
     results, _, _ = gateway.generate(requests, frozen.config.teacher.provider, frozen.config.teacher.model, decode)
     return [r.content for r in results]
 
@@ -109,7 +110,8 @@ def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[Eva
         if previous is None:
             raise ValueError("eval.baseline.kind=run needs eval.baseline.run_id with an eval_report")
         return {**previous["student"], "kind": f"run:{baseline.run_id}"}
-    ungated = filtered.filter(pl.col("error").is_null())
+    # Without gates: the teacher's first answer to every question, right or wrong.
+    ungated = filtered.filter(pl.col("error").is_null()).sort("generation_index").unique("sample_id", keep="first")
     with tempfile.TemporaryDirectory() as tmp:
         student, _ = train_student(frozen.config.training, ungated, "cleaned_sql", Path(tmp) / "baseline")
         correct = exec_correct(predict_all(student, items), items, executor, frozen.gates.gold)
@@ -144,6 +146,7 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
         "baseline": baseline,
         "online_win_rate": {**win_rate(student_ok, teacher_ok, preferences).as_dict(),
                             "judge_decided_ties": preferences is not None},
+        "gold_free_precision": withheld_precision(filtered, canonical, frozen.gates, frozen.config.recipe.rationale),
     }
     return per_question, summary
 

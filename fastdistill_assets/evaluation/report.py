@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastdistill_assets.config import EvalGates, FrozenRun
+from fastdistill_assets.reports import paths_table
 from fastdistill_assets.evaluation.metrics import Accuracy, WinRate, parity_lower_bound
 
 
@@ -36,15 +37,16 @@ def hard_gates(student: Accuracy, baseline_accuracy: float, win: WinRate, thresh
 
 
 def assemble(frozen: FrozenRun, summary: dict[str, Any], timing: dict[str, Any],
-             previous: dict[str, Any] | None) -> dict[str, Any]:
-    """The full report: the evaluation summary, the run's identity, hard-gate verdicts, timing."""
+             previous: dict[str, Any] | None, gate_paths: dict[str, Any]) -> dict[str, Any]:
+    """The full report: the evaluation summary, the run's identity, hard-gate verdicts, timing,
+    and the quality report's labeled / gold-free paths."""
     student = Accuracy(summary["student"]["correct"], summary["student"]["n"])
     win = WinRate(*(summary["online_win_rate"][k] for k in ("wins", "losses", "ties")))  # judge-decided if set
     threshold = win_rate_threshold(frozen.gates.eval, win.n, previous)
     gates = hard_gates(student, exact_accuracy(summary["baseline"]), win, threshold, frozen.gates.eval)
     return {**summary, "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
             "parent_run_id": frozen.config.parent_run_id, "hard_gates": gates, "timing": timing,
-            "accepted": all(g["passed"] for g in gates.values())}
+            "accepted": all(g["passed"] for g in gates.values()), "gate_paths": gate_paths}
 
 
 def plot_bars(report: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
@@ -73,6 +75,12 @@ def markdown(report: dict[str, Any]) -> str:
     for name, gate in report["hard_gates"].items():
         lines.append(f"| {name} | {gate['value']:.4f} | {gate['op']} | {gate['threshold']:.4f} | "
                      f"{'PASS' if gate['passed'] else 'FAIL'} |")
+    lines += ["", "### Gates by path (labeled: gold match; gold_free: self-consistency)", "",
+              paths_table(report["gate_paths"])]
+    if precision := report.get("gold_free_precision"):
+        lines += ["", f"gold-free precision against withheld gold: {precision['accuracy']:.3f} "
+                  f"[{precision['ci95_low']:.3f}, {precision['ci95_high']:.3f}] "
+                  f"({precision['correct']} of {precision['n']} kept gold-free samples)"]
     timing = report["timing"]
     lines += ["", f"pipeline_kept_samples_per_hour {timing['pipeline_kept_samples_per_hour']:,.0f}, "
               f"teacher_tokens_per_sec {timing['teacher_tokens_per_sec']}, "
