@@ -35,6 +35,7 @@ dev: venv
 bench: venv
 	$(BIN)/python benchmarks/teacher_throughput.py
 	$(BIN)/python benchmarks/gates_throughput.py
+	$(BIN)/python benchmarks/gold_free_precision.py
 
 clean:
 	rm -rf $(VENV) artifacts .dagster_home

@@ -114,3 +114,22 @@ def test_report_of_a_run_without_gold_free_samples_has_null_path_metrics(tmp_pat
     report = quality_report(_filtered(tmp_path, "keep").filter(pl.col("gold_sql").is_not_null()))
     assert report["gold_free_p_keep"] is None and report["agreement_p50"] is None
     assert report["paths"]["gold_free"]["candidates"] == 0
+
+
+def test_empty_result_judge_keeps_only_what_the_judge_approves(tmp_path):
+    db_path = str(make_sqlite(tmp_path / "db.sqlite"))
+    empty = "SELECT name FROM player WHERE club = 'Rome'"
+    rows = [("L1", "SELECT name FROM player WHERE club = 'Rome'", empty),  # labeled, empty gold: matches
+            ("U1", None, empty), ("U1", None, empty),                      # gold-free, empty majority
+            ("U2", None, GOLD), ("U2", None, GOLD)]                        # gold-free, rows: judge not needed
+    frame = pl.DataFrame([{"candidate_id": f"c{i}", "sample_id": s, "generation_index": i, "raw_output": out,
+                           "error": None, "db_path": db_path, "dialect": "sqlite", "gold_sql": gold}
+                          for i, (s, gold, out) in enumerate(rows)],
+                         schema_overrides={"error": pl.String, "gold_sql": pl.String})
+    gates = GatesConfig.model_validate({"execution": {"empty_result": "judge"},
+                                        "judge": {"enabled": True, "min_score": 0.75}})
+    gated = apply_consistency(gate_frame(frame, gates), gates.consistency)
+    scores = {"c0": (1.0, None), "c1": (0.75, None), "c2": (0.5, None), "c3": (0.5, None), "c4": (0.5, None)}
+    chosen = select(attach_judge(gated, scores), gates, multi_decode=False)
+    assert chosen["reject_reason"].to_list() == [None, None, "empty_result_judged_wrong", None, None]
+
