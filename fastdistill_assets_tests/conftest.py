@@ -90,6 +90,21 @@ def materialize(project: Project, assets: list, run_id: str, raise_on_error: boo
                           resources=project_resources(project, **resources), raise_on_error=raise_on_error)
 
 
+def _all_assets() -> list:
+    from fastdistill_assets.assets.data import canonical, raw
+    from fastdistill_assets.assets.evaluation import eval_report
+    from fastdistill_assets.assets.gates import distilled, filtered
+    from fastdistill_assets.assets.teacher import teacher_candidates
+    from fastdistill_assets.assets.training import student_model
+    from fastdistill_assets.checks import distilled_not_empty, gate_checks, hard_gate_checks
+
+    return [raw, canonical, teacher_candidates, filtered, distilled, student_model, eval_report,
+            *gate_checks, distilled_not_empty, *hard_gate_checks]
+
+
+ALL_ASSETS = _all_assets()  # every asset and check
+
+
 def teacher_gateway(project: Project, **kwargs):
     """The provider gateway of an isolated project (embedded teacher, cache under its artifacts)."""
     from fastdistill_assets.teacher.gateway import ProviderGateway

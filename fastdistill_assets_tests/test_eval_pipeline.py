@@ -10,20 +10,12 @@ import pytest
 
 from fastdistill_assets.alerts import AlertSinks
 from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.evaluation import eval_report
-from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.assets.training import student_model
-from fastdistill_assets.checks import distilled_not_empty, gate_checks, hard_gate_checks
 from fastdistill_assets.sensors import failed_check_alerts
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.prompts import build_messages
 from fastdistill_assets.training.serving import student_server
-from fastdistill_assets_tests.conftest import materialize
-from fastdistill_assets_tests.test_teacher_asset import _gateway
-
-ALL = [raw, canonical, teacher_candidates, filtered, distilled, student_model, eval_report,
-       *gate_checks, distilled_not_empty, *hard_gate_checks]
+from fastdistill_assets_tests.conftest import ALL_ASSETS as ALL, materialize, teacher_gateway
 
 
 def _small(project, **gates):
@@ -32,15 +24,11 @@ def _small(project, **gates):
         project.edit_config("quality_gates", **gates)
 
 
-def _gateway_for(project):
-    return _gateway(project, artifacts_dir=str(project.artifacts))
-
-
 @pytest.fixture
 def trained(project):
     _small(project)
     project.new_run("r1")
-    result = materialize(project, ALL, "r1", teacher=_gateway_for(project))
+    result = materialize(project, ALL, "r1", teacher=teacher_gateway(project))
     return project, result
 
 
@@ -86,7 +74,7 @@ class _Receiver(BaseHTTPRequestHandler):
 def test_failing_hard_gate_blocks_and_fires_an_alert_to_the_webhook(project, tmp_path):
     _small(project, eval={"baseline": {"kind": "fixed", "value": 0.999}})
     project.new_run("strict")
-    result = materialize(project, ALL, "strict", teacher=_gateway_for(project), raise_on_error=False)
+    result = materialize(project, ALL, "strict", teacher=teacher_gateway(project), raise_on_error=False)
     assert not result.success
     checks = {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
     assert checks["test_exec_accuracy_vs_baseline"] == (False, "ERROR")
@@ -124,7 +112,7 @@ def test_served_student_answers_and_becomes_the_next_teacher(trained):
     project.instance.add_dynamic_partitions("run_id", ["child"])
     assert frozen.config.parent_run_id == "r1" and frozen.config.teacher.provider == "student"
     result = materialize(project, ALL, "child", selection=[raw, canonical, teacher_candidates],
-                         teacher=_gateway_for(project))
+                         teacher=teacher_gateway(project))
     assert result.success
     candidates = ArtifactStore(project.artifacts).read("child", "teacher_candidates")
     assert candidates["error"].null_count() == candidates.height
@@ -135,7 +123,7 @@ def test_served_student_answers_and_becomes_the_next_teacher(trained):
 def test_judge_decides_win_rate_ties_when_configured(project):
     _small(project, judge={"enabled": True}, eval={"blocking": False})
     project.new_run("judged")
-    assert materialize(project, ALL, "judged", teacher=_gateway_for(project)).success
+    assert materialize(project, ALL, "judged", teacher=teacher_gateway(project)).success
     out = ArtifactStore(project.artifacts).read("judged", "eval_report")
     report = json.loads(out.files["eval_report.json"].read_text())
     win = report["online_win_rate"]
@@ -153,7 +141,7 @@ def test_previous_run_as_baseline_and_win_rate_threshold(trained):
     project.edit_config("quality_gates", eval={"baseline": {"kind": "run", "run_id": "r1"},
                                                "online_win_rate_threshold": "previous_lower_bound", "blocking": False})
     project.new_run("r2")
-    assert materialize(project, ALL, "r2", teacher=_gateway_for(project)).success
+    assert materialize(project, ALL, "r2", teacher=teacher_gateway(project)).success
     report = json.loads(ArtifactStore(project.artifacts).read("r2", "eval_report").files["eval_report.json"].read_text())
     assert report["baseline"]["kind"] == "run:r1"
     assert report["baseline"]["accuracy"] == first["student"]["accuracy"]

@@ -7,8 +7,7 @@ from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
 from fastdistill_assets.checks import distilled_not_empty, gate_checks
 from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import materialize
-from fastdistill_assets_tests.test_teacher_asset import _gateway
+from fastdistill_assets_tests.conftest import materialize, teacher_gateway
 
 ASSETS = [raw, canonical, teacher_candidates, filtered, distilled, *gate_checks, distilled_not_empty]
 
@@ -24,7 +23,7 @@ def _materialized(result):
 def test_pipeline_through_distilled_with_all_checks(project):
     project.edit_config("run_config", dataset={"limit_per_split": 80})
     project.new_run("r1")
-    result = materialize(project, ASSETS, "r1", teacher=_gateway(project))
+    result = materialize(project, ASSETS, "r1", teacher=teacher_gateway(project))
     assert result.success
     checks = _checks(result)
     assert set(checks) == {"empty_output_rate", "rule_pass_rate", "parse_pass_rate", "exec_pass_rate",
@@ -47,14 +46,14 @@ def test_failing_blocking_gate_stops_downstream_and_warning_does_not(project):
     project.edit_config("quality_gates", checks={
         "exec_pass_rate": {"metric": "exec_pass_rate", "op": ">=", "value": 1.01, "blocking": False}})
     project.new_run("warn")
-    result = materialize(project, ASSETS, "warn", teacher=_gateway(project))
+    result = materialize(project, ASSETS, "warn", teacher=teacher_gateway(project))
     assert _checks(result)["exec_pass_rate"] == (False, "WARN")
     assert "distilled" in _materialized(result)
 
     project.edit_config("quality_gates", checks={
         "exec_pass_rate": {"metric": "exec_pass_rate", "op": ">=", "value": 1.01, "blocking": True}})
     project.new_run("block")
-    result = materialize(project, ASSETS, "block", teacher=_gateway(project), raise_on_error=False)
+    result = materialize(project, ASSETS, "block", teacher=teacher_gateway(project), raise_on_error=False)
     assert not result.success
     assert _checks(result)["exec_pass_rate"] == (False, "ERROR")
     assert "filtered" in _materialized(result) and "distilled" not in _materialized(result)
@@ -64,7 +63,7 @@ def test_llm_judge_scores_once_and_reuses_stored_verdicts(project):
     project.edit_config("run_config", dataset={"limit_per_split": 30, "splits": ["train"]})
     project.edit_config("quality_gates", judge={"enabled": True, "min_score": 0.0})
     project.new_run("r1")
-    first = materialize(project, ASSETS, "r1", teacher=_gateway(project))
+    first = materialize(project, ASSETS, "r1", teacher=teacher_gateway(project))
     frame = ArtifactStore(project.artifacts).read("r1", "filtered").frame
     executed = frame.filter(pl.col("exec_ok").fill_null(False))
     assert executed["judge_source"].to_list() == ["llm"] * executed.height
@@ -73,7 +72,7 @@ def test_llm_judge_scores_once_and_reuses_stored_verdicts(project):
     meta = {e.event_specific_data.materialization.asset_key.path[-1]: e.event_specific_data.materialization.metadata
             for e in first.get_asset_materialization_events()}
     assert meta["filtered"]["judge_calls"].value == executed.height
-    again = materialize(project, ASSETS, "r1", selection=[filtered], teacher=_gateway(project))
+    again = materialize(project, ASSETS, "r1", selection=[filtered], teacher=teacher_gateway(project))
     [event] = again.get_asset_materialization_events()
     assert event.event_specific_data.materialization.metadata["judge_calls"].value == 0
 
@@ -83,7 +82,7 @@ def test_multi_decode_rationale_and_preference_pairs(project):
                         decode={"num_generations": 3, "temperature": 1.0},
                         recipe={"rationale": True, "multi_decode_select": True, "preference_pairs": True})
     project.new_run("r1")
-    assert materialize(project, ASSETS, "r1", teacher=_gateway(project)).success
+    assert materialize(project, ASSETS, "r1", teacher=teacher_gateway(project)).success
     store = ArtifactStore(project.artifacts)
     filtered_frame = store.read("r1", "filtered").frame
     out = store.read("r1", "distilled")

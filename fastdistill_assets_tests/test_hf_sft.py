@@ -50,14 +50,14 @@ def test_hf_sft_needs_a_local_model():
 def test_hf_sft_student_through_the_pipeline(project, tmp_path):
     from fastdistill_assets.storage import ArtifactStore
     from fastdistill_assets_tests.conftest import materialize
-    from fastdistill_assets_tests.test_eval_pipeline import ALL, _gateway_for
+    from fastdistill_assets_tests.conftest import ALL_ASSETS, teacher_gateway
 
     base = make_tiny_model(tmp_path / "tiny", ["SELECT col0 FROM t WHERE col1 = 3", "What is the goals?"])
     project.edit_config("run_config", dataset={"limit_per_split": 12},
                         training={"trainer": "hf-sft", "model_path": str(base), "max_steps": 3, "batch_size": 4})
     project.edit_config("quality_gates", eval={"blocking": False})
     project.new_run("hf")
-    result = materialize(project, ALL, "hf", teacher=_gateway_for(project))
+    result = materialize(project, ALL_ASSETS, "hf", teacher=teacher_gateway(project))
     assert result.success
     store = ArtifactStore(project.artifacts)
     model = store.read("hf", "student_model")

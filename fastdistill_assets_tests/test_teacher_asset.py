@@ -5,17 +5,11 @@ import pytest
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.teacher import teacher_candidates
 from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
-from fastdistill_assets_tests.conftest import materialize
+from fastdistill_assets_tests.conftest import materialize, teacher_gateway
 
 ASSETS = [raw, canonical, teacher_candidates]
 SECRET = "sk-test-7f3a9c1e5b2d4a60"
-
-
-def _gateway(project, **kwargs):
-    return ProviderGateway(config_path=str(project.configs / "provider_gateway.yaml"),
-                           cache_path=str(project.artifacts / "_cache" / "responses.sqlite"), **kwargs)
 
 
 def _meta(result):
@@ -27,7 +21,7 @@ def _meta(result):
 def test_embedded_teacher_candidates_and_zero_calls_on_rematerialize(project):
     project.edit_config("run_config", dataset={"limit_per_split": 40})
     project.new_run("r1")
-    first = materialize(project, ASSETS, "r1", teacher=_gateway(project))
+    first = materialize(project, ASSETS, "r1", teacher=teacher_gateway(project))
     frame = ArtifactStore(project.artifacts).read("r1", "teacher_candidates")
     assert frame.height == 40 and frame["split"].unique().to_list() == ["train"]
     assert frame["error"].null_count() == 40 and frame["raw_output"].null_count() == 0
@@ -37,7 +31,7 @@ def test_embedded_teacher_candidates_and_zero_calls_on_rematerialize(project):
     assert meta["output_tokens"] == frame["completion_tokens"].sum()
     assert {"latency_p50_ms", "latency_p95_ms", "timing_wall_s"} <= meta.keys()
 
-    again = materialize(project, ASSETS, "r1", selection=[teacher_candidates], teacher=_gateway(project))
+    again = materialize(project, ASSETS, "r1", selection=[teacher_candidates], teacher=teacher_gateway(project))
     meta = _meta(again)
     assert meta["calls"] == 0 and meta["cache_hits"] == 40
     assert ArtifactStore(project.artifacts).read("r1", "teacher_candidates")["raw_output"].equals(frame["raw_output"])
@@ -47,7 +41,7 @@ def test_multi_decode_gives_num_generations_rows_per_sample(project):
     project.edit_config("run_config", dataset={"limit_per_split": 10, "splits": ["train"]},
                         decode={"num_generations": 3, "temperature": 0.8})
     project.new_run("r1")
-    assert materialize(project, ASSETS, "r1", teacher=_gateway(project)).success
+    assert materialize(project, ASSETS, "r1", teacher=teacher_gateway(project)).success
     frame = ArtifactStore(project.artifacts).read("r1", "teacher_candidates")
     assert frame.height == 30 and frame["sample_id"].n_unique() == 10
     assert sorted(frame.group_by("sample_id").agg(pl.col("generation_index").sort())["generation_index"][0]) == [0, 1, 2]
@@ -61,7 +55,7 @@ def test_failed_calls_are_rows_not_crashes_and_secrets_never_leak(project, monke
         project.edit_config("run_config", dataset={"limit_per_split": 30, "splits": ["train"]},
                             teacher={"provider": "local"})
         project.new_run("r1")
-        result = materialize(project, ASSETS, "r1", teacher=_gateway(project, api_key=dg.EnvVar("TEST_TEACHER_KEY")))
+        result = materialize(project, ASSETS, "r1", teacher=teacher_gateway(project, api_key=dg.EnvVar("TEST_TEACHER_KEY")))
     assert result.success
     frame = ArtifactStore(project.artifacts).read("r1", "teacher_candidates")
     assert frame.height == 30
@@ -79,7 +73,7 @@ def test_failed_calls_are_rows_not_crashes_and_secrets_never_leak(project, monke
 
 def test_unknown_provider_is_a_clear_error(project):
     with pytest.raises(ValueError, match="unknown provider 'nope'"):
-        _gateway(project).provider_entry("nope")
+        teacher_gateway(project).provider_entry("nope")
 
 
 def test_env_overrides(project, monkeypatch):
@@ -88,7 +82,7 @@ def test_env_overrides(project, monkeypatch):
     monkeypatch.setenv("FASTDISTILL_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("FASTDISTILL_CONCURRENCY", "3")
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    endpoint = _gateway(project).endpoint("openai", None, DecodeProfile(max_tokens=77))
+    endpoint = teacher_gateway(project).endpoint("openai", None, DecodeProfile(max_tokens=77))
     assert (endpoint.base_url, endpoint.concurrency, endpoint.max_tokens, endpoint.model) == (
         "http://127.0.0.1:9/v1", 3, 77, "gpt-4o-mini")
     assert endpoint.api_key == SECRET and SECRET not in repr(endpoint)
@@ -103,4 +97,4 @@ def test_missing_api_key_is_a_clear_error_before_any_call(project, monkeypatch):
 
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     with pytest.raises(ValueError, match="needs an API key: set OPENROUTER_API_KEY"):
-        _gateway(project).endpoint("openrouter", None, DecodeProfile())
+        teacher_gateway(project).endpoint("openrouter", None, DecodeProfile())
