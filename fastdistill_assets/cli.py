@@ -20,15 +20,18 @@ def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str 
     """Freeze the run's config and register the run_id partition in the project's instance."""
     import dagster as dg
 
-    settings.dagster_home()
-    frozen = _registry().create(run_id, config_path, parent_run_id)
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions(RUN_ID, [run_id])
-    print(f"created run {run_id} (config {frozen.config_hash[:12]}, gates {frozen.gates_hash[:12]})")
     from fastdistill_assets.datasets.load import eval_split_has_gold
     from fastdistill_assets.evaluation.evaluate import no_eval_gold_message
 
-    if not eval_split_has_gold(frozen.config.dataset, frozen.config.eval_split):
+    settings.dagster_home()
+    registry = _registry()
+    frozen = registry.prepare(run_id, config_path, parent_run_id)
+    can_evaluate = eval_split_has_gold(frozen.config.dataset, frozen.config.eval_split)  # reads the dataset first
+    registry.save(frozen)
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(RUN_ID, [run_id])
+    print(f"created run {run_id} (config {frozen.config_hash[:12]}, gates {frozen.gates_hash[:12]})")
+    if not can_evaluate:
         print(f"note: {no_eval_gold_message(frozen.config.eval_split)}")
 
 

@@ -286,6 +286,14 @@ class RunRegistry:
         Raises:
             RunConfigError: the run_id already exists.
         """
+        return self.save(self.prepare(run_id, config_path, parent_run_id))
+
+    def prepare(self, run_id: str, config_path: Path | None = None, parent_run_id: str | None = None) -> FrozenRun:
+        """The frozen run a :meth:`create` would write, without writing it (to check it first).
+
+        Raises:
+            RunConfigError: the run_id already exists.
+        """
         if self.exists(run_id):
             raise RunConfigError(f"run_id {run_id!r} already exists; choose a new name")
         config = apply_env_overrides(load_run_config(config_path or self.configs_dir / "run_config.yaml"),
@@ -298,8 +306,11 @@ class RunRegistry:
                 raise RunConfigError("teacher.provider 'student' needs teacher.model = the parent run_id")
             self.load(config.teacher.model)
             config = config.model_copy(update={"parent_run_id": config.teacher.model})
-        frozen = freeze(run_id, config, self.current_gates())
-        target = self.path(run_id)
+        return freeze(run_id, config, self.current_gates())
+
+    def save(self, frozen: FrozenRun) -> FrozenRun:
+        """Write a prepared run's frozen config atomically."""
+        target = self.path(frozen.run_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(frozen.model_dump(), indent=2, sort_keys=True))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.evaluation import eval_report
@@ -109,6 +110,14 @@ def test_cli_run_new_and_dagster_materialize_over_sqlite_and_duckdb(project, sho
     env = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts), "FASTDISTILL_CONFIGS": str(project.configs),
            "DAGSTER_HOME": str(project.root / "home")}
     bin_dir = Path(sys.executable).parent
+    bad = yaml.safe_load((project.configs / "run_config.yaml").read_text())
+    bad["dataset"]["path"] = str(shop_questions.parent / "typo.jsonl")
+    (project.root / "bad.yaml").write_text(yaml.safe_dump(bad))
+    refused = subprocess.run([str(bin_dir / "fastdistill"), "run", "new", "typo-run", "--config", "bad.yaml"],
+                             env=env, cwd=project.root, capture_output=True, text=True)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == f"fastdistill: error: questions file not found: {shop_questions.parent / 'typo.jsonl'}\n"
+    assert not project.registry.exists("typo-run")  # nothing half-created
     created = subprocess.run([str(bin_dir / "fastdistill"), "run", "new", "shop-run"], env=env, cwd=project.root,
                              capture_output=True, text=True, check=True)
     assert created.stdout.splitlines()[-1] == ("note: eval split 'test' has no questions with gold SQL: this run can "
