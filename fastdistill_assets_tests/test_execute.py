@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets_tests.db_fixtures import file_hash, make_duckdb, make_sqlite
 
 HOSTILE = [

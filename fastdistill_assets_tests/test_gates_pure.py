@@ -4,7 +4,7 @@ from fastdistill_assets.config import RuleGates
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.gold import gold_is_ordered, result_signature, results_match
 from fastdistill_assets.gates.judge import deterministic_score, parse_judge_score
-from fastdistill_assets.gates.parse import parse_sql
+from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
 
 RULES = RuleGates(banned_tokens=["DROP ", "ATTACH ", "PRAGMA "])

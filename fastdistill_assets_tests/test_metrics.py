@@ -4,7 +4,7 @@ import pytest
 
 from fastdistill_assets.evaluation.metrics import (Accuracy, EvalItem, exec_correct, parity_lower_bound, win_rate,
                                                    wilson_interval)
-from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets_tests.db_fixtures import make_sqlite
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import DatasetConfig
+from fastdistill_assets.config import DatasetConfig, ExecutionGates
 from fastdistill_assets.datasets.databases import DatabaseCatalog, detect_dialect
 from fastdistill_assets.datasets.load import eval_split_has_gold, is_withheld, load_dataset
 from fastdistill_assets_tests.conftest import write_questions
@@ -121,3 +121,38 @@ def test_eval_split_gold_is_known_before_running(layout):
     assert not eval_split_has_gold(_config(layout, unlabeled), "test")
     assert eval_split_has_gold(DatasetConfig(), "test")
     assert not eval_split_has_gold(DatasetConfig(withhold_gold={"share": 1.0, "splits": ["test"]}), "test")
+
+
+def test_gold_runs_under_the_gates_guards(layout):
+    """A user's gold SQL is executed read-only, time-limited, without file access: a gold that
+    writes, reads files or runs away is a counted reject, and nothing is written."""
+    written = layout / "pwned.csv"
+    rows = [{"question": "q1", "db_path": "dbs/shop.duckdb", "gold_sql": f"COPY (SELECT 42) TO '{written}'"},
+            {"question": "q2", "db_path": "dbs/shop.duckdb", "gold_sql": "SELECT * FROM read_csv('/etc/hostname')"},
+            {"question": "q3", "db_id": "shop", "gold_sql": "PRAGMA table_info(sales)"},
+            {"question": "q4", "db_id": "shop", "gold_sql":
+             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"}]
+    path = write_questions(layout / "questions" / "hostile.jsonl", rows)
+    raw = load_dataset(_config(layout, path), layout / "data", ExecutionGates(timeout_ms=200))
+    assert raw["reject_reason"].to_list() == ["gold_sql_failed"] * 4
+    assert [d.split(":")[0] for d in raw["reject_detail"]] == ["not_authorized", "not_authorized",
+                                                               "not_authorized", "timeout"]
+    assert not written.exists()
+
+
+def test_odd_rows_are_counted_not_lost_or_crashing(layout):
+    rows = [{"question": {"text": "not a string"}, "db_id": "shop"},
+            {"question": "q", "db_id": "../databases/shop"},
+            {"question": "q", "db_path": "dbs/bad\u0000name.duckdb"},
+            {"question": "What is the lowest amount?", "db_id": "shop", "split": "test"}]
+    path = layout / "questions" / "odd.jsonl"
+    path.write_text("\ufeff" + "\n".join(json.dumps(r) for r in rows) + "\n{not json\n[1, 2]\n")
+    raw = load_dataset(DatasetConfig(kind="questions", path=str(path), databases=str(layout / "databases"),
+                                     splits=["test"]), layout / "data")
+    assert list(zip(raw["split"], raw["reject_reason"], strict=True)) == [
+        ("test", None), ("unknown", "malformed_json"), ("unknown", "malformed_record")]
+    raw = load_dataset(DatasetConfig(kind="questions", path=str(path), databases=str(layout / "databases"),
+                                     splits=["train"]), layout / "data")
+    assert raw["reject_reason"].to_list() == ["malformed_field:question", "unknown_database", "unknown_database",
+                                              "malformed_json", "malformed_record"]
+    assert "not a path" in raw["reject_detail"][1] and "null byte" in raw["reject_detail"][2]

@@ -20,7 +20,7 @@ def raw(context: dg.AssetExecutionContext, run_config: RunConfigResource) -> pl.
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)
-    frame = load_dataset(frozen.config.dataset, run_config.data_dir())
+    frame = load_dataset(frozen.config.dataset, run_config.data_dir(), frozen.gates.execution)
     rejected = frame.filter(pl.col("reject_reason").is_not_null())
     context.add_output_metadata({
         **timer.metadata(rows=frame.height),

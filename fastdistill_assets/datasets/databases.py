@@ -1,30 +1,37 @@
 """A user's database as the teacher sees it: dialect, schema text and sample rows of every table.
 
-Works on SQLite and DuckDB files, opened read-only. The dialect comes from the file's header,
-not its name. Sample rows are bounded per table and in total; tables past the total get none.
+Works on SQLite and DuckDB files. Every query, the user's gold SQL included, goes through the
+guarded read-only executor the gates use (read-only connection, authorizer, no external
+access, time limit, row cap). The dialect comes from the file's header, not its name. Sample
+rows are bounded per table and in total; tables past the total get none.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
-from fastdistill_assets.datasets.sqlite_schema import connect_read_only, quote_identifier, table_ddl, table_names
+from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.datasets.sqlite_schema import quote_identifier
+from fastdistill_assets.sqlsafe.execute import Executor
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DUCKDB_MAGIC = b"DUCK"  # at byte offset 8
 DB_SUFFIXES = (".sqlite", ".db", ".duckdb", ".sqlite3")
+_TABLES = {
+    "sqlite": ("SELECT name, name, sql FROM sqlite_master WHERE type = 'table' AND sql IS NOT NULL "
+               "AND name NOT LIKE 'sqlite_%' ORDER BY name"),
+    "duckdb": ("SELECT schema_name, table_name, sql FROM duckdb_tables() WHERE NOT internal "
+               "ORDER BY schema_name, table_name"),
+}
 
 
 def detect_dialect(path: Path) -> str:
     """``sqlite`` or ``duckdb`` from the file header.
 
     Raises:
-        FileNotFoundError: no such file.
+        OSError: the file cannot be read.
         ValueError: the file is neither a SQLite nor a DuckDB database.
     """
     with path.open("rb") as handle:
@@ -44,98 +51,60 @@ class Database:
     sample_rows: dict[str, list[list[Any]]]
 
 
-class _Connection:
-    """A read-only connection with the three calls the loader needs, for either dialect."""
-
-    def __init__(self, path: Path, dialect: str) -> None:
-        self.dialect = dialect
-        self.sqlite = connect_read_only(path) if dialect == "sqlite" else None
-        self.duck = duckdb.connect(str(path), read_only=True) if dialect == "duckdb" else None
-
-    def ddl_and_tables(self) -> tuple[str, list[tuple[str, str]]]:
-        """(schema text, [(display name, quoted name)]) for every user table."""
-        if self.sqlite is not None:
-            names = sorted(table_names(self.sqlite))
-            return table_ddl(self.sqlite), [(n, quote_identifier(n)) for n in names]
-        rows = self.duck.execute(
-            "SELECT schema_name, table_name, sql FROM duckdb_tables() WHERE NOT internal "
-            "ORDER BY schema_name, table_name").fetchall()
-        tables = [(t if s == "main" else f"{s}.{t}", f"{quote_identifier(s)}.{quote_identifier(t)}") for s, t, _ in rows]
-        return ";\n".join(sql.strip().rstrip(";") for _, _, sql in rows), tables
-
-    def first_rows(self, quoted_table: str, limit: int) -> list[list[Any]]:
-        # The table name comes from the catalog and is quoted; the limit is a bound parameter.
-        sql = f"SELECT * FROM {quoted_table} LIMIT ?"
-        conn = self.sqlite if self.sqlite is not None else self.duck
-        return [list(r) for r in conn.execute(sql, [limit]).fetchall()]
-
-    def gold_error(self, sql: str) -> str | None:
-        """None if the query runs, else the database's error message."""
-        try:
-            if self.sqlite is not None:
-                self.sqlite.execute(sql).fetchmany(1)
-            else:
-                self.duck.execute(sql).fetchmany(1)
-        except (sqlite3.Error, duckdb.Error) as err:
-            return str(err)[:300]
-        return None
-
-    def close(self) -> None:
-        for conn in (self.sqlite, self.duck):
-            if conn is not None:
-                conn.close()
-
-
 class DatabaseCatalog:
-    """Describes each database once and keeps one read-only connection per file."""
+    """Describes each database once; one guarded read-only connection per file."""
 
-    def __init__(self, rows_per_table: int, rows_total: int) -> None:
+    def __init__(self, rows_per_table: int, rows_total: int, limits: ExecutionGates | None = None) -> None:
         self.rows_per_table, self.rows_total = rows_per_table, rows_total
-        self._entries: dict[Path, tuple[Database, _Connection] | str] = {}
+        limits = limits or ExecutionGates()
+        self.executor = Executor(limits.timeout_ms, limits.max_rows)
+        self._entries: dict[str, Database | str] = {}
 
     def get(self, path: Path) -> Database | str:
         """The database at ``path``, or a one-line reason it cannot be used."""
-        path = path.resolve()
-        if path not in self._entries:
-            self._entries[path] = self._open(path)
-        entry = self._entries[path]
-        return entry if isinstance(entry, str) else entry[0]
+        key = str(path)
+        if key not in self._entries:
+            self._entries[key] = self._describe(path)
+        return self._entries[key]
 
-    def _open(self, path: Path) -> tuple[Database, _Connection] | str:
-        if not path.is_file():
-            return f"database not found: {path}"
+    def _query(self, database: Path, dialect: str, sql: str) -> list[tuple[Any, ...]]:
+        result = self.executor.run(str(database), dialect, sql, read_only_checked=True)  # SQL built here
+        if not result.ok:
+            raise ValueError(f"cannot read {database}: {result.detail}")
+        return result.rows or []
+
+    def _describe(self, path: Path) -> Database | str:
         try:
+            path = path.resolve()
+            if not path.is_file():
+                return f"database not found: {path}"
             dialect = detect_dialect(path)
-            conn = _Connection(path, dialect)
-        except (ValueError, OSError, sqlite3.Error, duckdb.Error) as err:
-            return str(err)
-        try:
-            schema, tables = conn.ddl_and_tables()
+            tables = self._query(path, dialect, _TABLES[dialect])
             if not tables:
-                conn.close()
                 return f"database has no tables: {path}"
             rows: dict[str, list[list[Any]]] = {}
             budget = self.rows_total
-            for name, quoted in tables:
+            for schema_name, table, _ in tables:
+                name = table if dialect == "sqlite" or schema_name == "main" else f"{schema_name}.{table}"
+                quoted = quote_identifier(table) if dialect == "sqlite" else \
+                    f"{quote_identifier(schema_name)}.{quote_identifier(table)}"
                 take = min(self.rows_per_table, budget)
-                rows[name] = conn.first_rows(quoted, take) if take > 0 else []
+                # identifiers come from the catalog, quoted; the limit is our own integer
+                rows[name] = [list(r) for r in self._query(path, dialect, f"SELECT * FROM {quoted} LIMIT {int(take)}")] \
+                    if take > 0 else []
                 budget -= len(rows[name])
-        except (sqlite3.Error, duckdb.Error) as err:
-            conn.close()
-            return f"cannot read {path}: {err}"
-        return Database(path, dialect, schema, rows), conn
+        except (OSError, ValueError) as err:
+            return str(err)
+        schema = ";\n".join(sql.strip().rstrip(";") for _, _, sql in tables)
+        return Database(path, dialect, schema, rows)
 
-    def gold_error(self, path: Path, sql: str) -> str | None:
-        """Run a gold query on a database returned by :meth:`get`; None when it executes."""
-        entry = self._entries[path.resolve()]
-        assert not isinstance(entry, str), "gold_error on a database that could not be opened"
-        return entry[1].gold_error(sql)
+    def gold_error(self, database: Database, sql: str) -> str | None:
+        """None when the gold query runs as the gates would run it, else why not."""
+        result = self.executor.run(str(database.path), database.dialect, sql)
+        return None if result.ok else f"{result.error}: {result.detail}"
 
     def close(self) -> None:
-        for entry in self._entries.values():
-            if not isinstance(entry, str):
-                entry[1].close()
-        self._entries.clear()
+        self.executor.close()
 
     def __enter__(self) -> DatabaseCatalog:
         return self
@@ -145,7 +114,10 @@ class DatabaseCatalog:
 
 
 def find_database(folder: Path, db_id: str) -> Path | None:
-    """``<db_id>.<suffix>`` or ``<db_id>/<db_id>.<suffix>`` inside ``folder``."""
+    """``<db_id>.<suffix>`` or ``<db_id>/<db_id>.<suffix>`` inside ``folder``; a db_id that is
+    not a plain name (a path) finds nothing."""
+    if Path(db_id).name != db_id or db_id in {".", ".."}:
+        return None
     for base in (folder, folder / db_id):
         for suffix in DB_SUFFIXES:
             candidate = base / f"{db_id}{suffix}"

@@ -6,20 +6,21 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.config import DatasetConfig
+from fastdistill_assets.config import DatasetConfig, ExecutionGates
 from fastdistill_assets.datasets import questions, records, spider, wikisql
 from fastdistill_assets.datasets.demo import ensure_demo_dataset
 from fastdistill_assets.hashing import sha256_text
 
 
-def load_dataset(config: DatasetConfig, data_dir: Path) -> pl.DataFrame:
-    """Raw records for every configured split (good rows and reject records).
+def load_dataset(config: DatasetConfig, data_dir: Path, limits: ExecutionGates | None = None) -> pl.DataFrame:
+    """Raw records for every configured split (good rows and reject records). ``limits``: the
+    run's execution gates, which a user's gold SQL must pass (questions kind).
 
     Raises:
         ValueError: wikisql/spider/questions without a ``path``.
     """
     if config.kind == "questions":
-        return withhold_gold(records.to_frame(questions.load(config)), config)
+        return withhold_gold(records.to_frame(questions.load(config, limits)), config)
     if config.kind == "demo":
         folder = ensure_demo_dataset(data_dir / "demo")
     elif config.path is None:

@@ -22,12 +22,13 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import DatasetConfig
+from fastdistill_assets.config import DatasetConfig, ExecutionGates
 from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.databases import DatabaseCatalog, find_database
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 DEFAULT_SPLIT = "train"
+UNKNOWN_SPLIT = "unknown"  # the split of a row too malformed to say
 
 
 def _text(record: dict[str, Any], key: str) -> str | None:
@@ -64,23 +65,33 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"row {index}", record
 
 
-def load(config: DatasetConfig) -> list[dict[str, Any]]:
+def questions_path(config: DatasetConfig) -> Path:
+    """Raises:
+        ValueError: ``dataset.path`` is not set."""
+    if config.path is None:
+        raise ValueError("dataset kind 'questions' needs dataset.path (a .jsonl, .csv or .parquet file)")
+    return Path(config.path)
+
+
+def load(config: DatasetConfig, limits: ExecutionGates | None = None) -> list[dict[str, Any]]:
     """Raw records for the rows whose split is in ``config.splits``, at most
-    ``config.limit_per_split`` per split.
+    ``config.limit_per_split`` per split. A row whose split cannot be read (a malformed line) is
+    always kept as a reject record, in split ``unknown``. Gold SQL is checked with ``limits``.
 
     Raises:
         ValueError: ``dataset.path`` is not set or not a supported file.
         FileNotFoundError: the questions file does not exist.
     """
-    if config.path is None:
-        raise ValueError("dataset kind 'questions' needs dataset.path (a .jsonl, .csv or .parquet file)")
-    path = Path(config.path)
+    path = questions_path(config)
     databases = Path(config.databases) if config.databases else None
     rows: list[dict[str, Any]] = []
     per_split: dict[str, int] = {}
-    with DatabaseCatalog(config.sample_rows, config.sample_rows_total) as catalog:
+    with DatabaseCatalog(config.sample_rows, config.sample_rows_total, limits) as catalog:
         for position, item in read_rows(path):
-            split = (_text(item, "split") if isinstance(item, dict) else None) or DEFAULT_SPLIT
+            if not isinstance(item, dict):
+                rows.append(_load_row(item, position, UNKNOWN_SPLIT, path.parent, databases, catalog))
+                continue
+            split = _text(item, "split") or DEFAULT_SPLIT
             if split not in config.splits:
                 continue
             if config.limit_per_split is not None and per_split.get(split, 0) >= config.limit_per_split:
@@ -99,6 +110,8 @@ def _load_row(item: Any, position: str, split: str, base: Path, databases: Path 
     if not isinstance(item, dict):
         return records.rejected(source_id=source_id, split=split, reason="malformed_record", record=item)
     source_id = _text(item, "question_id") or source_id
+    if item.get("question") is not None and not isinstance(item["question"], str):
+        return records.rejected(source_id=source_id, split=split, reason="malformed_field:question", record=item)
     question = _text(item, "question")
     if question is None:
         return records.rejected(source_id=source_id, split=split, reason="missing_field:question", record=item)
@@ -111,7 +124,7 @@ def _load_row(item: Any, position: str, split: str, base: Path, databases: Path 
         return records.rejected(source_id=source_id, split=split, reason="unknown_database", record=item,
                                 detail=database)
     gold = _text(item, "gold_sql")
-    if gold is not None and (error := catalog.gold_error(database.path, gold)) is not None:
+    if gold is not None and (error := catalog.gold_error(database, gold)) is not None:
         return records.rejected(source_id=source_id, split=split, reason="gold_sql_failed", record=item,
                                 detail=error)
     return records.good(source_id=source_id, split=split, db_id=db_id, question=question, gold_sql=gold,
@@ -142,7 +155,8 @@ def _locate(item: dict[str, Any], base: Path, databases: Path | None) -> tuple[P
         raise _Unusable("unknown_database", f"db_id {db_id!r} given but dataset.databases is not set")
     found = find_database(databases, db_id)
     if found is None:
-        raise _Unusable("unknown_database", f"no database file for db_id {db_id!r} in {databases}")
+        raise _Unusable("unknown_database", f"no database file for db_id {db_id!r} in {databases} "
+                                            "(db_id is a file name without suffix, not a path)")
     return found, db_id
 
 
@@ -150,4 +164,4 @@ def eval_split_has_gold(config: DatasetConfig, split: str) -> bool:
     """Whether any question of ``split`` in the questions file carries gold SQL (read only)."""
     return any(isinstance(item, dict) and (_text(item, "split") or DEFAULT_SPLIT) == split
                and _text(item, "gold_sql") is not None
-               for _, item in read_rows(Path(config.path or "")))
+               for _, item in read_rows(questions_path(config)))

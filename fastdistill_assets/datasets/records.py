@@ -62,7 +62,7 @@ def rejected(*, source_id: str, split: str, reason: str, record: Any, detail: st
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) per non-blank line; a malformed line yields a ValueError
     whose args are (reason with detail, the line) instead of the value."""
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:  # -sig: a leading BOM is no data
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -13,7 +13,7 @@ from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.evaluation.gold_free import withheld_precision
 from fastdistill_assets.evaluation.metrics import Accuracy, EvalItem, exec_correct, win_rate
 from fastdistill_assets.gates.clean import clean_sql
-from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.judge import judge_messages, parse_judge_score
 from fastdistill_assets.gates.judging import JUDGE_DECODE
 from fastdistill_assets.hashing import sha256_text

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastdistill_assets.gates.clean import clean_sql
-from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.config import GoldGates
 from fastdistill_assets.gates.gold import matches_gold
 

@@ -16,9 +16,9 @@ import polars as pl
 
 from fastdistill_assets.config import GatesConfig
 from fastdistill_assets.gates.clean import clean_sql
-from fastdistill_assets.gates.execute import Executor
+from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.gold import matches_gold, result_signature
-from fastdistill_assets.gates.parse import parse_sql
+from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
 from fastdistill_assets.teacher.prompts import split_rationale
 

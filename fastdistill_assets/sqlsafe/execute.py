@@ -18,6 +18,8 @@ from typing import Any
 
 import duckdb
 
+from fastdistill_assets.sqlsafe.parse import parse_sql
+
 _ALLOWED_SQLITE_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                            getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
 MAX_VALUE_BYTES = 1_000_000
@@ -113,8 +115,6 @@ class Executor:
         """Run one query. Unless the parse gate already did, refuse anything but a read query first."""
         started = time.perf_counter()
         if not read_only_checked:
-            from fastdistill_assets.gates.parse import parse_sql
-
             parsed = parse_sql(sql, dialect)
             if not parsed.ok:
                 kind = "not_authorized" if parsed.error.startswith("not_read_only") else "syntax_error"
