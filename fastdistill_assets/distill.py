@@ -34,15 +34,21 @@ def to_jsonl(records: list[dict[str, Any]]) -> str:
 
 
 def preference_pairs(filtered: pl.DataFrame) -> list[dict[str, Any]]:
-    """chosen = the kept candidate; rejected = the lowest-ranked other candidate of the same input."""
+    """chosen = the kept candidate; rejected = the lowest-ranked other candidate of the same input.
+
+    A candidate that passed every gate but was not selected (best-of-n) ranks with the kept
+    ones: it is never the rejected side unless it scored lower. Ties keep a stable order.
+    """
     pairs = []
-    ranked = filtered.with_columns(pl.col("judge_score").fill_null(-1.0)).sort(
-        ["sample_id", "kept", "gold_match", "judge_score"], descending=[False, True, True, True], nulls_last=True)
+    passed = pl.col("kept") | (pl.col("reject_reason") == "not_selected")
+    ranked = filtered.with_columns(pl.col("judge_score").fill_null(-1.0), passed.alias("_passed")).sort(
+        ["sample_id", "kept", "_passed", "gold_match", "judge_score", "candidate_id"],
+        descending=[False, True, True, True, True, False], nulls_last=True)
     for (sample_id,), group in ranked.group_by(["sample_id"], maintain_order=True):
         if group.height < 2 or not group["kept"][0]:
             continue
         chosen, rejected = group.row(0, named=True), group.row(group.height - 1, named=True)
-        if rejected["kept"] and rejected["judge_score"] >= chosen["judge_score"]:
+        if rejected["_passed"] and rejected["judge_score"] >= chosen["judge_score"]:
             continue
         if (rejected["cleaned_sql"] or rejected["raw_output"]) == chosen["cleaned_sql"]:
             continue  # the same answer twice teaches no preference

@@ -32,7 +32,8 @@ def path_report(frame: pl.DataFrame) -> dict[str, Any]:
 def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
     """kept, rejected, p_keep, pass rates per gate, judge stats, reason counts, and the same
     per path: ``labeled`` (samples with gold, gold-match gate) and ``gold_free`` (samples
-    without gold, self-consistency gate, with the agreement distribution over its samples).
+    without gold, self-consistency gate, with the agreement distribution over its samples,
+    counting a sample none of whose candidates executed as agreement 0).
 
     ``p_keep`` is the share of samples (questions) with a kept candidate, whatever
     ``num_generations`` is. Every other overall rate's denominator is the number of candidates,
@@ -43,12 +44,13 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
     overall = path_report(filtered)
     labeled = filtered.filter(pl.col("gold_sql").is_not_null())
     gold_free = filtered.filter(pl.col("gold_sql").is_null())
-    agreements = (gold_free.group_by("sample_id").agg(pl.col("agreement").first())["agreement"]
-                  .drop_nulls().to_numpy() if gold_free.height else np.array([]))
+    # per gold-free sample; a sample none of whose candidates executed has agreement 0 here
+    per_sample = gold_free.group_by("sample_id").agg(pl.col("agreement").first())["agreement"]
+    agreements = per_sample.fill_null(0.0).to_numpy() if gold_free.height else np.array([])
     paths = {"labeled": path_report(labeled),
              "gold_free": {**path_report(gold_free), "agreement_p50": _percentile(agreements, 50),
                            "agreement_p90": _percentile(agreements, 90),
-                           "samples_with_agreement": int(agreements.size)}}
+                           "samples_nothing_executed": per_sample.null_count() if gold_free.height else 0}}
     kept = int(filtered["kept"].sum()) if n else 0
     scores = filtered["judge_score"].drop_nulls().to_numpy() if n else np.array([])
     report: dict[str, Any] = {

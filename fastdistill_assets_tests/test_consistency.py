@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from fastdistill_assets.config import ConsistencyGates, GatesConfig
+from fastdistill_assets.distill import preference_pairs
 from fastdistill_assets.gates.consistency import (LOW_AGREEMENT, MINORITY, NO_MAJORITY, TOO_FEW, apply_consistency,
                                                   sample_verdicts)
 from fastdistill_assets.gates.gold import result_signature
@@ -55,7 +56,7 @@ CANDIDATES = [
 ]
 
 
-def _filtered(tmp_path, empty_result: str) -> pl.DataFrame:
+def _filtered(tmp_path, empty_result: str, multi_decode: bool = False) -> pl.DataFrame:
     db_path = str(make_sqlite(tmp_path / "db.sqlite"))
     frame = pl.DataFrame([{
         "candidate_id": f"c{i}", "sample_id": sample, "generation_index": i, "raw_output": raw, "error": err,
@@ -65,7 +66,7 @@ def _filtered(tmp_path, empty_result: str) -> pl.DataFrame:
         schema_overrides={"raw_output": pl.String, "error": pl.String, "gold_sql": pl.String})
     gates = GatesConfig.model_validate({"execution": {"empty_result": empty_result}})
     gated = apply_consistency(gate_frame(frame, gates), gates.consistency)
-    return select(attach_judge(gated, None), gates, multi_decode=False)
+    return select(attach_judge(gated, None), gates, multi_decode=multi_decode)
 
 
 def test_mixed_frame_verdicts_and_per_path_report(tmp_path):
@@ -87,7 +88,7 @@ def test_mixed_frame_verdicts_and_per_path_report(tmp_path):
     # per-sample agreement: U1 2/3, U2 1/2, U3 1, U4 1 -> median 5/6, p90 1.0
     assert gold_free["agreement_p50"] == pytest.approx(5 / 6, abs=1e-6)
     assert gold_free["agreement_p90"] == pytest.approx(1.0)
-    assert gold_free["samples_with_agreement"] == 4
+    assert gold_free["samples_nothing_executed"] == 0
     assert (report["labeled_candidates"], report["gold_free_candidates"]) == (2, 10)
     assert report["gold_match_rate"] == 0.5  # over labeled candidates only
     assert (report["labeled_p_keep"], report["gold_free_p_keep"]) == (1.0, 0.5)
@@ -101,7 +102,10 @@ def test_empty_result_reject_applies_to_both_paths(tmp_path):
     assert reasons["c7"] == reasons["c8"] == "empty_result"
     assert filtered.filter(pl.col("sample_id") == "U3")["agreement"].to_list() == [None] * 3
     report = quality_report(filtered)
-    assert report["paths"]["gold_free"]["kept"] == 2 and report["paths"]["gold_free"]["samples_with_agreement"] == 3
+    gold_free = report["paths"]["gold_free"]
+    assert gold_free["kept"] == 2 and gold_free["samples_nothing_executed"] == 1
+    # U1 2/3, U2 1/2, U3 none alive -> 0, U4 1 -> median 7/12: a failing sample pulls the p50 down
+    assert gold_free["agreement_p50"] == pytest.approx(7 / 12, abs=1e-6)
 
 
 def test_empty_result_judge_requires_the_judge():
@@ -133,3 +137,14 @@ def test_empty_result_judge_keeps_only_what_the_judge_approves(tmp_path):
     chosen = select(attach_judge(gated, scores), gates, multi_decode=False)
     assert chosen["reject_reason"].to_list() == [None, None, "empty_result_judged_wrong", None, None]
 
+
+
+def test_preference_pairs_on_the_gold_free_path_reject_a_failing_answer(tmp_path):
+    filtered = _filtered(tmp_path, "keep", multi_decode=True)
+    assert filtered.filter(pl.col("kept"))["candidate_id"].to_list() == ["c0", "c2", "c8"]
+    pairs = {p["sample_id"]: p for p in preference_pairs(filtered.reverse())}  # ranking must not rely on row order
+    # U1: the majority answer against the minority one, never against its agreeing twin (c3)
+    assert (pairs["U1"]["chosen"], pairs["U1"]["rejected_reason"]) == (GOLD, MINORITY)
+    assert pairs["U1"]["rejected"] == "SELECT name FROM player WHERE goals = 7"
+    assert pairs["U3"]["rejected_reason"] == "exec_error" and pairs["L1"]["rejected_reason"] == "gold_mismatch"
+    assert "U2" not in pairs and "U4" not in pairs  # nothing kept there

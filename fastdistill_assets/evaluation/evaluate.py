@@ -16,7 +16,6 @@ from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.judge import judge_messages, parse_judge_score
 from fastdistill_assets.gates.judging import JUDGE_DECODE
-from fastdistill_assets.hashing import sha256_text
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.generation import GenerationRequest
@@ -61,10 +60,10 @@ def predict_all(student: Student, items: list[EvalItem]) -> list[str | None]:
 def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[EvalItem]) -> list[str | None]:
     """The teacher's best answers on the test questions: one greedy decode each (cached)."""
     requests = []
-    for item in items:
+    for index, item in enumerate(items):  # one request per eval row (the cache is keyed by prompt, not id)
         messages = build_messages(item.question, item.schema, item.sample_rows, evidence=item.evidence,
                                   dialect=item.dialect)
-        requests.append(GenerationRequest(sha256_text(f"eval:{item.question}:{item.schema}"), messages,
+        requests.append(GenerationRequest(f"eval:{index}", messages,
                                           prompt_hash(messages)))
     decode = frozen.config.decode.model_copy(update={"name": "greedy", "temperature": 0.0, "num_generations": 1})
     results, _, _ = gateway.generate(requests, frozen.config.teacher.provider, frozen.config.teacher.model, decode)
