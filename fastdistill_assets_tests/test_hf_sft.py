@@ -36,10 +36,11 @@ def test_hf_sft_trains_predicts_and_reloads(tmp_path):
     assert report["steps"] == 60 and report["used"] == 8 and report["epochs"] == 30 and report["device"] in {"cpu", "cuda"}
     assert report["train_loss_after"] < report["train_loss_before"] - 0.75  # deterministic: 6.00 -> ~5.0
     assert report["train_tokens_per_sec"] > 0
-    answer = student.predict("What is the goals when player is P3?", SCHEMA)
+    prompt = build_messages("What is the goals when player is P3?", SCHEMA, "[]")
+    answer = student.answer(prompt)
     assert isinstance(answer, str)
     reloaded = load_student(tmp_path / "student")
-    assert reloaded.predict("What is the goals when player is P3?", SCHEMA) == answer
+    assert reloaded.answer(prompt) == answer
 
 
 def test_hf_sft_needs_a_local_model():

@@ -1,5 +1,6 @@
 """Evaluation numbers against hand-checked values."""
 
+import polars as pl
 import pytest
 
 from fastdistill_assets.evaluation.metrics import (Accuracy, EvalItem, exec_correct, parity_lower_bound, win_rate,
@@ -76,3 +77,20 @@ def test_eval_uses_the_runs_gold_config(tmp_path):
     with Executor() as executor:
         assert exec_correct(["SELECT 1.9626"], items, executor) == [False]
         assert exec_correct(["SELECT 1.9626"], items, executor, GoldGates(float_tolerance=1e-3)) == [True]
+
+
+def test_eval_prompt_is_the_training_prompt():
+    """Teacher and student are asked exactly what the student was trained on: evidence and dialect included."""
+    from fastdistill_assets.candidates import build_requests
+    from fastdistill_assets.config import RunConfig
+
+    row = {"sample_id": "s", "split": "test", "db_id": "shop", "question": "Which region sells Cocoa?",
+           "evidence": "Cocoa is a product.", "schema": "CREATE TABLE sales (region TEXT, product TEXT)",
+           "sample_rows": '{"sales": [["North", "Tea"]]}', "gold_sql": "SELECT 1", "db_path": "x.duckdb",
+           "dialect": "duckdb", "decode_profile": "{}"}
+    [request], _ = build_requests(pl.DataFrame([row]), RunConfig(teacher={"splits": ["test"]}))
+    item = EvalItem(row["question"], row["schema"], row["sample_rows"], row["db_path"], row["dialect"],
+                    row["gold_sql"], row["evidence"])
+    assert item.messages() == request.messages
+    assert "### Evidence\nCocoa is a product." in item.messages()[1]["content"]
+    assert "one DuckDB query" in item.messages()[0]["content"]

@@ -19,7 +19,7 @@ from fastdistill_assets.gates.judging import JUDGE_DECODE
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.generation import GenerationRequest
-from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
+from fastdistill_assets.teacher.prompts import prompt_hash
 from fastdistill_assets.training.students import Student, train_student
 
 
@@ -51,7 +51,7 @@ def predict_all(student: Student, items: list[EvalItem]) -> list[str | None]:
     outputs: list[str | None] = []
     for item in items:
         try:
-            outputs.append(student.predict(item.question, item.schema, item.sample_rows))
+            outputs.append(student.answer(item.messages()))
         except ValueError:  # a schema the student cannot read: a wrong answer, not a crash
             outputs.append(None)
     return outputs
@@ -61,8 +61,7 @@ def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[Eva
     """The teacher's best answers on the test questions: one greedy decode each (cached)."""
     requests = []
     for index, item in enumerate(items):  # one request per eval row (the cache is keyed by prompt, not id)
-        messages = build_messages(item.question, item.schema, item.sample_rows, evidence=item.evidence,
-                                  dialect=item.dialect)
+        messages = item.messages()
         requests.append(GenerationRequest(f"eval:{index}", messages,
                                           prompt_hash(messages)))
     decode = frozen.config.decode.model_copy(update={"name": "greedy", "temperature": 0.0, "num_generations": 1})

@@ -10,6 +10,7 @@ from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.config import GoldGates
 from fastdistill_assets.gates.gold import matches_gold
+from fastdistill_assets.teacher.prompts import build_messages
 
 Z95 = 1.959963984540054
 
@@ -34,6 +35,11 @@ class EvalItem:
     dialect: str
     gold_sql: str
     evidence: str | None = None
+
+    def messages(self) -> list[dict[str, str]]:
+        """The prompt the teacher and the student answer (the training format)."""
+        return build_messages(self.question, self.schema, self.sample_rows, evidence=self.evidence,
+                              dialect=self.dialect)
 
 
 def exec_correct(outputs: Sequence[str | None], items: Sequence[EvalItem], executor: Executor,

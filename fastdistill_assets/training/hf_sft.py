@@ -15,7 +15,6 @@ from typing import Any
 import polars as pl
 
 from fastdistill_assets.config import TrainingConfig
-from fastdistill_assets.teacher.prompts import build_messages
 
 MAX_NEW_TOKENS = 128
 
@@ -145,10 +144,10 @@ class HfStudent:
     def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
 
-    def predict(self, question: str, schema: str, sample_rows: str = "[]") -> str:
+    def answer(self, messages: list[dict[str, str]]) -> str:
         import torch
 
-        text = _prompt_text(self.tokenizer, build_messages(question, schema, sample_rows))
+        text = _prompt_text(self.tokenizer, messages)
         inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False).to(self.device)
         with torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,

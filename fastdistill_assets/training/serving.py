@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fastdistill_assets.config import RunRegistry
 from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets.teacher.prompts import parse_user_prompt
 from fastdistill_assets.teacher.server import ChatServer, FaultConfig
 from fastdistill_assets.training.students import Student, load_student
 
 
 def student_reply(student: Student) -> Callable[[list[dict[str, Any]], dict[str, Any] | None], str]:
-    """The chat function a server calls: parse our prompt, answer with the student's SQL."""
+    """The chat function a server calls: the student answers the request's prompt."""
     def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> str:
-        user = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
-        prompt = parse_user_prompt(user)
-        return student.predict(prompt["question"], prompt["schema"], json.dumps(prompt["rows"]))
+        return student.answer(messages)
     return reply
 
 

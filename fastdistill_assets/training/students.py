@@ -10,19 +10,23 @@ from typing import Any, Protocol
 import polars as pl
 
 from fastdistill_assets.config import TrainingConfig
+from fastdistill_assets.teacher.prompts import parse_user_prompt
 from fastdistill_assets.training.sketch import Example, SketchModel, TrainReport, train_sketch
 
 
 class Student(Protocol):
-    def predict(self, question: str, schema: str, sample_rows: str = "[]") -> str: ...
+    def answer(self, messages: list[dict[str, str]]) -> str:
+        """The student's reply to a prompt built by ``prompts.build_messages`` (the training format)."""
+        ...
 
 
 class SketchStudent:
     def __init__(self, model: SketchModel) -> None:
         self.model = model
 
-    def predict(self, question: str, schema: str, sample_rows: str = "[]") -> str:
-        return self.model.predict(question, schema)
+    def answer(self, messages: list[dict[str, str]]) -> str:
+        prompt = parse_user_prompt(next(m["content"] for m in reversed(messages) if m.get("role") == "user"))
+        return self.model.predict(prompt["question"], prompt["schema"])
 
 
 def examples_from(frame: pl.DataFrame, sql_column: str) -> list[Example]:
