@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fastdistill_assets import settings
-from fastdistill_assets.config import RunConfigError, RunRegistry
+from fastdistill_assets.config import RunConfigError, RunRegistry, gold_free_notes
 from fastdistill_assets.partitions import RUN_ID
 
 
@@ -33,6 +33,8 @@ def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str 
     print(f"created run {run_id} (config {frozen.config_hash[:12]}, gates {frozen.gates_hash[:12]})")
     if not can_evaluate:
         print(f"note: {no_eval_gold_message(frozen.config.eval_split)}")
+    for note in gold_free_notes(frozen.config, frozen.gates):
+        print(f"note: {note}")
 
 
 def _cmd_run_new(args: argparse.Namespace) -> int:

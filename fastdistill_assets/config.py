@@ -198,6 +198,23 @@ class FrozenRun(_Strict):
     gates_hash: str
 
 
+def gold_free_notes(config: RunConfig, gates: GatesConfig) -> list[str]:
+    """One-line warnings when a run that can have samples without gold is set up so that
+    self-consistency cannot work (said by ``fastdistill run new``)."""
+    dataset, decode = config.dataset, config.decode
+    if dataset.kind != "questions" and dataset.withhold_gold.share <= 0:
+        return []  # every sample has gold
+    notes = []
+    if decode.num_generations < gates.consistency.min_executed:
+        notes.append(f"decode.num_generations {decode.num_generations} < consistency.min_executed "
+                     f"{gates.consistency.min_executed}: every sample without gold will be rejected "
+                     "(too_few_executed); sample several answers, e.g. num_generations: 5, temperature: 0.4")
+    elif decode.temperature == 0:
+        notes.append("decode.temperature 0 with several generations: a deterministic teacher gives the same "
+                     "answer each time, so agreement says nothing; use a temperature > 0")
+    return notes
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing or non-mapping file is a clear error."""
     if not path.exists():

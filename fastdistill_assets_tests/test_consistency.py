@@ -5,7 +5,7 @@ import json
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import ConsistencyGates, GatesConfig
+from fastdistill_assets.config import ConsistencyGates, GatesConfig, RunConfig, gold_free_notes
 from fastdistill_assets.distill import preference_pairs
 from fastdistill_assets.gates.consistency import (LOW_AGREEMENT, MINORITY, NO_MAJORITY, TOO_FEW, apply_consistency,
                                                   sample_verdicts)
@@ -148,3 +148,14 @@ def test_preference_pairs_on_the_gold_free_path_reject_a_failing_answer(tmp_path
     assert pairs["U1"]["rejected"] == "SELECT name FROM player WHERE goals = 7"
     assert pairs["U3"]["rejected_reason"] == "exec_error" and pairs["L1"]["rejected_reason"] == "gold_mismatch"
     assert "U2" not in pairs and "U4" not in pairs  # nothing kept there
+
+
+@pytest.mark.parametrize(("dataset", "decode", "expected"), [
+    ({"kind": "questions"}, {"num_generations": 1}, "num_generations 1 < consistency.min_executed 2"),
+    ({"withhold_gold": {"share": 0.2}}, {"num_generations": 5, "temperature": 0.0}, "temperature 0"),
+    ({"kind": "questions"}, {"num_generations": 5, "temperature": 0.4}, None),
+    ({}, {"num_generations": 1}, None),  # every sample has gold: nothing to warn about
+])
+def test_run_new_warns_when_self_consistency_cannot_work(dataset, decode, expected):
+    notes = gold_free_notes(RunConfig(dataset=dataset, decode=decode), GatesConfig())
+    assert (expected in notes[0]) if expected else notes == []
