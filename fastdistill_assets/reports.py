@@ -45,12 +45,13 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
     labeled = filtered.filter(pl.col("gold_sql").is_not_null())
     gold_free = filtered.filter(pl.col("gold_sql").is_null())
     # per gold-free sample; a sample none of whose candidates executed has agreement 0 here
-    per_sample = gold_free.group_by("sample_id").agg(pl.col("agreement").first())["agreement"]
-    agreements = per_sample.fill_null(0.0).to_numpy() if gold_free.height else np.array([])
+    per_sample = (gold_free.group_by("sample_id").agg(pl.col("agreement").first())["agreement"]
+                  if gold_free.height else pl.Series("agreement", [], pl.Float64))
+    agreements = per_sample.fill_null(0.0).to_numpy()
     paths = {"labeled": path_report(labeled),
              "gold_free": {**path_report(gold_free), "agreement_p50": _percentile(agreements, 50),
                            "agreement_p90": _percentile(agreements, 90),
-                           "samples_nothing_executed": per_sample.null_count() if gold_free.height else 0}}
+                           "samples_nothing_executed": per_sample.null_count()}}
     kept = int(filtered["kept"].sum()) if n else 0
     scores = filtered["judge_score"].drop_nulls().to_numpy() if n else np.array([])
     report: dict[str, Any] = {

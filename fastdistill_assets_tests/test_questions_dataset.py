@@ -52,7 +52,7 @@ def test_loads_every_format_with_and_without_gold_and_counts_bad_rows(layout, su
     labeled, gold_free, test = good.rows(named=True)
     assert (labeled["source_id"], labeled["gold_sql"], labeled["dialect"], labeled["split"]) == \
         ("q-labeled", TOTAL_NORTH, "sqlite", "train")
-    assert gold_free["gold_sql"] is None and gold_free["dialect"] == "duckdb" and gold_free["db_id"] == "shop"
+    assert gold_free["gold_sql"] is None and gold_free["dialect"] == "duckdb" and gold_free["db_id"] == "dbs/shop.duckdb"
     assert gold_free["evidence"] == "Cocoa is sold in one region only."
     assert gold_free["db_path"] == str((layout / "questions" / "dbs" / "shop.duckdb").resolve())
     assert test["split"] == "test"
@@ -156,3 +156,18 @@ def test_odd_rows_are_counted_not_lost_or_crashing(layout):
     assert raw["reject_reason"].to_list() == ["malformed_field:question", "unknown_database", "unknown_database",
                                               "malformed_json", "malformed_record"]
     assert "not a path" in raw["reject_detail"][1] and "null byte" in raw["reject_detail"][2]
+
+
+def test_views_are_part_of_the_schema(tmp_path):
+    import duckdb
+
+    path = tmp_path / "views.duckdb"
+    db = duckdb.connect(str(path))
+    db.execute("CREATE SCHEMA raw")
+    db.execute("CREATE TABLE raw.orders AS SELECT range AS id, range * 10 AS total FROM range(5)")
+    db.execute("CREATE VIEW big_orders AS SELECT id, total FROM raw.orders WHERE total > 20")
+    db.close()
+    with DatabaseCatalog(2, 10) as catalog:
+        database = catalog.get(path)
+    assert database.sample_rows == {"raw.orders": [[0, 0], [1, 10]], "big_orders": [[3, 30], [4, 40]]}
+    assert "CREATE TABLE raw.orders" in database.schema and "CREATE VIEW big_orders" in database.schema

@@ -17,7 +17,7 @@ def teacher_candidates(context: dg.AssetExecutionContext, run_config: RunConfigR
                        teacher: ProviderGateway, canonical: pl.DataFrame) -> pl.DataFrame:
     """One row per (sample, generation) from the teacher; failures are rows with ``error`` set.
 
-    Reads canonical: sample_id, split, question, schema, sample_rows, gold_sql, db_path, dialect.
+    Reads canonical: sample_id, split, question, evidence, schema, sample_rows, gold_sql, db_path, dialect.
     Writes: candidate_id, sample_id, generation_index, prompt_hash, messages, raw_output, provider,
     model, decode_profile, prompt_tokens, completion_tokens, latency_ms, attempts, cache_hit,
     retries, error, error_detail, plus the canonical fields the gates need.

@@ -1,4 +1,5 @@
-"""A user's database as the teacher sees it: dialect, schema text and sample rows of every table.
+"""A user's database as the teacher sees it: dialect, schema text and sample rows of every table
+and view.
 
 Works on SQLite and DuckDB files. Every query, the user's gold SQL included, goes through the
 guarded read-only executor the gates use (read-only connection, authorizer, no external
@@ -19,11 +20,12 @@ from fastdistill_assets.sqlsafe.execute import Executor
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DUCKDB_MAGIC = b"DUCK"  # at byte offset 8
 DB_SUFFIXES = (".sqlite", ".db", ".duckdb", ".sqlite3")
-_TABLES = {
-    "sqlite": ("SELECT name, name, sql FROM sqlite_master WHERE type = 'table' AND sql IS NOT NULL "
-               "AND name NOT LIKE 'sqlite_%' ORDER BY name"),
-    "duckdb": ("SELECT schema_name, table_name, sql FROM duckdb_tables() WHERE NOT internal "
-               "ORDER BY schema_name, table_name"),
+_TABLES = {  # tables, then views: (schema, name, CREATE statement)
+    "sqlite": ("SELECT 'main', name, sql FROM sqlite_master WHERE type IN ('table', 'view') AND sql IS NOT NULL "
+               "AND name NOT LIKE 'sqlite_%' ORDER BY type, name"),
+    "duckdb": ("SELECT schema_name, table_name, sql, 0 AS k FROM duckdb_tables() WHERE NOT internal "
+               "UNION ALL SELECT schema_name, view_name, sql, 1 FROM duckdb_views() WHERE NOT internal "
+               "AND NOT temporary ORDER BY k, schema_name, table_name"),
 }
 
 
@@ -81,11 +83,11 @@ class DatabaseCatalog:
             dialect = detect_dialect(path)
             tables = self._query(path, dialect, _TABLES[dialect])
             if not tables:
-                return f"database has no tables: {path}"
+                return f"database has no tables or views: {path}"
             rows: dict[str, list[list[Any]]] = {}
             budget = self.rows_total
-            for schema_name, table, _ in tables:
-                name = table if dialect == "sqlite" or schema_name == "main" else f"{schema_name}.{table}"
+            for schema_name, table, *_ in tables:
+                name = table if schema_name == "main" else f"{schema_name}.{table}"
                 quoted = quote_identifier(table) if dialect == "sqlite" else \
                     f"{quote_identifier(schema_name)}.{quote_identifier(table)}"
                 take = min(self.rows_per_table, budget)
@@ -95,7 +97,7 @@ class DatabaseCatalog:
                 budget -= len(rows[name])
         except (OSError, ValueError) as err:
             return str(err)
-        schema = ";\n".join(sql.strip().rstrip(";") for _, _, sql in tables)
+        schema = ";\n".join(sql.strip().rstrip(";") for _, _, sql, *_ in tables)
         return Database(path, dialect, schema, rows)
 
     def gold_error(self, database: Database, sql: str) -> str | None:

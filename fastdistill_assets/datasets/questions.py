@@ -3,7 +3,8 @@
 One question per row in a JSONL, CSV or parquet file (``dataset.path``):
 
 * ``question`` (required);
-* ``db_path`` (a SQLite or DuckDB file, relative to the questions file's folder) or ``db_id``
+* ``db_path`` (a SQLite or DuckDB file, relative to the questions file's folder; it is also
+  the row's ``db_id`` unless one is given) or ``db_id``
   (found as ``<db_id>.sqlite|.db|.duckdb|.sqlite3`` in the ``dataset.databases`` folder, or
   in a ``<db_id>/`` sub-folder of it);
 * optional ``gold_sql``, ``evidence`` (extra knowledge shown to the teacher), ``question_id``
@@ -147,8 +148,8 @@ def _locate(item: dict[str, Any], base: Path, databases: Path | None) -> tuple[P
     db_path, db_id = _text(item, "db_path"), _text(item, "db_id")
     if db_path is not None:
         path = Path(db_path)
-        path = path if path.is_absolute() else base / path
-        return path, db_id or path.stem
+        # the path as written identifies the database: two files with one name stay two databases
+        return (path if path.is_absolute() else base / path), db_id or db_path
     if db_id is None:
         raise _Unusable("missing_field:db_path_or_db_id", "a row needs db_path, or db_id with dataset.databases")
     if databases is None:
