@@ -26,7 +26,8 @@ def path_report(frame: pl.DataFrame) -> dict[str, Any]:
     kept = frame.filter(pl.col("kept"))
     samples, kept_samples = frame["sample_id"].n_unique(), kept["sample_id"].n_unique()
     return {"candidates": frame.height, "samples": samples, "kept": kept.height, "kept_samples": kept_samples,
-            "p_keep": _rate(kept_samples, samples), "reject_reason_counts": _counts(frame, "reject_reason")}
+            "p_keep": _rate(kept_samples, samples) if samples else None,  # None: no sample on this path
+            "reject_reason_counts": _counts(frame, "reject_reason")}
 
 
 def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
         "kept": kept,
         "kept_samples": overall["kept_samples"],
         "rejected": n - kept,
-        "p_keep": overall["p_keep"],
+        "p_keep": overall["p_keep"] or 0.0,
         "teacher_error_rate": _rate(int(filtered["error"].is_not_null().sum()), n),
         "empty_output_rate": _rate(int((filtered["rule_reason"] == "empty_output").sum()), n),
         "rule_pass_rate": _rate(int(filtered["rule_ok"].fill_null(False).sum()), n),
@@ -70,8 +71,8 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
                             if labeled.height else None),
         "labeled_candidates": labeled.height,
         "gold_free_candidates": gold_free.height,
-        "labeled_p_keep": paths["labeled"]["p_keep"] if labeled.height else None,
-        "gold_free_p_keep": paths["gold_free"]["p_keep"] if gold_free.height else None,
+        "labeled_p_keep": paths["labeled"]["p_keep"],
+        "gold_free_p_keep": paths["gold_free"]["p_keep"],
         "agreement_p50": paths["gold_free"]["agreement_p50"],
         "agreement_p90": paths["gold_free"]["agreement_p90"],
         "judge_count": int(scores.size),
