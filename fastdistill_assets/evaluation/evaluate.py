@@ -109,7 +109,8 @@ def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[Eva
             raise ValueError("eval.baseline.kind=run needs eval.baseline.run_id with an eval_report")
         return {**previous["student"], "kind": f"run:{baseline.run_id}"}
     # Without gates: the teacher's first answer to every question, right or wrong.
-    ungated = filtered.filter(pl.col("error").is_null()).sort("generation_index").unique("sample_id", keep="first")
+    ungated = (filtered.filter(pl.col("error").is_null()).sort("generation_index", maintain_order=True)
+               .unique("sample_id", keep="first", maintain_order=True))
     with tempfile.TemporaryDirectory() as tmp:
         student, _ = train_student(frozen.config.training, ungated, "cleaned_sql", Path(tmp) / "baseline")
         correct = exec_correct(predict_all(student, items), items, executor, frozen.gates.gold)
