@@ -24,7 +24,8 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     """Student vs baseline vs teacher on the held-out split, hard-gate verdicts and the timing report.
 
     Refuses (dg.Failure) when no eval-split question has gold; questions without gold are
-    counted and not scored. Reads canonical (eval split), filtered (ungated candidates for the baseline; reject reasons),
+    counted and not scored. Reads canonical (eval split, withheld gold), filtered (ungated
+    candidates for the baseline; reject reasons; gate paths),
     student_model (the model folder). Writes per question: sample_id, question, gold_sql,
     student_sql, student_correct, teacher_output, teacher_correct, baseline_correct. Side files:
     eval_report.json, eval_report.md, accuracy.png, reject_reasons.png.

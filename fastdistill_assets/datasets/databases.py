@@ -92,9 +92,9 @@ class DatabaseCatalog:
                     f"{quote_identifier(schema_name)}.{quote_identifier(table)}"
                 take = min(self.rows_per_table, budget)
                 # identifiers come from the catalog, quoted; the limit is our own integer
-                rows[name] = [list(r) for r in self._query(path, dialect, f"SELECT * FROM {quoted} LIMIT {int(take)}")] \
-                    if take > 0 else []
-                budget -= len(rows[name])
+                found = self._query(path, dialect, f"SELECT * FROM {quoted} LIMIT {int(take)}") if take > 0 else []
+                rows[name] = [list(r) for r in found]
+                budget -= len(found)
         except (OSError, ValueError) as err:
             return str(err)
         schema = ";\n".join(sql.strip().rstrip(";") for _, _, sql, *_ in tables)
