@@ -22,13 +22,13 @@ TABLE_MARK = "-- table "
 def _rows_text(sample_rows: str | list[list[Any]] | dict[str, list[list[Any]]]) -> str:
     """One JSON row per line; rows of several tables each under a ``-- table NAME`` line."""
     rows = json.loads(sample_rows) if isinstance(sample_rows, str) else sample_rows
-    if isinstance(rows, dict):
-        lines = []
-        for table, table_rows in rows.items():
+    groups = rows.items() if isinstance(rows, dict) else [(None, rows)]
+    lines = []
+    for table, table_rows in groups:
+        if table is not None:
             lines.append(f"{TABLE_MARK}{table}")
-            lines += [json.dumps(r, ensure_ascii=False, default=str) for r in table_rows]
-        return "\n".join(lines) or "(none)"
-    return "\n".join(json.dumps(r, ensure_ascii=False, default=str) for r in rows) or "(none)"
+        lines += [json.dumps(r, ensure_ascii=False, default=str) for r in table_rows]
+    return "\n".join(lines) or "(none)"
 
 
 def build_messages(question: str, schema: str, sample_rows: str | list[list[Any]] | dict[str, list[list[Any]]],
