@@ -44,7 +44,7 @@ SWEEP = (0.4, 0.5, 0.6, 0.8, 1.0)
 
 def sample_candidates(run: RunConfig, data_dir: Path) -> pl.DataFrame:
     """Candidates of the demo's train split with all gold withheld (column ``withheld_gold_sql``)."""
-    canon = canonicalize(load_dataset(run.dataset, data_dir), run).frame
+    canon = canonicalize(load_dataset(run.dataset, data_dir).frame, run).frame
     requests, carried = build_requests(canon, run)
     withheld = dict(canon.select("sample_id", "withheld_gold_sql").iter_rows())
     params = {"temperature": run.decode.temperature}

@@ -11,7 +11,7 @@ from fastdistill_assets.config import RunConfig
 
 CANONICAL_COLUMNS = ["sample_id", "task_id", "split", "source_id", "db_id", "question", "evidence", "canonical_input",
                      "schema", "schema_hash", "decode_profile", "gold_sql", "withheld_gold_sql", "db_path", "dialect",
-                     "sample_rows"]
+                     "sample_rows", "difficulty"]
 
 
 @dataclass(frozen=True)

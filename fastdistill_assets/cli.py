@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from fastdistill_assets import settings
-from fastdistill_assets.config import RunConfigError, RunRegistry, gold_free_notes
+from fastdistill_assets.config import ConfigError, RunConfigError, RunRegistry
 from fastdistill_assets.partitions import RUN_ID
 
 
@@ -17,23 +17,27 @@ def _registry() -> RunRegistry:
 
 
 def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str | None = None) -> None:
-    """Freeze the run's config and register the run_id partition in the project's instance."""
+    """Check, freeze and register a run: nothing is written unless the preflight passes.
+
+    Raises:
+        ConfigError: a config file, environment variable or the dataset is wrong (one line).
+        RunConfigError: the run_id exists already.
+    """
+    import os
+
     import dagster as dg
 
-    from fastdistill_assets.datasets.load import eval_split_has_gold
-    from fastdistill_assets.evaluation.evaluate import no_eval_gold_message
+    from fastdistill_assets.preflight import preflight
 
-    settings.dagster_home()
     registry = _registry()
     frozen = registry.prepare(run_id, config_path, parent_run_id)
-    can_evaluate = eval_split_has_gold(frozen.config.dataset, frozen.config.eval_split)  # reads the dataset first
+    notes = preflight(frozen, registry.configs_dir, settings.artifacts_dir() / "_datasets", dict(os.environ))
+    settings.dagster_home()
     registry.save(frozen)
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions(RUN_ID, [run_id])
     print(f"created run {run_id} (config {frozen.config_hash[:12]}, gates {frozen.gates_hash[:12]})")
-    if not can_evaluate:
-        print(f"note: {no_eval_gold_message(frozen.config.eval_split)}")
-    for note in gold_free_notes(frozen.config, frozen.gates):
+    for note in notes:
         print(f"note: {note}")
 
 
@@ -85,6 +89,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdistill", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="create or list runs (run_id partitions)")
     run_sub = run.add_subparsers(dest="run_command", required=True)
@@ -115,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (RunConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, RunConfigError, ValueError, OSError) as err:
+        if args.debug:
+            raise
         print(f"fastdistill: error: {err}", file=sys.stderr)
         return 2
 

@@ -14,10 +14,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fastdistill_assets.hashing import sha256_json, stable_json
 
@@ -26,6 +28,9 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class WithholdGold(_Strict):
@@ -44,27 +49,40 @@ class DatasetConfig(_Strict):
     kind: Literal["demo", "wikisql", "spider", "questions"] = "demo"
     path: str | None = None             # wikisql/spider: a folder; questions: a .jsonl, .csv or .parquet file
     databases: str | None = None        # questions: folder holding <db_id>.sqlite/.db/.duckdb files
-    splits: list[str] = Field(default_factory=lambda: ["train", "dev", "test"])
-    input_fields: list[str] = Field(default_factory=lambda: ["question", "db_id", "evidence"])
-    limit_per_split: int | None = None
-    lower_values: bool = False
+    db_path: str | None = None          # questions: the database of rows that name none
+    splits: list[str] = Field(default_factory=lambda: ["train", "dev", "test"], min_length=1)
+    input_fields: list[str] = Field(default_factory=lambda: ["question", "db_id", "evidence"], min_length=1)
+    limit_per_split: int | None = Field(default=None, ge=1)
+    lower_values: bool | None = None    # wikisql: null = detect lower-cased database text; true/false overrides
+    gold_empty_result: Literal["keep", "reject"] = "keep"   # a gold query that returns no rows or only NULLs
     sample_rows: int = Field(default=3, ge=0)            # rows per table shown to the teacher
-    sample_rows_total: int = Field(default=30, ge=0)     # questions kind: rows over all tables, at most
+    sample_rows_total: int = Field(default=30, ge=0)     # rows over all tables of a database, at most
     withhold_gold: WithholdGold = Field(default_factory=WithholdGold)
 
 
 class TeacherConfig(_Strict):
+    """The teacher; ``base_url``, ``timeout_s`` and ``concurrency`` override the provider's gateway
+    settings for this run (null: the gateway's)."""
+
     provider: str = "embedded"
     model: str | None = None
-    splits: list[str] = Field(default_factory=lambda: ["train"])
+    splits: list[str] = Field(default_factory=lambda: ["train"], min_length=1)
+    base_url: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, ge=1)
+
+    def endpoint_overrides(self) -> dict[str, Any]:
+        """The gateway settings this run overrides (null ones left to the gateway)."""
+        values = {"base_url": self.base_url, "timeout_s": self.timeout_s, "concurrency": self.concurrency}
+        return {key: value for key, value in values.items() if value is not None}
 
 
 class DecodeProfile(_Strict):
     name: str = "greedy"
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    num_generations: int = 1
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=256, ge=1)
+    num_generations: int = Field(default=1, ge=1)
 
     def key(self) -> str:
         """The decode_profile string used by the data contract and the response cache."""
@@ -79,15 +97,15 @@ class RecipeConfig(_Strict):
 
 class TrainingConfig(_Strict):
     trainer: Literal["sketch", "hf-sft"] = "sketch"
-    epochs: int = 30
-    learning_rate: float = 0.5          # sketch (Adagrad)
+    epochs: int = Field(default=30, ge=1)
+    learning_rate: float = Field(default=0.5, gt=0)          # sketch (Adagrad)
     seed: int = 0
     model_path: str | None = None       # hf-sft: local Hugging Face folder or .gguf file
-    max_steps: int | None = None        # hf-sft: stop after this many optimizer steps
-    batch_size: int = 4
-    lora_r: int = 8
-    lora_learning_rate: float = 2e-4    # hf-sft (AdamW on the LoRA adapters)
-    max_length: int = 384
+    max_steps: int | None = Field(default=None, ge=1)        # hf-sft: stop after this many optimizer steps
+    batch_size: int = Field(default=4, ge=1)
+    lora_r: int = Field(default=8, ge=1)
+    lora_learning_rate: float = Field(default=2e-4, gt=0)    # hf-sft (AdamW on the LoRA adapters)
+    max_length: int = Field(default=384, ge=16)
 
 
 class RunConfig(_Strict):
@@ -97,7 +115,7 @@ class RunConfig(_Strict):
     decode: DecodeProfile = Field(default_factory=DecodeProfile)
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    eval_split: str = "test"
+    eval_split: str | None = "test"     # null: distill and train without evaluating
     parent_run_id: str | None = None
 
 
@@ -110,8 +128,8 @@ class RuleGates(_Strict):
 
 
 class ExecutionGates(_Strict):
-    timeout_ms: int = 2000
-    max_rows: int = 10000
+    timeout_ms: int = Field(default=2000, gt=0)
+    max_rows: int = Field(default=10000, ge=1)
     # A query that returns no rows: reject it, keep it (the path's gate decides as for any
     # result), or let the LLM judge decide (kept only with a judge score >= judge.min_score).
     empty_result: Literal["reject", "keep", "judge"] = "keep"
@@ -139,7 +157,7 @@ class JudgeGates(_Strict):
     enabled: bool = False
     provider: str | None = None
     model: str | None = None
-    concurrency: int = 4
+    concurrency: int = Field(default=4, ge=1)
     min_score: float = Field(default=0.75, ge=0.0, le=1.0)   # needed by empty results when execution.empty_result is judge
 
 
@@ -215,44 +233,150 @@ def gold_free_notes(config: RunConfig, gates: GatesConfig) -> list[str]:
     return notes
 
 
+class ConfigError(ValueError):
+    """A user's mistake in a config file, an environment variable or the dataset, said in one
+    line that names the file, key or variable and what is expected."""
+
+
+def describe_validation_error(err: ValidationError, source: str, env: dict[tuple[str, ...], str] | None = None) -> str:
+    """One line for the first problem pydantic found (and how many more), naming the key and,
+    where the value came from an environment variable, the variable."""
+    first = err.errors()[0]
+    loc = tuple(str(part) for part in first["loc"])
+    key = ".".join(loc) or "(top level)"
+    origin = f"{env[loc]}={first['input']!r} sets {key}" if env and loc in env else key
+    got = "" if first["type"] in {"missing", "extra_forbidden"} or (env and loc in env) else f" (got {first['input']!r})"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {origin}: {first['msg']}{got}{more}"
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing or non-mapping file is a clear error."""
-    if not path.exists():
-        raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    """Read a YAML mapping.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML or does not hold a mapping.
+    """
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a YAML mapping, got {type(data).__name__}")
+        raise ConfigError(f"{path} must hold a YAML mapping, got {type(data).__name__}")
     return data
 
 
-def load_run_config(path: Path) -> RunConfig:
-    return RunConfig.model_validate(read_yaml(path))
+def validated(model: type[ModelT], data: dict[str, Any], source: str,
+              env: dict[tuple[str, ...], str] | None = None) -> ModelT:
+    """``model`` from ``data``; a mistake is a one-line :class:`ConfigError` naming ``source`` and the key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, source, env)) from None
+
+
+def load_run_config(path: Path, environ: dict[str, str] | None = None) -> RunConfig:
+    """The run config at ``path`` with the environment's settings applied (see :data:`ENV_SETTINGS`)."""
+    data = read_yaml(path)
+    env: dict[tuple[str, ...], str] = {}
+    if environ is not None:
+        data, env = apply_environment(data, environ)
+    return validated(RunConfig, data, str(path), env)
 
 
 def load_gates(path: Path) -> GatesConfig:
-    return GatesConfig.model_validate(read_yaml(path))
+    return validated(GatesConfig, read_yaml(path), str(path))
 
 
-RUN_ENV_OVERRIDES = {
-    "FASTDISTILL_PROVIDER": ("teacher", "provider", str),
-    "FASTDISTILL_MODEL": ("teacher", "model", str),
-    "FASTDISTILL_TEMPERATURE": ("decode", "temperature", float),
-    "FASTDISTILL_MAX_TOKENS": ("decode", "max_tokens", int),
-}
+def ollama_base_url(host: str) -> str:
+    """OLLAMA_HOST (``host:port``, ``http://host:port`` or a URL ending in /v1) -> its OpenAI-compatible URL."""
+    url = host.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url if url.endswith("/v1") else url + "/v1"
 
 
-def apply_env_overrides(config: RunConfig, environ: dict[str, str]) -> RunConfig:
-    """Apply FASTDISTILL_PROVIDER / _MODEL / _TEMPERATURE / _MAX_TOKENS when a run is frozen.
+def _path(value: str) -> str:
+    return str(Path(value).expanduser().resolve())
 
-    They are applied at creation, never later, so the frozen config records what was used.
+
+@dataclass(frozen=True)
+class EnvSetting:
+    """An environment variable that sets one run-config key when a run is frozen."""
+
+    variable: str
+    key: tuple[str, str]
+    provider: str | None = None             # only when the run's teacher.provider is this one
+    convert: Callable[[str], Any] = str
+
+
+# Provider-specific variables first: the generic FASTDISTILL_* ones win over them.
+ENV_SETTINGS: tuple[EnvSetting, ...] = (
+    EnvSetting("FASTDISTILL_PROVIDER", ("teacher", "provider")),
+    EnvSetting("OPENROUTER_MODEL", ("teacher", "model"), "openrouter"),
+    EnvSetting("OPENROUTER_TIMEOUT", ("teacher", "timeout_s"), "openrouter"),
+    EnvSetting("OPENROUTER_TEMPERATURE", ("decode", "temperature"), "openrouter"),
+    EnvSetting("OPENROUTER_MAX_TOKENS", ("decode", "max_tokens"), "openrouter"),
+    EnvSetting("OLLAMA_MODEL", ("teacher", "model"), "ollama"),
+    EnvSetting("OLLAMA_HOST", ("teacher", "base_url"), "ollama", ollama_base_url),
+    EnvSetting("OLLAMA_TIMEOUT", ("teacher", "timeout_s"), "ollama"),
+    EnvSetting("FASTDISTILL_MODEL", ("teacher", "model")),
+    EnvSetting("FASTDISTILL_BASE_URL", ("teacher", "base_url")),
+    EnvSetting("FASTDISTILL_TIMEOUT_S", ("teacher", "timeout_s")),
+    EnvSetting("FASTDISTILL_LLM_BATCH_SIZE", ("teacher", "concurrency")),
+    EnvSetting("FASTDISTILL_CONCURRENCY", ("teacher", "concurrency")),
+    EnvSetting("FASTDISTILL_TEMPERATURE", ("decode", "temperature")),
+    EnvSetting("FASTDISTILL_MAX_TOKENS", ("decode", "max_tokens")),
+    EnvSetting("FASTDISTILL_DATA_PATH", ("dataset", "path"), convert=_path),
+    EnvSetting("FASTDISTILL_DB_PATH", ("dataset", "db_path"), convert=_path),
+)
+
+
+def apply_environment(data: dict[str, Any], environ: dict[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The run config's raw data with :data:`ENV_SETTINGS` applied, and which variable set which key.
+
+    Values are applied when a run is frozen, never later, so the frozen config records what was
+    used; they are validated with the rest (a mistake names the variable). A data path also
+    picks the dataset kind when it says it (see :func:`dataset_from_path`).
     """
-    updates: dict[str, dict[str, Any]] = {}
-    for env, (section, key, cast) in RUN_ENV_OVERRIDES.items():
-        if environ.get(env):
-            updates.setdefault(section, {})[key] = cast(environ[env])
-    for section, values in updates.items():
-        config = config.model_copy(update={section: getattr(config, section).model_copy(update=values)})
-    return RunConfig.model_validate(config.model_dump())
+    data = {section: dict(values) if isinstance(values, dict) else values for section, values in data.items()}
+    env: dict[tuple[str, ...], str] = {}
+    provider = environ.get("FASTDISTILL_PROVIDER") or (data.get("teacher") or {}).get("provider") or "embedded"
+    for setting in ENV_SETTINGS:
+        value = environ.get(setting.variable, "").strip()
+        if not value or (setting.provider is not None and setting.provider != provider):
+            continue
+        section = data.setdefault(setting.key[0], {})
+        if not isinstance(section, dict):
+            continue  # the file's own mistake; validation names it
+        section[setting.key[1]] = setting.convert(value)
+        env[setting.key] = setting.variable
+    if "FASTDISTILL_DATA_PATH" in env.values():
+        data["dataset"] = dataset_from_path(data["dataset"])
+    return data, env
+
+
+def dataset_from_path(dataset: dict[str, Any]) -> dict[str, Any]:
+    """Pick the dataset kind from a data path given by the environment.
+
+    A file ``<split>.jsonl`` with ``<split>.tables.jsonl`` beside it is the official WikiSQL
+    layout (its folder is the dataset); any other file is a questions file. A folder keeps a
+    wikisql or spider kind; a demo kind with a folder becomes wikisql when the folder holds
+    ``*.tables.jsonl`` and spider otherwise.
+    """
+    path, kind = Path(dataset["path"]), dataset.get("kind", "demo")
+    if path.is_file() or path.suffix.lower() in {".jsonl", ".csv", ".parquet"}:
+        stem = path.name.removesuffix(".jsonl")
+        if path.name.endswith(".jsonl") and (path.parent / f"{stem}.tables.jsonl").is_file():
+            return {**dataset, "kind": "wikisql", "path": str(path.parent)}
+        return {**dataset, "kind": "questions"}
+    if kind in {"wikisql", "spider"}:
+        return dataset
+    return {**dataset, "kind": "wikisql" if any(path.glob("*.tables.jsonl")) else "spider"}
 
 
 def validate_run_id(run_id: str) -> str:
@@ -302,19 +426,23 @@ class RunRegistry:
 
         Raises:
             RunConfigError: the run_id already exists.
+            ConfigError: a config file or environment variable is wrong.
         """
         return self.save(self.prepare(run_id, config_path, parent_run_id))
 
-    def prepare(self, run_id: str, config_path: Path | None = None, parent_run_id: str | None = None) -> FrozenRun:
+    def prepare(self, run_id: str, config_path: Path | None = None, parent_run_id: str | None = None,
+                environ: dict[str, str] | None = None) -> FrozenRun:
         """The frozen run a :meth:`create` would write, without writing it (to check it first).
+        ``environ`` (default: this process's) supplies the settings of :data:`ENV_SETTINGS`.
 
         Raises:
             RunConfigError: the run_id already exists.
+            ConfigError: a config file or environment variable is wrong.
         """
         if self.exists(run_id):
             raise RunConfigError(f"run_id {run_id!r} already exists; choose a new name")
-        config = apply_env_overrides(load_run_config(config_path or self.configs_dir / "run_config.yaml"),
-                                     dict(os.environ))
+        config = load_run_config(config_path or self.configs_dir / "run_config.yaml",
+                                 dict(os.environ) if environ is None else environ)
         if parent_run_id:  # born-again: the parent run's student is this run's teacher
             config = config.model_copy(update={"teacher": config.teacher.model_copy(
                 update={"provider": "student", "model": parent_run_id})})
@@ -348,14 +476,20 @@ class RunRegistry:
             )
         return FrozenRun.model_validate_json(path.read_text())
 
-    def load_or_freeze(self, run_id: str) -> tuple[FrozenRun, bool]:
-        """Load the frozen config, freezing the current configs for a partition added in the UI."""
-        if self.exists(run_id):
-            return self.load(run_id), False
+    def save_new(self, frozen: FrozenRun) -> bool:
+        """Write a prepared run's frozen config unless one exists already (another step of the
+        same run may freeze it at the same moment); True when this call wrote it."""
+        target = self.path(frozen.run_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(frozen.model_dump(), indent=2, sort_keys=True))
         try:
-            return self.create(run_id), True
-        except RunConfigError:  # created concurrently by another step
-            return self.load(run_id), False
+            os.link(tmp, target)  # fails if the target exists: exactly one writer wins
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def list(self) -> list[FrozenRun]:
         if not self.artifacts_dir.exists():

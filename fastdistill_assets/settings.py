@@ -3,7 +3,8 @@
 Every location can be overridden by an environment variable so that tests, the CLI and
 ``dagster dev`` agree on one layout:
 
-* ``FASTDISTILL_ARTIFACTS``: artifacts root (default ``./artifacts``).
+* ``FASTDISTILL_ARTIFACTS`` (or the reference workflow's ``FASTDISTILL_ARTIFACTS_DIR``):
+  artifacts root (default ``./artifacts``).
 * ``FASTDISTILL_CONFIGS``: configs folder (default ``./configs``).
 * ``DAGSTER_HOME``: the Dagster instance folder (default ``./.dagster_home``).
 """
@@ -23,7 +24,8 @@ telemetry:
 
 def artifacts_dir() -> Path:
     """Root folder for run artifacts (parquet, manifests, caches)."""
-    return Path(os.environ.get("FASTDISTILL_ARTIFACTS", "artifacts")).resolve()
+    value = os.environ.get("FASTDISTILL_ARTIFACTS") or os.environ.get("FASTDISTILL_ARTIFACTS_DIR") or "artifacts"
+    return Path(value).expanduser().resolve()
 
 
 def configs_dir() -> Path:

@@ -19,7 +19,7 @@ def _run(args, project, check=True):
 
 
 def test_run_new_list_and_dagster_asset_materialize(project):
-    project.edit_config("run_config", dataset={"limit_per_split": 10, "splits": ["train"]})
+    project.edit_config("run_config", dataset={"limit_per_split": 10, "splits": ["train"]}, eval_split=None)
     out = _run([str(BIN / "fastdistill"), "run", "new", "cli-run"], project)
     assert "created run cli-run" in out.stdout
     assert (project.root / "home" / "dagster.yaml").exists()
@@ -61,16 +61,16 @@ def test_materialization_killed_mid_teacher_stage_resumes_without_repeats(projec
     from fastdistill_assets.teacher.cache import ResponseCache
     from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
 
-    project.edit_config("run_config", dataset={"limit_per_split": 160, "splits": ["train"]})
+    project.edit_config("run_config", dataset={"limit_per_split": 160, "splits": ["train"]}, eval_split=None)
     project.edit_config("provider_gateway", defaults={"concurrency": 4})
-    _run([str(BIN / "fastdistill"), "run", "new", "killed"], project)
     cache = project.artifacts / "_cache" / "responses.sqlite"
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
                "--select", "raw,canonical,teacher_candidates", "--partition", "killed"]
     with embedded_teacher(FaultConfig(latency_ms=60)) as server:
         env = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts),
-               "FASTDISTILL_CONFIGS": str(project.configs), "DAGSTER_HOME": str(project.root / "home"),
-               "FASTDISTILL_BASE_URL": server.base_url}
+               "FASTDISTILL_CONFIGS": str(project.configs), "DAGSTER_HOME": str(project.root / "home")}
+        subprocess.run([str(BIN / "fastdistill"), "run", "new", "killed"], check=True, cwd=project.root,
+                       env={**env, "FASTDISTILL_BASE_URL": server.base_url})  # frozen into the run
         proc = subprocess.Popen(command, env=env, cwd=project.root, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 120

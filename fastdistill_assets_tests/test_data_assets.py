@@ -63,7 +63,7 @@ def test_changed_gate_config_is_refused(project):
 
 
 def test_partition_added_in_the_ui_freezes_current_config(project):
-    project.edit_config("run_config", dataset={"limit_per_split": 5, "splits": ["test"]})
+    project.edit_config("run_config", dataset={"limit_per_split": 5, "splits": ["test"]}, teacher={"splits": ["test"]})
     project.instance.add_dynamic_partitions("run_id", ["from-ui"])
     assert materialize(project, [raw], "from-ui").success
     assert project.registry.load("from-ui").config.dataset.splits == ["test"]

@@ -116,13 +116,18 @@ def test_cli_run_new_and_dagster_materialize_over_sqlite_and_duckdb(project, sho
     refused = subprocess.run([str(bin_dir / "fastdistill"), "run", "new", "typo-run", "--config", "bad.yaml"],
                              env=env, cwd=project.root, capture_output=True, text=True)
     assert refused.returncode == 2 and refused.stdout == ""
-    assert refused.stderr == f"fastdistill: error: questions file not found: {shop_questions.parent / 'typo.jsonl'}\n"
+    assert refused.stderr == (f"fastdistill: error: dataset.path: questions file not found: "
+                              f"{shop_questions.parent / 'typo.jsonl'}\n")
     assert not project.registry.exists("typo-run")  # nothing half-created
+    no_gold = subprocess.run([str(bin_dir / "fastdistill"), "run", "new", "shop-run"], env=env, cwd=project.root,
+                             capture_output=True, text=True)
+    assert no_gold.returncode == 2 and no_gold.stderr == (
+        "fastdistill: error: eval split 'test' has no questions with gold SQL: evaluation needs gold; label some, "
+        "or set eval_split: null to distill without evaluating\n")
+    project.edit_config("run_config", eval_split=None)  # generate data only
     created = subprocess.run([str(bin_dir / "fastdistill"), "run", "new", "shop-run"], env=env, cwd=project.root,
                              capture_output=True, text=True, check=True)
-    assert created.stdout.splitlines()[-1] == ("note: eval split 'test' has no questions with gold SQL: this run can "
-                                               "generate data (raw → distilled, student_model), but evaluation will "
-                                               "not be possible")
+    assert created.stdout.startswith("created run shop-run")
     subprocess.run([str(bin_dir / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
                     "--select", "raw,canonical,teacher_candidates,filtered,distilled", "--partition", "shop-run"],
                    env=env, cwd=project.root, capture_output=True, text=True, check=True)

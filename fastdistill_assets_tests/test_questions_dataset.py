@@ -1,6 +1,7 @@
 """The generic `questions` dataset kind: JSONL / CSV / parquet over SQLite and DuckDB files."""
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -8,7 +9,8 @@ import pytest
 
 from fastdistill_assets.config import DatasetConfig, ExecutionGates
 from fastdistill_assets.datasets.databases import DatabaseCatalog, detect_dialect
-from fastdistill_assets.datasets.load import eval_split_has_gold, is_withheld, load_dataset
+from fastdistill_assets.datasets.load import is_withheld, load_dataset
+from fastdistill_assets.datasets.questions import gold_counts
 from fastdistill_assets_tests.conftest import write_questions
 from fastdistill_assets_tests.db_fixtures import SALES, make_shop
 
@@ -45,7 +47,7 @@ def _config(layout: Path, path: Path, **kwargs) -> DatasetConfig:
 def test_loads_every_format_with_and_without_gold_and_counts_bad_rows(layout, suffix):
     path = write_questions(layout / "questions" / f"q{suffix}", ROWS,
                            malformed_line='{"question": "broken' if suffix == ".jsonl" else None)
-    raw = load_dataset(_config(layout, path), layout / "data")
+    raw = load_dataset(_config(layout, path), layout / "data").frame
 
     good = raw.filter(pl.col("reject_reason").is_null())
     assert good["question"].to_list() == [ROWS[0]["question"], ROWS[1]["question"], ROWS[6]["question"]]
@@ -104,23 +106,24 @@ def test_withheld_gold_moves_aside_for_a_stable_share(layout):
     rows = [{"question": f"What is the total amount when year is {2000 + i}?", "db_id": "shop",
              "gold_sql": f"SELECT SUM(amount) FROM sales WHERE year = {2000 + i}"} for i in range(400)]
     path = write_questions(layout / "questions" / "many.jsonl", rows)
-    raw = load_dataset(_config(layout, path, withhold_gold={"share": 0.25, "splits": ["train"]}), layout / "data")
+    raw = load_dataset(_config(layout, path, withhold_gold={"share": 0.25, "splits": ["train"]}), layout / "data").frame
     withheld = raw.filter(pl.col("withheld_gold_sql").is_not_null())
     assert withheld["gold_sql"].null_count() == withheld.height
     assert raw.filter(pl.col("gold_sql").is_not_null())["withheld_gold_sql"].null_count() == raw.height - withheld.height
     assert withheld.height == sum(is_withheld(s, 0.25) for s in raw["source_id"]) and 70 <= withheld.height <= 130
-    again = load_dataset(_config(layout, path, withhold_gold={"share": 0.25, "splits": ["train"]}), layout / "data")
+    again = load_dataset(_config(layout, path, withhold_gold={"share": 0.25, "splits": ["train"]}), layout / "data").frame
     assert again.equals(raw)
 
 
-def test_eval_split_gold_is_known_before_running(layout):
+def test_gold_counts_read_every_row_of_the_file(layout):
     path = write_questions(layout / "questions" / "q.jsonl", ROWS)
-    assert eval_split_has_gold(_config(layout, path), "test")
-    assert not eval_split_has_gold(_config(layout, path), "dev")  # not among dataset.splits
+    expected = Counter()
+    for row in ROWS:
+        expected[row.get("split", "train")] += row.get("gold_sql") is not None
+    assert gold_counts(_config(layout, path)) == expected and set(expected) >= {"train", "test"}
     unlabeled = write_questions(layout / "questions" / "u.jsonl", [{**r, "gold_sql": None} for r in ROWS])
-    assert not eval_split_has_gold(_config(layout, unlabeled), "test")
-    assert eval_split_has_gold(DatasetConfig(), "test")
-    assert not eval_split_has_gold(DatasetConfig(withhold_gold={"share": 1.0, "splits": ["test"]}), "test")
+    counts = gold_counts(_config(layout, unlabeled))
+    assert set(counts) == set(expected) and sum(counts.values()) == 0
 
 
 def test_gold_runs_under_the_gates_guards(layout):
@@ -133,7 +136,7 @@ def test_gold_runs_under_the_gates_guards(layout):
             {"question": "q4", "db_id": "shop", "gold_sql":
              "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"}]
     path = write_questions(layout / "questions" / "hostile.jsonl", rows)
-    raw = load_dataset(_config(layout, path), layout / "data", ExecutionGates(timeout_ms=200))
+    raw = load_dataset(_config(layout, path), layout / "data", ExecutionGates(timeout_ms=200)).frame
     assert raw["reject_reason"].to_list() == ["gold_sql_failed"] * 4
     assert [d.split(":")[0] for d in raw["reject_detail"]] == ["not_authorized", "not_authorized",
                                                                "not_authorized", "timeout"]
@@ -148,11 +151,11 @@ def test_odd_rows_are_counted_not_lost_or_crashing(layout):
     path = layout / "questions" / "odd.jsonl"
     path.write_text("\ufeff" + "\n".join(json.dumps(r) for r in rows) + "\n{not json\n[1, 2]\n")
     raw = load_dataset(DatasetConfig(kind="questions", path=str(path), databases=str(layout / "databases"),
-                                     splits=["test"]), layout / "data")
+                                     splits=["test"]), layout / "data").frame
     assert list(zip(raw["split"], raw["reject_reason"], strict=True)) == [
         ("test", None), ("unknown", "malformed_json"), ("unknown", "malformed_record")]
     raw = load_dataset(DatasetConfig(kind="questions", path=str(path), databases=str(layout / "databases"),
-                                     splits=["train"]), layout / "data")
+                                     splits=["train"]), layout / "data").frame
     assert raw["reject_reason"].to_list() == ["malformed_field:question", "unknown_database", "unknown_database",
                                               "malformed_json", "malformed_record"]
     assert "not a path" in raw["reject_detail"][1] and "null byte" in raw["reject_detail"][2]

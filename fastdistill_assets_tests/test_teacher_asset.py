@@ -73,23 +73,24 @@ def test_failed_calls_are_rows_not_crashes_and_secrets_never_leak(project, monke
 
 def test_unknown_provider_is_a_clear_error(project):
     with pytest.raises(ValueError, match="unknown provider 'nope'"):
-        teacher_gateway(project).provider_entry("nope")
+        teacher_gateway(project).settings("nope")
 
 
-def test_env_overrides(project, monkeypatch):
-    from fastdistill_assets.config import DecodeProfile
-
+def test_env_overrides_are_frozen_into_the_run_and_used_by_the_gateway(project, monkeypatch):
+    monkeypatch.setenv("FASTDISTILL_PROVIDER", "openai")
     monkeypatch.setenv("FASTDISTILL_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("FASTDISTILL_CONCURRENCY", "3")
+    monkeypatch.setenv("FASTDISTILL_MAX_TOKENS", "77")
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    endpoint = teacher_gateway(project).endpoint("openai", None, DecodeProfile(max_tokens=77))
+    teacher = project.new_run("env-run").config.teacher
+    for name in ("FASTDISTILL_PROVIDER", "FASTDISTILL_BASE_URL", "FASTDISTILL_CONCURRENCY", "FASTDISTILL_MAX_TOKENS"):
+        monkeypatch.delenv(name)  # a step reads the frozen run, not its own environment
+    frozen = project.registry.load("env-run")
+    endpoint = teacher_gateway(project).endpoint(teacher.provider, teacher.model, frozen.config.decode,
+                                                 teacher.endpoint_overrides())
     assert (endpoint.base_url, endpoint.concurrency, endpoint.max_tokens, endpoint.model) == (
         "http://127.0.0.1:9/v1", 3, 77, "gpt-4o-mini")
     assert endpoint.api_key == SECRET and SECRET not in repr(endpoint)
-    monkeypatch.setenv("FASTDISTILL_PROVIDER", "ollama")
-    monkeypatch.setenv("FASTDISTILL_TEMPERATURE", "0.3")
-    frozen = project.new_run("env-run")
-    assert (frozen.config.teacher.provider, frozen.config.decode.temperature) == ("ollama", 0.3)
 
 
 def test_missing_api_key_is_a_clear_error_before_any_call(project, monkeypatch):

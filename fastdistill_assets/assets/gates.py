@@ -43,7 +43,7 @@ def filtered(context: dg.AssetExecutionContext, run_config: RunConfigResource, t
                               gates.consistency)
     scores, judge_calls = None, 0
     if gates.judge.enabled:
-        scores, judge_calls = run_judge(gated, teacher, gates.judge, frozen.config.teacher.provider)
+        scores, judge_calls = run_judge(gated, teacher, gates.judge, frozen.config.teacher)
     frame = select(attach_judge(gated, scores), gates, recipe.multi_decode_select)
     report = quality_report(frame)
     context.add_output_metadata({

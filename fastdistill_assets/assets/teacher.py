@@ -7,7 +7,7 @@ import polars as pl
 
 from fastdistill_assets.candidates import accounting, build_requests, candidate_frame
 from fastdistill_assets.partitions import run_partitions
-from fastdistill_assets.resources import RunConfigResource
+from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.timing import StageTimer
 
@@ -33,7 +33,9 @@ def teacher_candidates(context: dg.AssetExecutionContext, run_config: RunConfigR
         context.log.info(f"teacher: {done}/{total} done, {rate:.1f}/s, ETA {eta:.0f}s")
 
     started = time.perf_counter()
-    results, endpoint, calls = teacher.generate(requests, provider, config.teacher.model, config.decode, progress)
+    with step_errors():
+        results, endpoint, calls = teacher.generate(requests, provider, config.teacher.model, config.decode, progress,
+                                                    overrides=config.teacher.endpoint_overrides())
     wall = time.perf_counter() - started
     frame = candidate_frame(carried, results, provider, endpoint.model)
     acc = accounting(results, wall, calls, teacher.prices(provider))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.sqlite_schema import quote_identifier
 from fastdistill_assets.sqlsafe.execute import Executor
 
@@ -46,6 +47,12 @@ def detect_dialect(path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class GoldCheck:
+    error: str | None     # why the gold query cannot run (None: it ran)
+    empty: bool | None    # it returned no rows or only NULLs (None: it did not run)
+
+
+@dataclass(frozen=True)
 class Database:
     path: Path
     dialect: str
@@ -60,13 +67,16 @@ class DatabaseCatalog:
         self.rows_per_table, self.rows_total = rows_per_table, rows_total
         limits = limits or ExecutionGates()
         self.executor = Executor(limits.timeout_ms, limits.max_rows)
-        self._entries: dict[str, Database | str] = {}
+        self._entries: dict[tuple[str, str | None], Database | str] = {}
+        self._listings: dict[str, tuple[Path, str, list[tuple[Any, ...]]]] = {}
 
-    def get(self, path: Path) -> Database | str:
-        """The database at ``path``, or a one-line reason it cannot be used."""
-        key = str(path)
+    def get(self, path: Path, table: str | None = None) -> Database | str:
+        """The database at ``path`` (only ``table`` of it when given), or a one-line reason it
+        cannot be used. ``table`` is a table or view name, or a WikiSQL table id (``1-10015132-11``
+        for ``table_1_10015132_11``): a question about one table of a database with thousands."""
+        key = (str(path), table)
         if key not in self._entries:
-            self._entries[key] = self._describe(path)
+            self._entries[key] = self._describe(path, table)
         return self._entries[key]
 
     def _query(self, database: Path, dialect: str, sql: str) -> list[tuple[Any, ...]]:
@@ -75,35 +85,54 @@ class DatabaseCatalog:
             raise ValueError(f"cannot read {database}: {result.detail}")
         return result.rows or []
 
-    def _describe(self, path: Path) -> Database | str:
-        try:
-            path = path.resolve()
-            if not path.is_file():
-                return f"database not found: {path}"
-            dialect = detect_dialect(path)
-            tables = self._query(path, dialect, _TABLES[dialect])
+    def _listing(self, path: Path) -> tuple[Path, str, list[tuple[Any, ...]]]:
+        """(resolved path, dialect, catalog rows: schema, name, CREATE statement), read once per file.
+
+        Raises:
+            OSError, ValueError: the file is missing, not a database, or has no tables.
+        """
+        key = str(path)
+        if key not in self._listings:
+            resolved = path.resolve()
+            if not resolved.is_file():
+                raise FileNotFoundError(f"database not found: {resolved}")
+            dialect = detect_dialect(resolved)
+            tables = self._query(resolved, dialect, _TABLES[dialect])
             if not tables:
-                return f"database has no tables or views: {path}"
+                raise ValueError(f"database has no tables or views: {resolved}")
+            self._listings[key] = (resolved, dialect, tables)
+        return self._listings[key]
+
+    def _describe(self, path: Path, table: str | None) -> Database | str:
+        try:
+            path, dialect, tables = self._listing(path)
+            if table is not None:
+                names = {table, "table_" + table.replace("-", "_")}
+                tables = [t for t in tables if t[1] in names]
+                if not tables:
+                    return f"no table {table!r} in {path}"
             rows: dict[str, list[list[Any]]] = {}
             budget = self.rows_total
-            for schema_name, table, *_ in tables:
-                name = table if schema_name == "main" else f"{schema_name}.{table}"
-                quoted = quote_identifier(table) if dialect == "sqlite" else \
-                    f"{quote_identifier(schema_name)}.{quote_identifier(table)}"
+            for schema_name, name, *_ in tables:
+                label = name if schema_name == "main" else f"{schema_name}.{name}"
+                quoted = quote_identifier(name) if dialect == "sqlite" else \
+                    f"{quote_identifier(schema_name)}.{quote_identifier(name)}"
                 take = min(self.rows_per_table, budget)
                 # identifiers come from the catalog, quoted; the limit is our own integer
                 found = self._query(path, dialect, f"SELECT * FROM {quoted} LIMIT {int(take)}") if take > 0 else []
-                rows[name] = [list(r) for r in found]
+                rows[label] = [list(r) for r in found]
                 budget -= len(found)
         except (OSError, ValueError) as err:
             return str(err)
         schema = ";\n".join(sql.strip().rstrip(";") for _, _, sql, *_ in tables)
         return Database(path, dialect, schema, rows)
 
-    def gold_error(self, database: Database, sql: str) -> str | None:
-        """None when the gold query runs as the gates would run it, else why not."""
+    def check_gold(self, database: Database, sql: str) -> GoldCheck:
+        """Run a gold query as the gates would run it: why it fails, or whether its result is empty."""
         result = self.executor.run(str(database.path), database.dialect, sql)
-        return None if result.ok else f"{result.error}: {result.detail}"
+        if not result.ok:
+            return GoldCheck(error=f"{result.error}: {result.detail}", empty=None)
+        return GoldCheck(error=None, empty=records.is_empty_result(result.rows))
 
     def close(self) -> None:
         self.executor.close()

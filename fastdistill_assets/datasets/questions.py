@@ -2,21 +2,26 @@
 
 One question per row in a JSONL, CSV or parquet file (``dataset.path``):
 
-* ``question`` (required);
+* ``question`` (required; ``instruction`` is read where there is no ``question``, as in files
+  prepared for the reference workflow);
 * ``db_path`` (a SQLite or DuckDB file, relative to the questions file's folder; it is also
   the row's ``db_id`` unless one is given) or ``db_id``
   (found as ``<db_id>.sqlite|.db|.duckdb|.sqlite3`` in the ``dataset.databases`` folder, or
-  in a ``<db_id>/`` sub-folder of it);
+  in a ``<db_id>/`` sub-folder of it); a row with neither uses ``dataset.db_path``;
 * optional ``gold_sql``, ``evidence`` (extra knowledge shown to the teacher), ``question_id``
-  and ``split`` (default ``train``).
+  (``task_id`` is read where there is none), ``split`` (default ``train``), ``difficulty``,
+  ``table`` or ``table_id`` (the one table the question is about: a WikiSQL database holds
+  thousands) and ``schema`` (schema text to show instead of the database's CREATE statements).
 
-The schema text and a few rows of every table come from the database itself. A row with no
-gold is a good row (it takes the gold-free gates); a row that cannot be used (malformed, no
-question, no or unknown database, gold that does not execute) is a counted reject record.
+The schema text and a few rows of every table (or of the named table) come from the database
+itself. A row with no gold is a good row (it takes the gold-free gates); a row that cannot be
+used (malformed, no question, no or unknown database, gold that does not execute) is a counted
+reject record.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,12 +90,13 @@ def load(config: DatasetConfig, limits: ExecutionGates | None = None) -> list[di
     """
     path = questions_path(config)
     databases = Path(config.databases) if config.databases else None
+    default_db = Path(config.db_path) if config.db_path else None
     rows: list[dict[str, Any]] = []
     per_split: dict[str, int] = {}
     with DatabaseCatalog(config.sample_rows, config.sample_rows_total, limits) as catalog:
         for position, item in read_rows(path):
             if not isinstance(item, dict):
-                rows.append(_load_row(item, position, UNKNOWN_SPLIT, path.parent, databases, catalog))
+                rows.append(_load_row(item, position, UNKNOWN_SPLIT, path.parent, databases, default_db, catalog))
                 continue
             split = _text(item, "split") or DEFAULT_SPLIT
             if split not in config.splits:
@@ -98,11 +104,11 @@ def load(config: DatasetConfig, limits: ExecutionGates | None = None) -> list[di
             if config.limit_per_split is not None and per_split.get(split, 0) >= config.limit_per_split:
                 continue
             per_split[split] = per_split.get(split, 0) + 1
-            rows.append(_load_row(item, position, split, path.parent, databases, catalog))
+            rows.append(_load_row(item, position, split, path.parent, databases, default_db, catalog))
     return rows
 
 
-def _load_row(item: Any, position: str, split: str, base: Path, databases: Path | None,
+def _load_row(item: Any, position: str, split: str, base: Path, databases: Path | None, default_db: Path | None,
               catalog: DatabaseCatalog) -> dict[str, Any]:
     source_id = f"{split}:{position}"
     if isinstance(item, ValueError):
@@ -110,27 +116,30 @@ def _load_row(item: Any, position: str, split: str, base: Path, databases: Path 
                                 detail=str(item.args[0]))
     if not isinstance(item, dict):
         return records.rejected(source_id=source_id, split=split, reason="malformed_record", record=item)
-    source_id = _text(item, "question_id") or source_id
-    if item.get("question") is not None and not isinstance(item["question"], str):
+    source_id = _text(item, "question_id") or _text(item, "task_id") or source_id
+    key = "question" if item.get("question") is not None else "instruction"
+    if item.get(key) is not None and not isinstance(item[key], str):
         return records.rejected(source_id=source_id, split=split, reason="malformed_field:question", record=item)
-    question = _text(item, "question")
+    question = _text(item, key)
     if question is None:
         return records.rejected(source_id=source_id, split=split, reason="missing_field:question", record=item)
     try:
-        db_path, db_id = _locate(item, base, databases)
+        db_path, db_id = _locate(item, base, databases, default_db)
     except _Unusable as err:
         return records.rejected(source_id=source_id, split=split, reason=err.reason, record=item, detail=err.detail)
-    database = catalog.get(db_path)
+    database = catalog.get(db_path, _text(item, "table") or _text(item, "table_id"))
     if isinstance(database, str):
         return records.rejected(source_id=source_id, split=split, reason="unknown_database", record=item,
                                 detail=database)
     gold = _text(item, "gold_sql")
-    if gold is not None and (error := catalog.gold_error(database, gold)) is not None:
+    check = catalog.check_gold(database, gold) if gold is not None else None
+    if check is not None and check.error is not None:
         return records.rejected(source_id=source_id, split=split, reason="gold_sql_failed", record=item,
-                                detail=error)
+                                detail=check.error)
     return records.good(source_id=source_id, split=split, db_id=db_id, question=question, gold_sql=gold,
                         evidence=_text(item, "evidence"), db_path=str(database.path), dialect=database.dialect,
-                        schema=database.schema, sample_rows=database.sample_rows)
+                        schema=_text(item, "schema") or database.schema, sample_rows=database.sample_rows,
+                        difficulty=_text(item, "difficulty"), gold_empty=check.empty if check else None)
 
 
 class _Unusable(Exception):
@@ -139,7 +148,7 @@ class _Unusable(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _locate(item: dict[str, Any], base: Path, databases: Path | None) -> tuple[Path, str]:
+def _locate(item: dict[str, Any], base: Path, databases: Path | None, default_db: Path | None) -> tuple[Path, str]:
     """(database file, db_id).
 
     Raises:
@@ -150,8 +159,11 @@ def _locate(item: dict[str, Any], base: Path, databases: Path | None) -> tuple[P
         path = Path(db_path)
         # the path as written identifies the database: two files with one name stay two databases
         return (path if path.is_absolute() else base / path), db_id or db_path
+    if db_id is None and default_db is not None:  # one database for all: the table tells questions apart
+        return default_db, _text(item, "table") or _text(item, "table_id") or default_db.stem
     if db_id is None:
-        raise _Unusable("missing_field:db_path_or_db_id", "a row needs db_path, or db_id with dataset.databases")
+        raise _Unusable("missing_field:db_path_or_db_id",
+                        "a row needs db_path, or db_id with dataset.databases (or set dataset.db_path)")
     if databases is None:
         raise _Unusable("unknown_database", f"db_id {db_id!r} given but dataset.databases is not set")
     found = find_database(databases, db_id)
@@ -161,8 +173,16 @@ def _locate(item: dict[str, Any], base: Path, databases: Path | None) -> tuple[P
     return found, db_id
 
 
-def eval_split_has_gold(config: DatasetConfig, split: str) -> bool:
-    """Whether any question of ``split`` in the questions file carries gold SQL (read only)."""
-    return any(isinstance(item, dict) and (_text(item, "split") or DEFAULT_SPLIT) == split
-               and _text(item, "gold_sql") is not None
-               for _, item in read_rows(questions_path(config)))
+def gold_counts(config: DatasetConfig) -> Counter[str]:
+    """Questions with gold SQL per split, over every row of the file (a split with rows but no
+    gold counts 0); reads the file only.
+
+    Raises:
+        ValueError, FileNotFoundError: as :func:`read_rows`.
+    """
+    counts: Counter[str] = Counter()
+    for _, item in read_rows(questions_path(config)):
+        if isinstance(item, dict):
+            split = _text(item, "split") or DEFAULT_SPLIT
+            counts[split] += _text(item, "gold_sql") is not None
+    return counts

@@ -21,6 +21,8 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "dialect": pl.String(),
     "schema": pl.String(),
     "sample_rows": pl.String(),
+    "difficulty": pl.String(),       # as the dataset labels it (BIRD: simple / moderate / challenging)
+    "gold_empty": pl.Boolean(),      # the gold query returned no rows or only NULLs (null: no gold)
     "reject_reason": pl.String(),
     "reject_detail": pl.String(),
     "raw_record": pl.String(),
@@ -32,14 +34,21 @@ SampleRows = list[list[Any]] | dict[str, list[list[Any]]]  # one table's rows, o
 def good(
     *, source_id: str, split: str, db_id: str, question: str, gold_sql: str | None, db_path: str,
     dialect: str, schema: str, sample_rows: SampleRows, evidence: str | None = None,
+    difficulty: str | None = None, gold_empty: bool | None = None,
 ) -> dict[str, Any]:
-    """A loadable question; ``gold_sql`` is None for a question nobody has labeled yet."""
+    """A loadable question; ``gold_sql`` is None for a question nobody has labeled yet.
+    ``gold_empty``: what :func:`is_empty_result` said of the gold query's rows."""
     return {
         "source_id": source_id, "split": split, "db_id": db_id, "question": question, "evidence": evidence,
         "gold_sql": gold_sql, "withheld_gold_sql": None, "db_path": db_path, "dialect": dialect, "schema": schema,
-        "sample_rows": json.dumps(sample_rows, default=str), "reject_reason": None, "reject_detail": None,
-        "raw_record": None,
+        "sample_rows": json.dumps(sample_rows, default=str), "difficulty": difficulty, "gold_empty": gold_empty,
+        "reject_reason": None, "reject_detail": None, "raw_record": None,
     }
+
+
+def is_empty_result(rows: list[Any] | None) -> bool:
+    """No rows, or only NULLs: a gold query that says nothing about a candidate's answer."""
+    return not rows or all(value is None for row in rows for value in row)
 
 
 def rejected(*, source_id: str, split: str, reason: str, record: Any, detail: str | None = None) -> dict[str, Any]:

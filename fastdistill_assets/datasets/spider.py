@@ -1,96 +1,105 @@
-"""Loader for the Spider / BIRD format.
+"""Loader for the Spider and BIRD formats.
 
-``questions.json`` (or ``{split}.json``): a list of ``{db_id, question, query}`` (BIRD's
-``SQL`` key is accepted too); one SQLite file per ``db_id`` at
-``database/<db_id>/<db_id>.sqlite`` (Spider), ``<db_id>/<db_id>.sqlite`` or ``<db_id>.sqlite``.
+Questions per split, the first file found of: ``{split}.json``, ``{split}/{split}.json``,
+``{split}/questions.json`` and, for ``train``, Spider's ``train_spider.json``. Each is a JSON list
+of ``{db_id, question, query}`` (Spider) or ``{db_id, question, SQL, evidence, difficulty}``
+(BIRD). Databases: ``<db_id>/<db_id>.sqlite`` (or ``<db_id>.sqlite``) in ``database/`` (Spider),
+``{split}_databases/`` or ``{split}/{split}_databases/`` (BIRD), or the folder itself.
+
+The schema text and a bounded number of sample rows from every table come from the database
+(:class:`DatabaseCatalog`); BIRD's ``evidence`` (the knowledge a question depends on) reaches
+the teacher and ``canonical_input``; its ``difficulty`` is kept as a column.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+from fastdistill_assets.config import ExecutionGates
 from fastdistill_assets.datasets import records
-from fastdistill_assets.datasets.sqlite_schema import connect_read_only, table_ddl, table_names, sample_rows as read_rows
+from fastdistill_assets.datasets.databases import DatabaseCatalog, find_database
 
 
-def find_database(folder: Path, db_id: str) -> Path | None:
-    for candidate in (folder / "database" / db_id / f"{db_id}.sqlite", folder / db_id / f"{db_id}.sqlite",
-                      folder / f"{db_id}.sqlite"):
-        if candidate.exists():
-            return candidate
+def database_folders(folder: Path, split: str) -> list[Path]:
+    """Where a split's databases may be, in the order they are searched."""
+    return [folder / "database", folder / f"{split}_databases", folder / split / f"{split}_databases",
+            folder / f"{split}_database", folder]
+
+
+def locate_database(folder: Path, split: str, db_id: str) -> Path | None:
+    for base in database_folders(folder, split):
+        if (found := find_database(base, db_id)) is not None:
+            return found
     return None
 
 
 def questions_file(folder: Path, split: str) -> Path:
-    for candidate in (folder / f"{split}.json", folder / split / "questions.json", folder / "questions.json"):
-        if candidate.exists():
+    """Raises:
+        FileNotFoundError: none of the split's question files exists."""
+    candidates = [folder / f"{split}.json", folder / split / f"{split}.json", folder / split / "questions.json"]
+    if split == "train":
+        candidates.append(folder / "train_spider.json")
+    for candidate in candidates:
+        if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"no questions file for split {split!r} in {folder} ({split}.json or questions.json)")
+    raise FileNotFoundError(f"no questions file for split {split!r} in {folder} "
+                            f"({', '.join(str(c.relative_to(folder)) for c in candidates)})")
 
 
-class _Databases:
-    """One read-only connection, schema text and sample rows per db_id."""
-
-    def __init__(self, folder: Path, sample_rows: int) -> None:
-        self.folder, self.sample_rows = folder, sample_rows
-        self._cache: dict[str, tuple[sqlite3.Connection, str, list[list[Any]], Path] | None] = {}
-
-    def get(self, db_id: str) -> tuple[sqlite3.Connection, str, list[list[Any]], Path] | None:
-        if db_id not in self._cache:
-            path = find_database(self.folder, db_id)
-            if path is None:
-                self._cache[db_id] = None
-            else:
-                conn = connect_read_only(path)
-                first = (table_names(conn) or [None])[0]
-                rows = read_rows(conn, first, self.sample_rows) if first else []
-                self._cache[db_id] = (conn, table_ddl(conn), rows, path)
-        return self._cache[db_id]
-
-    def close(self) -> None:
-        for entry in self._cache.values():
-            if entry:
-                entry[0].close()
-
-
-def load_split(folder: Path, split: str, *, sample_rows: int = 3, limit: int | None = None) -> list[dict[str, Any]]:
-    """Load one split into raw records, validating each gold query by executing it."""
-    path = questions_file(folder, split)
+def read_items(path: Path) -> list[Any]:
+    """Raises:
+        ValueError: not a JSON list."""
     try:
-        items = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        items = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(items, list):
         raise ValueError(f"{path} must hold a JSON list of questions")
-    databases = _Databases(folder, sample_rows)
+    return items
+
+
+def load_split(folder: Path, split: str, *, sample_rows: int = 3, sample_rows_total: int = 30,
+               limit: int | None = None, limits: ExecutionGates | None = None) -> list[dict[str, Any]]:
+    """Load one split into raw records, validating each gold query by executing it read-only
+    with the run's execution ``limits``.
+
+    Raises:
+        FileNotFoundError: the split has no questions file.
+        ValueError: the questions file is not a JSON list.
+    """
+    items = read_items(questions_file(folder, split))
     rows: list[dict[str, Any]] = []
-    try:
+    with DatabaseCatalog(sample_rows, sample_rows_total, limits) as catalog:
         for index, item in enumerate(items[:limit] if limit is not None else items):
-            rows.append(_load_item(item, f"{split}:{index}", split, databases))
-    finally:
-        databases.close()
+            rows.append(_load_item(item, f"{split}:{index}", split, folder, catalog))
     return rows
 
 
-def _load_item(item: Any, source_id: str, split: str, databases: _Databases) -> dict[str, Any]:
+def _text(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _load_item(item: Any, source_id: str, split: str, folder: Path, catalog: DatabaseCatalog) -> dict[str, Any]:
     if not isinstance(item, dict):
         return records.rejected(source_id=source_id, split=split, reason="malformed_record", record=item)
-    query = item.get("query", item.get("SQL"))
-    for key, value in (("db_id", item.get("db_id")), ("question", item.get("question")), ("query", query)):
-        if not isinstance(value, str) or not value.strip():
+    query = _text(item, "query") or _text(item, "SQL")
+    for key, value in (("db_id", _text(item, "db_id")), ("question", _text(item, "question")), ("query", query)):
+        if value is None:
             return records.rejected(source_id=source_id, split=split, reason=f"missing_field:{key}", record=item)
-    entry = databases.get(item["db_id"])
-    if entry is None:
-        return records.rejected(source_id=source_id, split=split, reason="unknown_database", record=item)
-    conn, ddl, rows, db_path = entry
-    try:
-        conn.execute(query).fetchmany(1)
-    except sqlite3.Error as err:
+    path = locate_database(folder, split, item["db_id"])
+    database = catalog.get(path) if path is not None else f"no database for db_id {item['db_id']!r}"
+    if isinstance(database, str):
+        return records.rejected(source_id=source_id, split=split, reason="unknown_database", record=item,
+                                detail=database)
+    check = catalog.check_gold(database, query)
+    if check.error is not None:
         return records.rejected(source_id=source_id, split=split, reason="gold_sql_failed", record=item,
-                                detail=str(err))
-    return records.good(source_id=source_id, split=split, db_id=item["db_id"], question=item["question"],
-                        gold_sql=query.strip(), db_path=str(db_path.resolve()), dialect="sqlite", schema=ddl,
-                        sample_rows=rows)
+                                detail=check.error)
+    difficulty = item.get("difficulty")
+    return records.good(source_id=source_id, split=split, db_id=item["db_id"], question=item["question"].strip(),
+                        gold_sql=query, evidence=_text(item, "evidence"), db_path=str(database.path),
+                        dialect=database.dialect, schema=database.schema, sample_rows=database.sample_rows,
+                        difficulty=str(difficulty) if difficulty not in (None, "") else None, gold_empty=check.empty)

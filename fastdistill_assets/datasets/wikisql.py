@@ -5,21 +5,31 @@ Files per split: ``{split}.jsonl`` (questions with ``sel``/``agg``/``conds`` ske
 ``table_<id>`` per table id, dashes as underscores, columns ``col0..colN``). Each gold
 sketch becomes executable SQL, checked by running it; a row that cannot be loaded becomes a
 reject record with its reason.
+
+The official Salesforce release stores text lower-cased in the ``.db`` while the tables file
+keeps the original case; :func:`detect_lower_values` tells the two layouts apart, so string
+condition values are lower-cased only where the database needs it. Sample rows shown to the
+teacher come from the database the gates run against, not from the tables file.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlglot import exp
 
 from fastdistill_assets.datasets import records
-from fastdistill_assets.datasets.sqlite_schema import connect_read_only
+from fastdistill_assets.datasets.sqlite_schema import connect_read_only, quote_identifier, table_names
 from fastdistill_assets.sqlsketch import AGGS, literal, select_sql
 
 COND_OPS = ["=", ">", "<", "OP"]  # WikiSQL's operator codes; "OP" is unused in the data
+DETECT_TABLES = 200  # tables compared by detect_lower_values
 
 
 def table_name(table_id: str) -> str:
@@ -36,15 +46,23 @@ def schema_text(table_id: str, header: list[str], types: list[str]) -> str:
     return f"CREATE TABLE {table_name(table_id)} (\n" + "\n".join(lines) + "\n)"
 
 
+def _as_text(value: Any) -> str:
+    """A JSON value as a text cell holds it: an int-valued float loses its ``.0`` (1998.0 -> '1998')."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _literal(value: Any, col_type: str, lower: bool) -> exp.Expression:
+    """The SQL literal a condition value compares with: a number on a ``real`` column (when it
+    parses as a finite one), else a string, lower-cased when the database holds lower-cased text."""
     if col_type == "real" and not isinstance(value, bool):
         try:
             number = float(str(value).replace(",", ""))
         except ValueError:
             pass
         else:
-            return literal(int(number) if number.is_integer() else number, numeric=True)
-    text = str(value)
+            if math.isfinite(number):
+                return literal(int(number) if number.is_integer() else number, numeric=True)
+    text = _as_text(value)
     return literal(text.lower() if lower else text, numeric=False)
 
 
@@ -74,12 +92,43 @@ def sketch_to_sql(table_id: str, sketch: dict[str, Any], types: list[str], lower
 
 
 def load_tables(path: Path) -> dict[str, dict[str, Any]]:
-    """Tables by id; malformed table lines are skipped (their questions reject as unknown_table)."""
+    """Tables by id; malformed table lines (header and types not lists of one length included) are
+    skipped: their questions reject as unknown_table."""
     tables: dict[str, dict[str, Any]] = {}
     for _, table in records.read_jsonl(path):
-        if isinstance(table, dict) and {"id", "header", "types"} <= table.keys():
+        if (isinstance(table, dict) and {"id", "header", "types"} <= table.keys()
+                and isinstance(table["header"], list) and isinstance(table["types"], list)
+                and len(table["header"]) == len(table["types"])):
             tables[table["id"]] = table
     return tables
+
+
+def _first_rows(conn: sqlite3.Connection, table: str, limit: int) -> list[list[Any]]:
+    """The first ``limit`` rows of a table known to exist, as the database holds them."""
+    return [list(r) for r in conn.execute(f"SELECT * FROM {quote_identifier(table)} LIMIT ?", (limit,))]
+
+
+def detect_lower_values(tables: dict[str, dict[str, Any]], conn: sqlite3.Connection,
+                        max_tables: int = DETECT_TABLES) -> bool:
+    """Whether the database holds the tables file's text lower-cased (the official release).
+
+    Over the first ``max_tables`` tables present in both, each mixed-case text cell of the tables
+    file is compared with the database cell at the same row position and ``colN``: True when more
+    of them equal the lower-cased form than the original. No comparable cells: False.
+    """
+    existing = set(table_names(conn))
+    shared = (t for table_id, t in tables.items() if table_name(table_id) in existing)
+    as_lower = as_original = 0
+    for table in itertools.islice(shared, max_tables):
+        file_rows = table.get("rows")
+        if not isinstance(file_rows, list) or not file_rows:
+            continue
+        for file_row, db_row in zip(file_rows, _first_rows(conn, table_name(table["id"]), len(file_rows))):
+            for text, stored in zip(file_row if isinstance(file_row, list) else [], db_row):
+                if isinstance(text, str) and text != text.lower():
+                    as_lower += stored == text.lower()
+                    as_original += stored == text
+    return as_lower > as_original
 
 
 def _check_question(item: Any, tables: dict[str, dict[str, Any]]) -> str | None:
@@ -95,9 +144,13 @@ def _check_question(item: Any, tables: dict[str, dict[str, Any]]) -> str | None:
     return None
 
 
-def load_split(folder: Path, split: str, *, lower_values: bool = False, sample_rows: int = 3,
-               limit: int | None = None) -> list[dict[str, Any]]:
+def load_split(folder: Path, split: str, *, lower_values: bool | None = None, sample_rows: int = 3,
+               limit: int | None = None, facts: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Load one WikiSQL split into raw records (good ones and reject records).
+
+    ``lower_values``: lower-case string condition values (the database holds lower-cased text);
+    None detects it with :func:`detect_lower_values`, True/False override the detection. What was
+    used goes into ``facts["lower_values"]`` when ``facts`` is given.
 
     Raises:
         FileNotFoundError: one of the three split files is missing.
@@ -110,7 +163,15 @@ def load_split(folder: Path, split: str, *, lower_values: bool = False, sample_r
     rows: list[dict[str, Any]] = []
     conn = connect_read_only(db_path)
     try:
-        existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        existing = set(table_names(conn))
+        lower = detect_lower_values(tables, conn) if lower_values is None else lower_values
+        if facts is not None:
+            facts["lower_values"] = f"{str(lower).lower()} ({'detected' if lower_values is None else 'set'})"
+
+        @functools.cache
+        def samples(table: str) -> list[list[Any]]:  # thousands of questions share a table
+            return _first_rows(conn, table, sample_rows)
+
         for line_no, item in records.read_jsonl(questions):
             if limit is not None and len(rows) >= limit:
                 break
@@ -125,22 +186,23 @@ def load_split(folder: Path, split: str, *, lower_values: bool = False, sample_r
             if reason is not None:
                 rows.append(records.rejected(source_id=source_id, split=split, reason=reason, record=item))
                 continue
-            rows.append(_load_question(item, tables[item["table_id"]], conn, source_id, split, db_path,
-                                       lower_values, sample_rows))
+            rows.append(_load_question(item, tables[item["table_id"]], conn, source_id, split, db_path, lower,
+                                       samples))
     finally:
         conn.close()
     return rows
 
 
 def _load_question(item: dict[str, Any], table: dict[str, Any], conn: sqlite3.Connection, source_id: str,
-                   split: str, db_path: Path, lower_values: bool, sample_rows: int) -> dict[str, Any]:
+                   split: str, db_path: Path, lower_values: bool,
+                   samples: Callable[[str], list[list[Any]]]) -> dict[str, Any]:
     try:
         gold_sql = sketch_to_sql(item["table_id"], item["sql"], table["types"], lower_values)
     except (ValueError, TypeError, KeyError) as err:
         return records.rejected(source_id=source_id, split=split, reason=str(err).split(":")[0], record=item,
                                 detail=str(err))
     try:
-        conn.execute(gold_sql).fetchall()
+        result = conn.execute(gold_sql).fetchall()
     except sqlite3.Error as err:
         return records.rejected(source_id=source_id, split=split, reason="gold_sql_failed", record=item,
                                 detail=str(err))
@@ -148,5 +210,5 @@ def _load_question(item: dict[str, Any], table: dict[str, Any], conn: sqlite3.Co
         source_id=source_id, split=split, db_id=item["table_id"], question=item["question"], gold_sql=gold_sql,
         db_path=str(db_path.resolve()), dialect="sqlite",
         schema=schema_text(item["table_id"], table["header"], table["types"]),
-        sample_rows=[list(r) for r in table.get("rows", [])[:sample_rows]],
+        sample_rows=samples(table_name(item["table_id"])), gold_empty=records.is_empty_result(result),
     )

@@ -27,18 +27,22 @@ class NoEvalGold(ValueError):
     """The eval split has no question with gold SQL: the run is for data generation only."""
 
 
-def no_eval_gold_message(split: str) -> str:
-    """One line, said by `fastdistill run new` and by eval_report when it refuses."""
-    return (f"eval split {split!r} has no questions with gold SQL: this run can generate data "
-            "(raw → distilled, student_model), but evaluation will not be possible")
+def no_eval_gold_message(split: str | None) -> str:
+    """One line, said by eval_report when it refuses."""
+    if split is None:
+        return "eval_split is null: this run distills data and trains a student without evaluating it"
+    return (f"eval split {split!r} has no questions with gold SQL left after loading: this run can generate "
+            "data (raw → distilled, student_model), but cannot be evaluated")
 
 
-def eval_items(canonical: pl.DataFrame, split: str) -> tuple[pl.DataFrame, list[EvalItem]]:
+def eval_items(canonical: pl.DataFrame, split: str | None) -> tuple[pl.DataFrame, list[EvalItem]]:
     """The eval split's questions that have gold (only those can be scored).
 
     Raises:
-        NoEvalGold: none has.
+        NoEvalGold: none has, or the run has no eval split.
     """
+    if split is None:
+        raise NoEvalGold(no_eval_gold_message(split))
     rows = canonical.filter((pl.col("split") == split) & pl.col("gold_sql").is_not_null())
     if rows.height == 0:
         raise NoEvalGold(no_eval_gold_message(split))
@@ -65,7 +69,9 @@ def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[Eva
         requests.append(GenerationRequest(f"eval:{index}", messages,
                                           prompt_hash(messages)))
     decode = frozen.config.decode.model_copy(update={"name": "greedy", "temperature": 0.0, "num_generations": 1})
-    results, _, _ = gateway.generate(requests, frozen.config.teacher.provider, frozen.config.teacher.model, decode)
+    teacher = frozen.config.teacher
+    results, _, _ = gateway.generate(requests, teacher.provider, teacher.model, decode,
+                                     overrides=teacher.endpoint_overrides())
     return [r.content for r in results]
 
 
@@ -86,8 +92,10 @@ def judge_ties(gateway: ProviderGateway, frozen: FrozenRun, items: list[EvalItem
     if not requests:
         return verdicts
     judge = frozen.gates.judge
-    results, _, _ = gateway.generate(requests, judge.provider or frozen.config.teacher.provider, judge.model,
-                                     JUDGE_DECODE, concurrency=judge.concurrency)
+    teacher = frozen.config.teacher
+    results, _, _ = gateway.generate(requests, judge.provider or teacher.provider, judge.model, JUDGE_DECODE,
+                                     concurrency=judge.concurrency,
+                                     overrides=None if judge.provider else teacher.endpoint_overrides())
     scores = {r.request_id: parse_judge_score(r.content)[0] if r.error is None else None for r in results}
     for i in ties:
         s, t = scores[f"eval-judge:{i}:student"], scores[f"eval-judge:{i}:teacher"]

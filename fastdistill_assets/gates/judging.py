@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 
-from fastdistill_assets.config import DecodeProfile, JudgeGates
+from fastdistill_assets.config import DecodeProfile, JudgeGates, TeacherConfig
 from fastdistill_assets.gates.judge import judge_messages, parse_judge_score
 from fastdistill_assets.gates.select import JudgeScores
 from fastdistill_assets.teacher.gateway import ProviderGateway
@@ -27,13 +27,15 @@ def judge_requests(frame: pl.DataFrame) -> list[GenerationRequest]:
 
 
 def run_judge(frame: pl.DataFrame, gateway: ProviderGateway, config: JudgeGates,
-              default_provider: str) -> tuple[JudgeScores, int]:
-    """Scores by candidate_id, and the number of calls made (cached verdicts cost none)."""
+              teacher: TeacherConfig) -> tuple[JudgeScores, int]:
+    """Scores by candidate_id, and the number of calls made (cached verdicts cost none). With no
+    judge provider of its own, the judge is the run's teacher provider at the run's endpoint."""
     requests = judge_requests(frame)
     if not requests:
         return {}, 0
-    results, _, calls = gateway.generate(requests, config.provider or default_provider, config.model,
-                                         JUDGE_DECODE, concurrency=config.concurrency)
+    results, _, calls = gateway.generate(requests, config.provider or teacher.provider, config.model, JUDGE_DECODE,
+                                         concurrency=config.concurrency,
+                                         overrides=None if config.provider else teacher.endpoint_overrides())
     scores = {}
     for result in results:
         score, reason = parse_judge_score(result.content) if result.error is None else (None, "judge_call_failed")

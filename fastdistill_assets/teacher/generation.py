@@ -23,6 +23,7 @@ from openai.types.chat import ChatCompletion
 
 from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key
 from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
+from fastdistill_assets.teacher.provider_config import DEFAULTS
 
 RETRYABLE = {"rate_limited", "server_error", "timeout", "connection", "bad_response"}
 
@@ -56,14 +57,14 @@ class EndpointSettings:
     base_url: str
     model: str
     api_key: str | None = field(default=None, repr=False)
-    timeout_s: float = 60.0
-    max_retries: int = 5
-    concurrency: int = 32
+    timeout_s: float = DEFAULTS.timeout_s
+    max_retries: int = DEFAULTS.max_retries
+    concurrency: int = DEFAULTS.concurrency
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     max_inflight_tokens: int | None = None
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_base_s: float = DEFAULTS.backoff_base_s
+    backoff_max_s: float = DEFAULTS.backoff_max_s
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 256

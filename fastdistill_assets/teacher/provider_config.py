@@ -1,0 +1,83 @@
+"""``configs/provider_gateway.yaml`` as a typed model: the only copy of the gateway's defaults.
+
+The file has a ``defaults`` section (settings for every provider) and ``providers`` (one entry
+per provider name; an entry's settings win over ``defaults``, which win over the defaults here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fastdistill_assets.config import ConfigError, read_yaml, validated
+
+LOCAL_PROVIDERS = ("embedded", "student")   # served on 127.0.0.1 by the gateway itself
+
+
+class ProviderSettings(BaseModel):
+    """One provider's settings. ``api_key_env`` names the variable holding its key (never the key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    concurrency: int = Field(default=32, ge=1)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    max_inflight_tokens: int | None = Field(default=None, ge=1)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    price_in_per_mtok: float | None = Field(default=None, ge=0)
+    price_out_per_mtok: float | None = Field(default=None, ge=0)
+
+
+DEFAULTS = ProviderSettings()
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    providers: dict[str, ProviderSettings]
+
+    def provider(self, name: str, **overrides: Any) -> ProviderSettings:
+        """A provider's settings with ``overrides`` (None values ignored) applied and checked.
+
+        Raises:
+            ConfigError: unknown provider, or an override out of range.
+        """
+        if name not in self.providers:
+            raise ConfigError(f"unknown provider {name!r}: provider_gateway.yaml has {', '.join(sorted(self.providers))}")
+        updates = {key: value for key, value in overrides.items() if value is not None}
+        return validated(ProviderSettings, {**self.providers[name].model_dump(exclude_unset=True), **updates},
+                         f"provider {name!r}")
+
+
+def load_gateway_config(path: Path) -> GatewayConfig:
+    """Read and check ``provider_gateway.yaml``.
+
+    Raises:
+        ConfigError: a missing or malformed file, an unknown key or a value out of range (one line
+            naming the file and the key).
+    """
+    data = read_yaml(path)
+    unknown = set(data) - {"defaults", "providers"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {sorted(unknown)[0]!r} (expected defaults, providers)")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: defaults must be a mapping")
+    validated(ProviderSettings, defaults, f"{path}: defaults")
+    providers = data.get("providers") or {}
+    if not isinstance(providers, dict) or not providers:
+        raise ConfigError(f"{path}: providers must map provider names to their settings")
+    merged: dict[str, Any] = {}
+    for name, entry in providers.items():
+        if entry is not None and not isinstance(entry, dict):
+            raise ConfigError(f"{path}: providers.{name} must be a mapping")
+        merged[name] = {**defaults, **(entry or {})}
+    return validated(GatewayConfig, {"providers": merged}, str(path))
