@@ -36,6 +36,7 @@ bench: venv
 	$(BIN)/python benchmarks/teacher_throughput.py
 	$(BIN)/python benchmarks/gates_throughput.py
 	$(BIN)/python benchmarks/gold_free_precision.py
+	$(BIN)/python benchmarks/official_wikisql.py
 
 clean:
 	rm -rf $(VENV) artifacts .dagster_home
