@@ -245,7 +245,9 @@ def describe_validation_error(err: ValidationError, source: str, env: dict[tuple
     loc = tuple(str(part) for part in first["loc"])
     key = ".".join(loc) or "(top level)"
     origin = f"{env[loc]}={first['input']!r} sets {key}" if env and loc in env else key
-    got = "" if first["type"] in {"missing", "extra_forbidden"} or (env and loc in env) else f" (got {first['input']!r})"
+    secret = any("key" in part.lower() for part in loc)  # never echo what may be a key
+    got = "" if first["type"] in {"missing", "extra_forbidden"} or (env and loc in env) or secret \
+        else f" (got {first['input']!r})"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{source}: {origin}: {first['msg']}{got}{more}"
 
@@ -259,7 +261,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -285,11 +289,18 @@ def load_run_config(path: Path, environ: dict[str, str] | None = None) -> RunCon
     env: dict[tuple[str, ...], str] = {}
     if environ is not None:
         data, env = apply_environment(data, environ)
-    return validated(RunConfig, data, str(path), env)
+    config = validated(RunConfig, data, str(path), env)
+    paths = {key: _path(value) for key in ("path", "databases", "db_path")
+             if (value := getattr(config.dataset, key)) is not None}
+    # frozen absolute, so steps started from another folder read the same files
+    return config.model_copy(update={"dataset": config.dataset.model_copy(update=paths)}) if paths else config
 
 
 def load_gates(path: Path) -> GatesConfig:
     return validated(GatesConfig, read_yaml(path), str(path))
+
+
+OLLAMA_PORT = 11434
 
 
 def ollama_base_url(host: str) -> str:
@@ -297,6 +308,11 @@ def ollama_base_url(host: str) -> str:
     url = host.strip().rstrip("/")
     if "://" not in url:
         url = "http://" + url
+    scheme, _, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if ":" not in authority:  # Ollama's own default port, as the ollama CLI reads OLLAMA_HOST
+        authority += f":{OLLAMA_PORT}"
+    url = f"{scheme}://{authority}{slash}{path}".rstrip("/")
     return url if url.endswith("/v1") else url + "/v1"
 
 
@@ -366,7 +382,7 @@ def dataset_from_path(dataset: dict[str, Any]) -> dict[str, Any]:
     A file ``<split>.jsonl`` with ``<split>.tables.jsonl`` beside it is the official WikiSQL
     layout (its folder is the dataset); any other file is a questions file. A folder keeps a
     wikisql or spider kind; a demo kind with a folder becomes wikisql when the folder holds
-    ``*.tables.jsonl`` and spider otherwise.
+    ``*.tables.jsonl`` and spider otherwise (so does a questions kind given a folder).
     """
     path, kind = Path(dataset["path"]), dataset.get("kind", "demo")
     if path.is_file() or path.suffix.lower() in {".jsonl", ".csv", ".parquet"}:

@@ -10,9 +10,8 @@ from fastdistill_assets.assets import data, evaluation, gates, teacher, training
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.settings import artifacts_dir
 from fastdistill_assets.storage import ParquetIOManager
-from fastdistill_assets.teacher.gateway import ProviderGateway
+from fastdistill_assets.teacher.gateway import API_KEY_ENV, ProviderGateway
 
-API_KEY_ENV = "FASTDISTILL_API_KEY"
 WEBHOOK_ENV = "FASTDISTILL_ALERT_WEBHOOK"
 
 defs = dg.Definitions(

@@ -9,6 +9,7 @@ is allowed but probably unintended comes back as notes.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -18,10 +19,9 @@ from fastdistill_assets.config import ConfigError, FrozenRun, RunConfig, gold_fr
 from fastdistill_assets.datasets import questions
 from fastdistill_assets.datasets.demo import SPLITS as DEMO_SPLITS
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.teacher.gateway import ProviderGateway
+from fastdistill_assets.teacher.gateway import API_KEY_ENV, ProviderGateway
 
 FIRST_ROWS = 20   # questions per split loaded to prove the dataset works
-API_KEY_ENV = "FASTDISTILL_API_KEY"
 
 
 def preflight(frozen: FrozenRun, configs_dir: Path, data_dir: Path, environ: dict[str, str]) -> list[str]:
@@ -48,8 +48,10 @@ def check_splits(config: RunConfig) -> None:
     if config.eval_split is not None and config.eval_split not in dataset.splits:
         raise ConfigError(f"eval_split {config.eval_split!r} is not among dataset.splits {dataset.splits}: "
                           "name one of them, or eval_split: null to distill without evaluating")
-    if not set(config.teacher.splits) & set(dataset.splits):
-        raise ConfigError(f"teacher.splits {config.teacher.splits} names none of dataset.splits {dataset.splits}")
+    for key, splits in (("teacher.splits", config.teacher.splits),
+                        ("dataset.withhold_gold.splits", dataset.withhold_gold.splits)):
+        if unknown := [s for s in splits if s not in dataset.splits]:
+            raise ConfigError(f"{key} names {unknown[0]!r}, which is not among dataset.splits {dataset.splits}")
     if dataset.kind == "demo" and (unknown := [s for s in dataset.splits if s not in DEMO_SPLITS]):
         raise ConfigError(f"dataset.splits: the demo dataset has no split {unknown[0]!r} "
                           f"(it has {', '.join(DEMO_SPLITS)})")
@@ -72,8 +74,9 @@ def check_dataset(frozen: FrozenRun, data_dir: Path) -> None:
     try:
         sample = load_dataset(dataset.model_copy(update={"limit_per_split": FIRST_ROWS}), data_dir,
                               frozen.gates.execution).frame
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"dataset: {err}") from None
+    except (OSError, ValueError, sqlite3.Error) as err:
+        raise ConfigError(f"dataset: {err}" if dataset.path is None or str(dataset.path) in str(err)
+                          else f"dataset {dataset.path}: {err}") from None
     for split in dataset.splits:
         rows = sample.filter(pl.col("split") == split)
         if rows.height == 0:

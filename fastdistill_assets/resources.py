@@ -50,10 +50,11 @@ class RunConfigResource(dg.ConfigurableResource):
 
 
 @contextlib.contextmanager
-def step_errors() -> Iterator[None]:
+def step_errors(*also: type[Exception]) -> Iterator[None]:
     """A user's mistake found inside a step ends it as ``dg.Failure`` with the one-line message
-    (and the message as metadata), not as a stack trace."""
+    (and the message as metadata), not as a stack trace. ``also``: more exception types that
+    mean a user's mistake at this call (a dataset file moved or broken)."""
     try:
         yield
-    except (ConfigError, RunConfigError) as err:
+    except (ConfigError, RunConfigError, *also) as err:
         raise dg.Failure(description=str(err), metadata={"error": str(err)}) from None

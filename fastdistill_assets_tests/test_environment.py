@@ -24,7 +24,8 @@ QUESTIONS = [({"sel": 2, "agg": 0, "conds": [[0, 0, "Ana Silva"]]}, "What is the
 
 @pytest.mark.parametrize("host, url", [
     ("http://localhost:11434", "http://localhost:11434/v1"), ("127.0.0.1:11434", "http://127.0.0.1:11434/v1"),
-    ("https://ollama.example/v1/", "https://ollama.example/v1"), ("0.0.0.0", "http://0.0.0.0/v1"),
+    ("https://ollama.example:443/v1/", "https://ollama.example:443/v1"), ("0.0.0.0", "http://0.0.0.0:11434/v1"),
+    ("localhost", "http://localhost:11434/v1"),
 ])
 def test_ollama_host_becomes_its_openai_compatible_url(host, url):
     assert ollama_base_url(host) == url

@@ -60,6 +60,10 @@ def shop_file(project):
     ({"decode": {"num_generations": 0}}, {},
      "{file}: decode.num_generations: Input should be greater than or equal to 1 (got 0)"),
     ({"dataset": {"sample_rowz": 3}}, {}, "{file}: dataset.sample_rowz: Extra inputs are not permitted"),
+    ({"teacher": {"splits": ["train", "tarin"]}}, {},
+     "teacher.splits names 'tarin', which is not among dataset.splits ['train', 'dev', 'test']"),
+    ({"dataset": {"withhold_gold": {"share": 0.5, "splits": ["trian"]}}}, {},
+     "dataset.withhold_gold.splits names 'trian', which is not among dataset.splits"),
     ({}, {"OPENROUTER_TIMEOUT": "-1", "FASTDISTILL_PROVIDER": "openrouter", "OPENROUTER_API_KEY": "k"},
      "{file}: OPENROUTER_TIMEOUT='-1' sets teacher.timeout_s: Input should be greater than 0"),
 ])
@@ -78,11 +82,14 @@ def test_config_mistakes_are_refused_in_one_line(project, capsys, monkeypatch, e
     ("providers:\n  embedded: {timeout_s: 0}\n", "provider_gateway.yaml: providers.embedded.timeout_s: Input should "
                                                   "be greater than 0 (got 0)"),
     ("providers:\n  embedded: {timeout: 5}\n", "providers.embedded.timeout: Extra inputs are not permitted"),
+    ("providers:\n  embedded: {api_key_env: sk-or-v1-0123456789}\n",
+     "providers.embedded.api_key_env: String should match pattern"),
     ("providers: [embedded\n", "provider_gateway.yaml: not valid YAML: expected ',' or ']', but got '<stream end>'"),
 ])
 def test_gateway_file_mistakes_name_the_key(project, capsys, gateway_text, expected):
     (project.configs / "provider_gateway.yaml").write_text(gateway_text)
-    assert expected in _refused(project, capsys)
+    message = _refused(project, capsys)
+    assert expected in message and "sk-or-v1" not in message  # a key written in the wrong place is not echoed
 
 
 def test_malformed_yaml_names_the_line(project, capsys):
@@ -147,3 +154,20 @@ def test_an_emptied_dataset_fails_raw_with_the_reject_counts(project, shop_file)
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failure.event_specific_data.error.message.strip().endswith(
         "dataset has 0 usable questions (malformed_json: 1, missing_field:question: 1)")
+
+
+def test_relative_dataset_paths_are_frozen_absolute(project, shop_file, monkeypatch):
+    monkeypatch.chdir(project.root)
+    project.edit_config("run_config", dataset={"kind": "questions", "path": shop_file.name, "splits": ["train", "test"]})
+    assert cli.main(["run", "new", "relative"]) == 0
+    assert project.registry.load("relative").config.dataset.path == str(shop_file)
+
+
+def test_a_dataset_moved_after_creation_fails_raw_as_a_failure(project, shop_file):
+    project.edit_config("run_config", dataset={"kind": "questions", "path": str(shop_file), "splits": ["train", "test"]})
+    project.new_run("moved")
+    shop_file.rename(shop_file.with_suffix(".bak"))
+    result = materialize(project, [raw], "moved", raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    error = failure.event_specific_data.error
+    assert error.cls_name == "Failure" and f"questions file not found: {shop_file}" in error.message

@@ -1,5 +1,6 @@
 """Data plane assets: raw and canonical."""
 
+import sqlite3
 
 import dagster as dg
 import polars as pl
@@ -23,7 +24,7 @@ def raw(context: dg.AssetExecutionContext, run_config: RunConfigResource) -> pl.
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)
-    with step_errors():
+    with step_errors(OSError, ValueError, sqlite3.Error):
         loaded = load_dataset(frozen.config.dataset, run_config.data_dir(), frozen.gates.execution)
     frame = loaded.frame
     rejected = frame.filter(pl.col("reject_reason").is_not_null())

@@ -11,7 +11,7 @@ from fastdistill_assets.evaluation.pipeline_metrics import stage_metadata, timin
 from fastdistill_assets.evaluation.plots import accuracy_plot, reject_reasons_plot
 from fastdistill_assets.evaluation.report import assemble, markdown, plot_bars
 from fastdistill_assets.partitions import run_partitions
-from fastdistill_assets.resources import RunConfigResource
+from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.storage import ArtifactStore, StageOutput
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.timing import StageTimer
@@ -35,7 +35,8 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     previous = load_previous(ArtifactStore(Path(run_config.artifacts_dir)), frozen.gates.eval.baseline.run_id)
     student = load_student(Path(student_model.files["model"]))
     try:
-        per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
+        with step_errors():
+            per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
     except NoEvalGold as err:
         raise dg.Failure(description=str(err), metadata={"eval_split": frozen.config.eval_split}) from err
     timing = timing_report(stage_metadata(context.instance, frozen.run_id), timer.elapsed_s())

@@ -12,7 +12,7 @@ from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.gates.select import attach_judge, select
 from fastdistill_assets.partitions import run_partitions
 from fastdistill_assets.reports import markdown_table, quality_report
-from fastdistill_assets.resources import RunConfigResource
+from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.storage import StageOutput
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.timing import StageTimer
@@ -43,7 +43,8 @@ def filtered(context: dg.AssetExecutionContext, run_config: RunConfigResource, t
                               gates.consistency)
     scores, judge_calls = None, 0
     if gates.judge.enabled:
-        scores, judge_calls = run_judge(gated, teacher, gates.judge, frozen.config.teacher)
+        with step_errors():
+            scores, judge_calls = run_judge(gated, teacher, gates.judge, frozen.config.teacher)
     frame = select(attach_judge(gated, scores), gates, recipe.multi_decode_select)
     report = quality_report(frame)
     context.add_output_metadata({

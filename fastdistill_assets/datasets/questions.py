@@ -66,7 +66,7 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
     try:
         frame = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
+        raise ValueError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
     for index, record in enumerate(frame.iter_rows(named=True), start=1):
         yield f"row {index}", record
 

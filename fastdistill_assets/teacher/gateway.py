@@ -29,6 +29,7 @@ from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationR
 from fastdistill_assets.teacher.provider_config import (LOCAL_PROVIDERS, GatewayConfig, ProviderSettings,
                                                         load_gateway_config)
 
+API_KEY_ENV = "FASTDISTILL_API_KEY"  # the resource's api_key (an EnvVar), for any provider
 _RESOURCE_OVERRIDES = ("base_url", "timeout_s", "concurrency", "max_retries", "requests_per_minute",
                        "tokens_per_minute")
 
@@ -71,7 +72,7 @@ class ProviderGateway(dg.ConfigurableResource):
         key_env = entry.api_key_env
         api_key = self.api_key or (os.environ.get(key_env) if key_env else None)
         if key_env and not api_key:
-            raise ConfigError(f"provider {provider!r} needs an API key: set {key_env} (or FASTDISTILL_API_KEY)")
+            raise ConfigError(f"provider {provider!r} needs an API key: set {key_env} (or {API_KEY_ENV})")
         return api_key
 
     def check(self, provider: str, overrides: Mapping[str, Any] | None = None) -> ProviderSettings:

@@ -23,7 +23,7 @@ class ProviderSettings(BaseModel):
 
     base_url: str | None = None
     model: str | None = None
-    api_key_env: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # a variable name
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
     concurrency: int = Field(default=32, ge=1)
