@@ -48,8 +48,8 @@ def check_splits(config: RunConfig) -> None:
     if config.eval_split is not None and config.eval_split not in dataset.splits:
         raise ConfigError(f"eval_split {config.eval_split!r} is not among dataset.splits {dataset.splits}: "
                           "name one of them, or eval_split: null to distill without evaluating")
-    for key, splits in (("teacher.splits", config.teacher.splits),
-                        ("dataset.withhold_gold.splits", dataset.withhold_gold.splits)):
+    withheld = dataset.withhold_gold.splits if dataset.withhold_gold.share > 0 else []
+    for key, splits in (("teacher.splits", config.teacher.splits), ("dataset.withhold_gold.splits", withheld)):
         if unknown := [s for s in splits if s not in dataset.splits]:
             raise ConfigError(f"{key} names {unknown[0]!r}, which is not among dataset.splits {dataset.splits}")
     if dataset.kind == "demo" and (unknown := [s for s in dataset.splits if s not in DEMO_SPLITS]):
