@@ -30,6 +30,7 @@ test: $(VENV)/.installed-train
 	$(BIN)/python -m pytest
 
 dev: venv
+	$(BIN)/python -c 'from fastdistill_assets.settings import dagster_home; dagster_home()'
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: venv
@@ -37,6 +38,7 @@ bench: venv
 	$(BIN)/python benchmarks/gates_throughput.py
 	$(BIN)/python benchmarks/gold_free_precision.py
 	$(BIN)/python benchmarks/official_wikisql.py
+	$(BIN)/python benchmarks/storage_stress.py
 
 clean:
 	rm -rf $(VENV) artifacts .dagster_home

@@ -1,18 +1,27 @@
-"""Asset checks: each quality gate metric, thresholds from the run's frozen gate config.
+"""Asset checks: the quality gates configured in ``configs/quality_gates.yaml``.
 
-Checks are declared blocking; a gate whose config says ``blocking: false`` fails with WARN
-severity, which Dagster does not block on, so the config decides what stops downstream.
+One check on ``filtered`` per entry of ``checks:``, named after the entry. Its Dagster
+``blocking`` flag is the entry's ``blocking``, and a failure has ERROR severity when it is
+blocking (the downstream assets do not run) and WARN otherwise (they run). A metric with no
+entry is not a check: its value stays in the quality report and the asset's metadata. The
+hard-gate checks on ``eval_report`` are blocking when ``eval.blocking`` is.
+
+The checks are declared when the definitions load, from the gates file. At step time each check
+reads its run's frozen gates, which equal the file (a run whose gates changed is refused); if
+the loaded definitions were built from another version of the file (a code location that was
+not reloaded), the check fails and says so rather than apply a label it no longer carries.
 """
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import dagster as dg
 
+from fastdistill_assets import settings
 from fastdistill_assets.assets.evaluation import eval_report
 from fastdistill_assets.assets.gates import distilled, filtered
-from fastdistill_assets.config import CheckThreshold
+from fastdistill_assets.config import CheckThreshold, GatesConfig, load_gates
 from fastdistill_assets.partitions import run_partitions
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.storage import StageOutput
@@ -20,67 +29,127 @@ from fastdistill_assets.storage import StageOutput
 # Partition-aware checks are a Dagster preview feature; they are what per-run gates need.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
-GATE_METRICS = ("empty_output_rate", "rule_pass_rate", "parse_pass_rate", "exec_pass_rate", "gold_match_rate",
-                "judge_mean", "p_keep", "gold_free_p_keep", "agreement_p50")
 # Metrics of one path are null in a run without that path's samples: nothing to gate there.
-PATH_METRICS = {"gold_match_rate": "labeled", "gold_free_p_keep": "gold_free", "agreement_p50": "gold_free"}
+PATH_METRICS = {"gold_match_rate": "labeled", "labeled_p_keep": "labeled", "gold_free_p_keep": "gold_free",
+                "agreement_p50": "gold_free", "agreement_p90": "gold_free"}
+HARD_GATES = ("test_exec_accuracy_vs_baseline", "online_win_rate")
+RELOAD = "reload the code location (the checks are declared from configs/quality_gates.yaml when it loads)"
 
 
-def evaluate_threshold(metric: str, value: float | None, threshold: CheckThreshold | None) -> dg.AssetCheckResult:
-    """Pass/fail with numeric metadata; an unconfigured metric passes and says so, and so does
-    a per-path metric in a run that has no sample on that path."""
-    if threshold is None:
-        return dg.AssetCheckResult(passed=True, metadata={"value": value, "configured": False})
+def severity(blocking: bool) -> dg.AssetCheckSeverity:
+    """ERROR for a blocking gate (Dagster stops downstream on it), WARN for a warning."""
+    return dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
+
+
+def describe_threshold(threshold: CheckThreshold) -> str:
+    """``metric op value (blocking | warning)``: the check's label in the UI."""
+    kind = "blocking" if threshold.blocking else "warning: downstream runs on failure"
+    return f"{threshold.metric} {threshold.op} {threshold.value} ({kind})"
+
+
+def evaluate_threshold(threshold: CheckThreshold, value: float | None) -> dg.AssetCheckResult:
+    """The verdict of one gate on the quality report's ``value`` of its metric.
+
+    A per-path metric that is null because the run has no sample on that path is not
+    applicable: the check passes with ``applicable: False`` and says so, no threshold judged.
+    Any other missing value fails.
+    """
+    metric = threshold.metric
+    common = {"threshold": threshold.value, "op": threshold.op, "blocking": threshold.blocking}
     if value is None and metric in PATH_METRICS:
         return dg.AssetCheckResult(
-            passed=True, description=f"{metric}: not applicable, no {PATH_METRICS[metric]} samples in this run",
-            metadata={"applicable": False, "threshold": threshold.value, "op": threshold.op})
-    passed = value is not None and (value >= threshold.value if threshold.op == ">=" else value <= threshold.value)
+            passed=True, severity=severity(threshold.blocking),
+            description=f"not applicable: no {PATH_METRICS[metric]} samples in this run, so {metric} has no value "
+                        "and the threshold was not judged",
+            metadata={"applicable": False, **common})
+    if value is None:
+        return dg.AssetCheckResult(passed=False, severity=severity(threshold.blocking),
+                                   description=f"{metric} has no value in the quality report",
+                                   metadata={"applicable": True, **common})
+    passed = value >= threshold.value if threshold.op == ">=" else value <= threshold.value
     return dg.AssetCheckResult(
-        passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR if threshold.blocking else dg.AssetCheckSeverity.WARN,
+        passed=passed, severity=severity(threshold.blocking),
         description=f"{metric} = {value} (must be {threshold.op} {threshold.value})",
-        metadata={"value": dg.MetadataValue.float(float(value)) if value is not None else None,
-                  "threshold": threshold.value, "op": threshold.op, "blocking": threshold.blocking})
+        metadata={"value": dg.MetadataValue.float(float(value)), "applicable": True, **common})
 
 
-def _gate_check(metric: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=filtered, name=metric, blocking=True, partitions_def=run_partitions,
-                    description=f"quality gate on {metric}; threshold from configs/quality_gates.yaml")
+def changed_checks(declared: Mapping[str, CheckThreshold], frozen: Mapping[str, CheckThreshold]) -> list[str]:
+    """Names of the check entries that differ between two gate configs (added, removed or changed)."""
+    return sorted(name for name in declared.keys() | frozen.keys() if declared.get(name) != frozen.get(name))
+
+
+def stale_result(what: str, blocking: bool) -> dg.AssetCheckResult:
+    """A failed check whose definition no longer matches the run's frozen gates."""
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.ERROR,
+        description=f"this check was declared from another gate config than the run's ({what}): {RELOAD}",
+        metadata={"stale_definition": True, "declared_blocking": blocking})
+
+
+def _gate_check(name: str, threshold: CheckThreshold,
+                declared: Mapping[str, CheckThreshold]) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=filtered, name=name, blocking=threshold.blocking, partitions_def=run_partitions,
+                    description=f"quality gate {describe_threshold(threshold)}; configs/quality_gates.yaml "
+                                f"checks.{name}")
     def check(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
               filtered: StageOutput) -> dg.AssetCheckResult:
-        gates = run_config.for_partition(context).gates
+        frozen = run_config.for_partition(context).gates.checks
+        if changed := changed_checks(declared, frozen):
+            return stale_result(f"checks {', '.join(changed)} differ", threshold.blocking)
         report = json.loads(filtered.files["quality_report.json"].read_text())
-        threshold = next((t for t in gates.checks.values() if t.metric == metric), None)
-        return evaluate_threshold(metric, report.get(metric), threshold)
+        return evaluate_threshold(threshold, report.get(threshold.metric))
 
     return check
 
 
-gate_checks: list[Callable] = [_gate_check(m) for m in GATE_METRICS]
+def build_gate_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:
+    """One check on ``filtered`` per configured entry of ``gates.checks``."""
+    return [_gate_check(name, threshold, gates.checks) for name, threshold in gates.checks.items()]
 
 
 @dg.asset_check(asset=distilled, blocking=True, partitions_def=run_partitions,
-                description="at least one sample survived the gates")
+                description="at least one sample survived the gates (blocking)")
 def distilled_not_empty(distilled: StageOutput) -> dg.AssetCheckResult:
     count = distilled.frame.height
     return dg.AssetCheckResult(passed=count > 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"count": count})
 
 
-def _hard_gate(name: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=eval_report, name=name, blocking=True, partitions_def=run_partitions,
-                    description=f"hard gate {name} (configs/quality_gates.yaml, frozen per run)")
+def hard_gate_result(name: str, gate: Mapping, blocking: bool) -> dg.AssetCheckResult:
+    """A hard gate's verdict from ``eval_report.json`` (``passed``, ``value``, ``op``, ``threshold``)."""
+    return dg.AssetCheckResult(
+        passed=gate["passed"], severity=severity(blocking),
+        description=f"{name} = {gate['value']:.4f} (must be {gate['op']} {gate['threshold']:.4f})",
+        metadata={"value": float(gate["value"]), "threshold": float(gate["threshold"]), "op": gate["op"],
+                  "blocking": blocking})
+
+
+def _hard_gate(name: str, blocking: bool) -> dg.AssetChecksDefinition:
+    kind = "blocking" if blocking else "warning: a failure does not fail the run"
+
+    @dg.asset_check(asset=eval_report, name=name, blocking=blocking, partitions_def=run_partitions,
+                    description=f"hard gate {name} ({kind}); configs/quality_gates.yaml eval, frozen per run")
     def check(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
               eval_report: StageOutput) -> dg.AssetCheckResult:
-        blocking = run_config.for_partition(context).gates.eval.blocking
+        frozen = run_config.for_partition(context).gates.eval.blocking
+        if frozen != blocking:
+            return stale_result(f"eval.blocking is {frozen}, declared {blocking}", blocking)
         gate = json.loads(eval_report.files["eval_report.json"].read_text())["hard_gates"][name]
-        return dg.AssetCheckResult(
-            passed=gate["passed"],
-            severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
-            description=f"{name} = {gate['value']:.4f} (must be {gate['op']} {gate['threshold']:.4f})",
-            metadata={"value": float(gate["value"]), "threshold": float(gate["threshold"]), "op": gate["op"]})
+        return hard_gate_result(name, gate, blocking)
 
     return check
 
 
-hard_gate_checks = [_hard_gate(n) for n in ("test_exec_accuracy_vs_baseline", "online_win_rate")]
+def build_hard_gate_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:
+    """The hard-gate checks on ``eval_report``, blocking when ``gates.eval.blocking`` is."""
+    return [_hard_gate(name, gates.eval.blocking) for name in HARD_GATES]
+
+
+def build_asset_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:
+    """Every asset check of the project for one gate config."""
+    return [*build_gate_checks(gates), distilled_not_empty, *build_hard_gate_checks(gates)]
+
+
+# Declared from the gates file when the definitions load (definitions.py uses these names).
+LOADED_GATES = load_gates(settings.configs_dir() / "quality_gates.yaml")
+gate_checks = build_gate_checks(LOADED_GATES)
+hard_gate_checks = build_hard_gate_checks(LOADED_GATES)

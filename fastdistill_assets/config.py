@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fastdistill_assets.hashing import sha256_json, stable_json
 
@@ -166,8 +166,18 @@ class SelectGates(_Strict):
     min_judge_score: float = 0.0
 
 
+# The quality report's numeric metrics (reports.quality_report) that a check can gate.
+GateMetric = Literal["p_keep", "teacher_error_rate", "empty_output_rate", "rule_pass_rate", "parse_pass_rate",
+                     "exec_pass_rate", "gold_match_rate", "labeled_p_keep", "gold_free_p_keep", "agreement_p50",
+                     "agreement_p90", "judge_mean", "judge_p50", "judge_p90"]
+CHECK_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+
+
 class CheckThreshold(_Strict):
-    metric: str
+    """One asset check on ``filtered``: ``metric op value``. ``blocking``: a failure stops the
+    downstream assets (ERROR severity); otherwise it is a warning (WARN) and they run."""
+
+    metric: GateMetric
     op: Literal[">=", "<="]
     value: float
     blocking: bool = True
@@ -197,6 +207,15 @@ class GatesConfig(_Strict):
     select: SelectGates = Field(default_factory=SelectGates)
     checks: dict[str, CheckThreshold] = Field(default_factory=dict)
     eval: EvalGates = Field(default_factory=EvalGates)
+
+    @field_validator("checks")
+    @classmethod
+    def _check_names(cls, checks: dict[str, CheckThreshold]) -> dict[str, CheckThreshold]:
+        """Each entry becomes a Dagster asset check named after its key."""
+        for name in checks:
+            if not CHECK_NAME_PATTERN.match(name):
+                raise ValueError(f"check name {name!r}: use letters, digits and '_' (a Dagster check name)")
+        return checks
 
     @model_validator(mode="after")
     def _empty_result_judge_needs_judge(self) -> GatesConfig:

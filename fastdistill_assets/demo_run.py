@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
 from fastdistill_assets.definitions import defs
 from fastdistill_assets.settings import artifacts_dir
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.storage import ArtifactStore, StageOutput
+
+
+def _report_summary(run_id: str) -> Path | None:
+    """The eval_report.md of the current eval_report version of ``run_id``, or None if there is none."""
+    try:
+        report = ArtifactStore(artifacts_dir()).read(run_id, "eval_report")
+    except FileNotFoundError:
+        return None
+    return report.files.get("eval_report.md") if isinstance(report, StageOutput) else None
 
 
 def run_demo(run_id: str) -> int:
@@ -21,8 +32,8 @@ def run_demo(run_id: str) -> int:
         for event in result.get_asset_check_evaluations():
             print(f"check {event.asset_key.to_user_string()}.{event.check_name}: "
                   f"{'passed' if event.passed else 'FAILED'}")
-    summary = ArtifactStore(artifacts_dir()).stage_dir(run_id, "eval_report") / "eval_report.md"
-    if summary.exists():
+    summary = _report_summary(run_id)
+    if summary:
         print()
         print(summary.read_text())
         print(f"\nreport: {summary}  (plots beside it; `make dev` for the Dagster UI)")

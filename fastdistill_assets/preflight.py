@@ -3,8 +3,8 @@
 Said by ``fastdistill run new`` and at the start of the first materialization of a partition
 made in the UI. The dataset resolves and its first rows load; every split named exists; the
 eval split is among them and has gold; the teacher (and judge) provider is known, its settings
-validate and its key is set. The first problem ends it as one :class:`ConfigError` line; what
-is allowed but probably unintended comes back as notes.
+validate and its key is set; the judge's provider can judge. The first problem ends it as one
+:class:`ConfigError` line; what is allowed but probably unintended comes back as notes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastdistill_assets.config import ConfigError, FrozenRun, RunConfig, gold_fr
 from fastdistill_assets.datasets import questions
 from fastdistill_assets.datasets.demo import SPLITS as DEMO_SPLITS
 from fastdistill_assets.datasets.load import load_dataset
+from fastdistill_assets.gates.judging import judge_endpoint
 from fastdistill_assets.teacher.gateway import API_KEY_ENV, ProviderGateway
 
 FIRST_ROWS = 20   # questions per split loaded to prove the dataset works
@@ -36,9 +37,9 @@ def preflight(frozen: FrozenRun, configs_dir: Path, data_dir: Path, environ: dic
     gateway = ProviderGateway(config_path=str(configs_dir / "provider_gateway.yaml"),
                               api_key=environ.get(API_KEY_ENV) or None)
     gateway.check(config.teacher.provider, config.teacher.endpoint_overrides())
-    judge = frozen.gates.judge
-    if judge.enabled and judge.provider:
-        gateway.check(judge.provider)
+    if frozen.gates.judge.enabled:
+        judge = judge_endpoint(frozen.gates.judge, config.teacher)
+        gateway.check(judge.provider, judge.overrides)
     return gold_free_notes(config, frozen.gates)
 
 

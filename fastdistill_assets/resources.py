@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from fastdistill_assets import settings
 from fastdistill_assets.config import ConfigError, FrozenRun, RunConfigError, RunRegistry
+from fastdistill_assets.run_launcher import end_dead_runs
+from fastdistill_assets.run_lock import RunWriterLock, describe_holder
+from fastdistill_assets.run_worker import stop_step_with_run_worker
 
 
 class RunConfigResource(dg.ConfigurableResource):
-    """Gives each asset its run's frozen configuration (and refuses changed gates)."""
+    """Gives each asset its run's frozen configuration (and refuses changed gates).
+
+    Every asset step asks for it first, so this is also where a step becomes its run's one
+    writer (:mod:`fastdistill_assets.run_lock`) and is tied to its run worker's life
+    (:mod:`fastdistill_assets.run_worker`).
+    """
 
     artifacts_dir: str = Field(default_factory=lambda: str(settings.artifacts_dir()))
     configs_dir: str = Field(default_factory=lambda: str(settings.configs_dir()))
+    writer_wait_s: float = Field(default=6 * 3600.0, gt=0, description=(
+        "how long a step waits for another materialization of the same run_id before it fails"))
+    writer_retry_s: float = Field(default=5.0, gt=0, description=(
+        "while it waits, the step is retried this often (between tries it holds no pool slot)"))
+    _lock: RunWriterLock | None = PrivateAttr(default=None)
 
     def registry(self) -> RunRegistry:
         return RunRegistry(Path(self.artifacts_dir), Path(self.configs_dir))
@@ -27,11 +41,16 @@ class RunConfigResource(dg.ConfigurableResource):
         """The frozen config of the partition being materialized.
 
         A partition added from the UI has no frozen config yet: the current configs are frozen
-        for it on first use. A run whose gate config changed since creation is refused.
+        for it on first use. A run whose gate config changed since creation is refused. An asset
+        step first takes the run's writer lock (waiting for another materialization of the same
+        run_id) and, in a step process of its own, exits if its run worker dies.
         """
         from fastdistill_assets.preflight import preflight
 
         run_id = context.partition_key
+        stop_step_with_run_worker(context.instance, context.run.run_id, context.log)
+        for ended in end_dead_runs(context.instance):
+            context.log.warning(f"Dagster run {ended} had lost its worker process: marked failed, pool slots freed")
         registry = self.registry()
         with step_errors():
             if not registry.exists(run_id):  # made in the UI: check it as `fastdistill run new` would
@@ -42,7 +61,34 @@ class RunConfigResource(dg.ConfigurableResource):
                     context.log.info(f"run {run_id!r} had no frozen config; froze the current configs for it")
             frozen = registry.load(run_id)
             registry.assert_gates_unchanged(frozen)
+        if isinstance(context, dg.AssetExecutionContext):
+            self._hold_writer_lock(context, run_id)
         return frozen
+
+    def _hold_writer_lock(self, context: dg.AssetExecutionContext, run_id: str) -> None:
+        if self._lock is not None and self._lock.run_id == run_id:
+            return  # in-process executor: held since this run's first step
+        self._release()
+        lock = RunWriterLock(Path(self.artifacts_dir), run_id)
+        if not lock.acquire({"dagster_run_id": context.run.run_id}):
+            # Wait by retrying rather than blocking: a blocked step would keep its `teacher` pool
+            # slot, which the lock's holder may need to finish.
+            tries = math.ceil(self.writer_wait_s / self.writer_retry_s)
+            busy = f"run {run_id!r} is being materialized elsewhere ({describe_holder(lock.holder())})"
+            if context.retry_number >= tries:
+                raise dg.Failure(description=f"{busy}; waited {self.writer_wait_s:g}s (writer_wait_s): let it "
+                                 "finish or cancel it, then materialize again", metadata={"run_id": run_id})
+            context.log.warning(f"{busy}; trying again in {self.writer_retry_s:g}s")
+            raise dg.RetryRequested(max_retries=tries, seconds_to_wait=self.writer_retry_s)
+        self._lock = lock
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def data_dir(self) -> Path:
         """Where generated datasets (the demo) are kept, shared by all runs."""

@@ -14,12 +14,44 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DAGSTER_YAML = """\
+from fastdistill_assets.hashing import sha256_text
+
+MANAGED_HEADER = "# Managed by fastdistill (settings.DAGSTER_YAML): delete this line to keep your own edits."
+DAGSTER_YAML = f"""\
+{MANAGED_HEADER}
 # Project Dagster instance: shared by `fastdistill run new`, `make demo` and `dagster dev`.
 # Storage defaults to SQLite under $DAGSTER_HOME/storage.
 telemetry:
   enabled: false
+
+# A killed run is marked failed: the daemon (`dagster dev`, or `dagster-daemon run`) asks this
+# launcher whether each started run's worker process is alive. The pool slots of an ended run
+# are freed after free_slots_after_run_end_seconds.
+run_launcher:
+  module: fastdistill_assets.run_launcher
+  class: ProcessCheckingRunLauncher
+run_monitoring:
+  enabled: true
+  poll_interval_seconds: 10
+  start_timeout_seconds: 300
+  cancel_timeout_seconds: 120
+  free_slots_after_run_end_seconds: 10
+
+concurrency:
+  runs:
+    # Runs launched from the UI or by sensors queue one at a time per run_id.
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+  pools:
+    # The `teacher` pool: steps that call a provider, across all runs, one at a time.
+    default_limit: 1
 """
+
+# sha256 of dagster.yaml texts this project wrote before it had a managed header: replaced too.
+_EARLIER_YAMLS = frozenset({"da927c240fa04d554104fb97f67d0edc65a3d12493fbe5bfdaaba972d138272f"})
 
 
 def artifacts_dir() -> Path:
@@ -34,11 +66,14 @@ def configs_dir() -> Path:
 
 
 def dagster_home() -> Path:
-    """The project's Dagster instance folder, created with a dagster.yaml if missing."""
+    """The project's Dagster instance folder, with the project's dagster.yaml (written when
+    missing, and brought up to date while it still carries the managed header)."""
     home = Path(os.environ.get("DAGSTER_HOME", ".dagster_home")).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    current = config.read_text() if config.exists() else None
+    managed = current is not None and (current.startswith(MANAGED_HEADER) or sha256_text(current) in _EARLIER_YAMLS)
+    if current is None or (managed and current != DAGSTER_YAML):
         config.write_text(DAGSTER_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     return home

@@ -1,16 +1,52 @@
-"""Parquet IO manager: one folder per run_id and stage, with a manifest.
+"""Parquet IO manager and artifact store: atomic, versioned stages with a manifest.
 
-Layout: ``<artifacts>/<run_id>/<stage>/data.parquet`` plus ``manifest.json`` and any side
-files an asset returns. Assets return a polars frame (or a :class:`StageOutput` when they
-also produce side files such as a report or a model) and never build paths; downstream
-assets receive exactly the type that was returned.
+Layout of one stage (``run_id`` is the partition key)::
+
+    <artifacts>/<run_id>/<stage>/
+        CURRENT                     the current version's name (one line)
+        .lock                       flock held briefly to start or publish a version and to clean up
+        versions/<version>/         one immutable folder per write: data.parquet, manifest.json,
+                                    side files; ``.superseded`` (its mtime is when) once replaced
+        versions/.tmp-<version>/    a write in progress; its writer holds a flock on .writer.lock
+        versions/.trash-<name>/     a folder being deleted
+
+Version names (``<time_ns>-<pid>-<random>``) sort by creation time and are unique across processes.
+
+Guarantees:
+
+- A write builds its version under a temporary name, fsyncs it, and publishes it under the
+  stage lock: rename to the version name, replace CURRENT (write, fsync, ``os.replace``), mark
+  every other version superseded. The last write to publish wins; concurrent writers never fail
+  each other.
+- A reader takes no lock: it resolves CURRENT once and reads that complete version. It never
+  sees a half-written or half-deleted stage. Should that version be deleted while it is read
+  (only possible past the grace period), the reader resolves CURRENT again (a bounded number
+  of times).
+- A superseded version is deleted only once the grace period (default one hour) has passed, so
+  a reader that resolved it, or holds the path of one of its side files (a model folder), keeps
+  working that long. The current version is never deleted. Deleting renames the folder to a
+  trash name first, then removes it.
+- A write that dies, even by SIGKILL, leaves only a temporary folder that readers never look
+  at; the next write (or :meth:`ArtifactStore.cleanup`) removes it once the kernel has released
+  the dead writer's flock, and leaves the temporary folders of live writers alone.
+- Stages written by the previous layout (data.parquet and manifest.json directly in the stage
+  folder) are still read until a version is published.
+
+Assets return a polars frame (or a :class:`StageOutput` when they also produce side files such
+as a report or a model) and never build paths; downstream assets receive exactly the type that
+was returned.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import secrets
 import shutil
-import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +58,22 @@ from fastdistill_assets.hashing import sha256_json, sha256_text
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
+CURRENT_FILE = "CURRENT"
+STAGE_LOCK_FILE = ".lock"
+VERSIONS_DIR = "versions"
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".trash-"
+WRITER_LOCK_FILE = ".writer.lock"
+SUPERSEDED_MARKER = ".superseded"
+DEFAULT_GRACE_S = 3600.0
+READ_ATTEMPTS = 5
 
 
 @dataclass
 class StageOutput:
     """A stage's frame plus side files (``name -> bytes | str | Path``) written beside it.
 
-    A ``Path`` (file or folder) is moved into the stage folder. On load, ``files`` maps each
+    A ``Path`` (file or folder) is moved into the version folder. On load, ``files`` maps each
     name to the stored file's path.
     """
 
@@ -66,53 +111,147 @@ def manifest_metadata(manifest: dict[str, Any], frame: pl.DataFrame, location: P
         "min_sample_id": dg.MetadataValue.text(manifest["min_sample_id"] or ""),
         "max_sample_id": dg.MetadataValue.text(manifest["max_sample_id"] or ""),
         "columns": dg.MetadataValue.json(manifest["columns"]),
+        "version": dg.MetadataValue.text(manifest["version"]),
         "path": dg.MetadataValue.path(str(location)),
     }
 
 
-class ArtifactStore:
-    """The one place that knows the artifacts layout."""
+def new_version_name() -> str:
+    """A version name that sorts by creation time and is unique across processes."""
+    return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
 
-    def __init__(self, root: Path) -> None:
+
+class ArtifactStore:
+    """The one place that knows the artifacts layout (see the module docstring)."""
+
+    def __init__(self, root: Path, grace_s: float = DEFAULT_GRACE_S) -> None:
         self.root = root
+        self.grace_s = grace_s
 
     def stage_dir(self, run_id: str, stage: str) -> Path:
+        """The stage's root folder (CURRENT, versions/)."""
         return self.root / run_id / stage
 
+    def current_dir(self, run_id: str, stage: str) -> Path:
+        """The folder of the stage's current version (or of a stage in the previous layout).
+
+        Raises:
+            FileNotFoundError: the stage has not been materialized.
+        """
+        root = self.stage_dir(run_id, stage)
+        version = _read_current(root)
+        if version:
+            return root / VERSIONS_DIR / version
+        if (root / MANIFEST_FILE).exists():
+            return root
+        raise FileNotFoundError(
+            f"stage {stage!r} of run {run_id!r} has not been materialized (no {root / CURRENT_FILE})"
+        )
+
     def write(self, run_id: str, stage: str, obj: pl.DataFrame | StageOutput) -> tuple[Path, dict[str, Any]]:
-        """Write atomically: build in a temp folder, then swap it in. Returns (dir, manifest)."""
+        """Write a new version and publish it, then clean up. Returns (version folder, manifest)."""
         output = obj if isinstance(obj, StageOutput) else StageOutput(frame=obj)
-        target = self.stage_dir(run_id, stage)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{stage}-", dir=target.parent))
-        output.frame.write_parquet(tmp / DATA_FILE)
-        for name, content in output.files.items():
-            _write_side_file(tmp / name, content)
-        manifest = build_manifest(output.frame)
-        manifest["files"] = sorted(output.files)
-        manifest["bundle"] = isinstance(obj, StageOutput)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if target.exists():
-            old = target.with_name(f".{stage}-old-{tmp.name}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-        return target, manifest
+        root = self.stage_dir(run_id, stage)
+        (root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+        version = new_version_name()
+        with _temp_version(root, version) as tmp:
+            manifest = _fill_version(tmp, output, version, bundle=isinstance(obj, StageOutput))
+            _fsync_tree(tmp)
+            with _locked(root / STAGE_LOCK_FILE):
+                folder = _publish(root, tmp, version)
+                with suppress(OSError):  # published: a failed clean-up is retried by the next write
+                    _sweep(root, self.grace_s)
+        with suppress(OSError):
+            _empty_trash(root)
+        return folder, manifest
 
     def read(self, run_id: str, stage: str) -> pl.DataFrame | StageOutput:
-        folder = self.stage_dir(run_id, stage)
-        manifest_path = folder / MANIFEST_FILE
-        if not manifest_path.exists():
-            raise FileNotFoundError(
-                f"stage {stage!r} of run {run_id!r} has not been materialized (no {manifest_path})"
-            )
-        manifest = json.loads(manifest_path.read_text())
-        frame = pl.read_parquet(folder / DATA_FILE)
-        if not manifest.get("bundle"):
-            return frame
-        return StageOutput(frame=frame, files={name: folder / name for name in manifest["files"]})
+        """The current version; resolved again if it is deleted while being read (bounded).
+
+        Raises:
+            FileNotFoundError: the stage has not been materialized.
+        """
+        for _ in range(READ_ATTEMPTS):
+            folder = self.current_dir(run_id, stage)
+            try:
+                return _read_folder(folder)
+            except FileNotFoundError:
+                if folder.exists():
+                    raise
+        raise FileNotFoundError(
+            f"stage {stage!r} of run {run_id!r} was replaced and deleted during each of {READ_ATTEMPTS} reads"
+        )
+
+    def cleanup(self, run_id: str, stage: str) -> None:
+        """Delete versions superseded longer than the grace period and dead writers' temp folders."""
+        root = self.stage_dir(run_id, stage)
+        if not (root / VERSIONS_DIR).is_dir():
+            return
+        with _locked(root / STAGE_LOCK_FILE):
+            _sweep(root, self.grace_s)
+        _empty_trash(root)
+
+
+def _read_current(root: Path) -> str | None:
+    """The version CURRENT names, or None when there is none."""
+    try:
+        return (root / CURRENT_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _read_folder(folder: Path) -> pl.DataFrame | StageOutput:
+    """The frame (or bundle) stored in one version folder."""
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    frame = pl.read_parquet(folder / DATA_FILE)
+    if not manifest.get("bundle"):
+        return frame
+    return StageOutput(frame=frame, files={name: folder / name for name in manifest["files"]})
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if missing) for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _temp_version(root: Path, version: str) -> Iterator[Path]:
+    """A new temp version folder whose writer lock this process holds for the block.
+
+    It is created under the stage lock, so a cleaner never sees it before it is locked. It is
+    removed if the block fails (after a successful publish it no longer exists).
+    """
+    tmp = root / VERSIONS_DIR / f"{TMP_PREFIX}{version}"
+    with _locked(root / STAGE_LOCK_FILE):
+        tmp.mkdir()
+        fd = os.open(tmp / WRITER_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _fill_version(folder: Path, output: StageOutput, version: str, bundle: bool) -> dict[str, Any]:
+    """Write data.parquet, the side files and manifest.json into ``folder``; returns the manifest."""
+    output.frame.write_parquet(folder / DATA_FILE)
+    for name, content in output.files.items():
+        _write_side_file(folder / name, content)
+    manifest = build_manifest(output.frame)
+    manifest["files"] = sorted(output.files)
+    manifest["bundle"] = bundle
+    manifest["version"] = version
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
 
 
 def _write_side_file(path: Path, content: Any) -> None:
@@ -124,17 +263,109 @@ def _write_side_file(path: Path, content: Any) -> None:
         path.write_text(str(content))
 
 
+def _fsync(path: Path) -> None:
+    """fsync one file or folder."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (symlinks are left as they are)."""
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                _fsync(path)
+        _fsync(Path(dirpath))
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Replace ``path``'s content atomically and durably (write a temp file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def _publish(root: Path, tmp: Path, version: str) -> Path:
+    """Under the stage lock: give the temp folder its version name and point CURRENT at it."""
+    folder = root / VERSIONS_DIR / version
+    (tmp / WRITER_LOCK_FILE).unlink()
+    tmp.rename(folder)
+    _fsync(folder.parent)
+    _replace_text(root / CURRENT_FILE, version)
+    return folder
+
+
+def _sweep(root: Path, grace_s: float) -> None:
+    """Under the stage lock: mark replaced versions superseded; move to the trash the versions
+    superseded for at least ``grace_s`` and the temp folders of dead writers."""
+    current = _read_current(root)
+    now = time.time()
+    for entry in (root / VERSIONS_DIR).iterdir():
+        name = entry.name
+        if name == current or name.startswith(TRASH_PREFIX):
+            continue
+        if name.startswith(TMP_PREFIX):
+            expired = not _writer_alive(entry)
+        else:
+            expired = _superseded_age(entry, now) >= grace_s
+        if expired:
+            entry.rename(entry.with_name(f"{TRASH_PREFIX}{name.lstrip('.')}"))
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether a process still holds the writer lock of a temp folder."""
+    try:
+        fd = os.open(tmp / WRITER_LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:  # its writer died before taking the lock
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _superseded_age(version: Path, now: float) -> float:
+    """Seconds since ``version`` was superseded; marks it superseded now if it is not yet."""
+    marker = version / SUPERSEDED_MARKER
+    try:
+        return now - marker.stat().st_mtime
+    except FileNotFoundError:
+        marker.touch()
+        return 0.0
+
+
+def _empty_trash(root: Path) -> None:
+    """Remove the trash folders (another cleaner may be removing the same ones)."""
+    for entry in (root / VERSIONS_DIR).glob(f"{TRASH_PREFIX}*"):
+        shutil.rmtree(entry, ignore_errors=True)
+
+
 def _run_id(context: dg.OutputContext | dg.InputContext) -> str:
     return context.partition_key if context.has_partition_key else "_unpartitioned"
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores each asset partition under ``<root>/<run_id>/<stage>/`` with a manifest."""
+    """Stores each asset partition as a version under ``<root>/<run_id>/<stage>/`` with a manifest.
+
+    ``grace_s``: how long a replaced version stays readable before a later write deletes it.
+    """
 
     root: str
+    grace_s: float = DEFAULT_GRACE_S
 
     def _store(self) -> ArtifactStore:
-        return ArtifactStore(Path(self.root))
+        return ArtifactStore(Path(self.root), self.grace_s)
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | StageOutput) -> None:
         stage = context.asset_key.path[-1]

@@ -27,7 +27,7 @@ def test_raw_to_canonical_on_a_wikisql_fixture(project):
     assert canon_meta["duplicates_dropped"] == 1
     assert canon_meta["count"] == 1 and canon_meta["min_sample_id"] == canon["sample_id"][0]
     assert {"timing_wall_s", "field_hash", "columns"} <= canon_meta.keys()
-    assert (project.artifacts / "r1" / "canonical" / "manifest.json").exists()
+    assert (ArtifactStore(project.artifacts).current_dir("r1", "canonical") / "manifest.json").exists()
 
 
 def test_same_input_same_ids_in_every_run(project):

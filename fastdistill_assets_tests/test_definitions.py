@@ -1,4 +1,8 @@
 import dagster as dg
+import pytest
+
+from fastdistill_assets.config import GatesConfig, load_gates
+from fastdistill_assets_tests.conftest import REPO_CONFIGS, materialize, teacher_gateway
 
 EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model", "eval_report"}
 
@@ -13,6 +17,110 @@ def test_definitions_load():
         assert repo.asset_graph.get(key).partitions_def.name == "run_id"
     assert isinstance(defs, dg.Definitions)
     check_names = {k.name for k in repo.asset_graph.asset_check_keys}
-    assert {"exec_pass_rate", "p_keep", "test_exec_accuracy_vs_baseline", "online_win_rate"} <= check_names
+    shipped = load_gates(REPO_CONFIGS / "quality_gates.yaml")
+    assert check_names == {*shipped.checks, "distilled_not_empty", "test_exec_accuracy_vs_baseline", "online_win_rate"}
     assert [s.name for s in defs.sensors] == ["failed_check_alerts"]
     assert set(defs.resources) == {"io_manager", "run_config", "teacher", "alerts"}
+
+
+def _specs(checks: list[dg.AssetChecksDefinition]) -> dict[str, dg.AssetCheckSpec]:
+    return {spec.name: spec for check in checks for spec in check.check_specs}
+
+
+def test_shipped_gate_checks_are_the_configured_entries_with_their_blocking_flags():
+    from fastdistill_assets.checks import gate_checks, hard_gate_checks
+
+    shipped = load_gates(REPO_CONFIGS / "quality_gates.yaml")
+    specs = _specs(gate_checks)
+    assert {name: spec.blocking for name, spec in specs.items()} == \
+        {name: entry.blocking for name, entry in shipped.checks.items()}
+    assert {spec.asset_key.path[-1] for spec in specs.values()} == {"filtered"}
+    assert not specs["gold_match_rate"].blocking and specs["exec_pass_rate"].blocking  # both kinds shipped
+    assert "judge_mean" not in specs  # no threshold configured: not a check
+    assert specs["rule_pass_rate"].description.startswith("quality gate rule_pass_rate >= 0.95 (warning")
+    assert {name: spec.blocking for name, spec in _specs(hard_gate_checks).items()} == \
+        {"test_exec_accuracy_vs_baseline": shipped.eval.blocking, "online_win_rate": shipped.eval.blocking}
+
+
+def test_checks_follow_a_given_gate_config():
+    from fastdistill_assets.checks import build_asset_checks
+
+    gates = GatesConfig.model_validate({
+        "checks": {"exec_min": {"metric": "exec_pass_rate", "op": ">=", "value": 0.5, "blocking": False},
+                   "exec_max": {"metric": "exec_pass_rate", "op": "<=", "value": 0.99, "blocking": True}},
+        "eval": {"blocking": False}})
+    specs = _specs(build_asset_checks(gates))
+    assert {name: spec.blocking for name, spec in specs.items()} == {
+        "exec_min": False, "exec_max": True, "distilled_not_empty": True,
+        "test_exec_accuracy_vs_baseline": False, "online_win_rate": False}
+    assert specs["exec_max"].description.startswith("quality gate exec_pass_rate <= 0.99 (blocking)")
+
+
+# -- real runs: what blocking does, and definitions built from another config ---------------------
+
+def _data_assets() -> list:
+    from fastdistill_assets.assets.data import canonical, raw
+    from fastdistill_assets.assets.gates import distilled, filtered
+    from fastdistill_assets.assets.teacher import teacher_candidates
+
+    return [raw, canonical, teacher_candidates, filtered, distilled]
+
+
+def _evaluations(result) -> dict[str, tuple[bool, str, bool]]:
+    return {e.check_name: (e.passed, e.severity.value, e.blocking) for e in result.get_asset_check_evaluations()}
+
+
+def _materialized(result) -> set[str]:
+    return {e.event_specific_data.materialization.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+
+
+@pytest.fixture
+def small(project):
+    project.edit_config("run_config", dataset={"limit_per_split": 30, "splits": ["train"]})
+    return project
+
+
+def _run_with_project_checks(project, run_id: str, exec_gate: dict):
+    from fastdistill_assets.checks import build_gate_checks, distilled_not_empty
+
+    project.edit_config("quality_gates", checks={"exec_pass_rate": exec_gate})
+    project.new_run(run_id)
+    checks = build_gate_checks(project.registry.current_gates())
+    return materialize(project, [*_data_assets(), *checks, distilled_not_empty], run_id, raise_on_error=False,
+                       teacher=teacher_gateway(project))
+
+
+def test_failing_warning_gate_lets_downstream_run(small):
+    result = _run_with_project_checks(small, "warn", {"metric": "exec_pass_rate", "op": ">=", "value": 1.01,
+                                                      "blocking": False})
+    assert result.success
+    assert _evaluations(result)["exec_pass_rate"] == (False, "WARN", False)
+    assert "distilled" in _materialized(result)
+
+
+def test_failing_blocking_gate_stops_downstream(small):
+    result = _run_with_project_checks(small, "block", {"metric": "exec_pass_rate", "op": ">=", "value": 1.01,
+                                                       "blocking": True})
+    assert not result.success
+    assert _evaluations(result)["exec_pass_rate"] == (False, "ERROR", True)
+    assert "filtered" in _materialized(result) and "distilled" not in _materialized(result)
+
+
+def test_checks_declared_from_another_gate_config_fail_and_say_reload(small):
+    """A run whose frozen gates differ from the config the checks were declared from (a code
+    location not reloaded after the file changed) gets no verdict under a stale label."""
+    from fastdistill_assets.assets.gates import filtered
+    from fastdistill_assets.checks import build_gate_checks
+
+    result = _run_with_project_checks(small, "edited", {"metric": "exec_pass_rate", "op": ">=", "value": 0.1,
+                                                        "blocking": False})
+    assert _evaluations(result)["exec_pass_rate"] == (True, "WARN", False)
+    loaded = build_gate_checks(load_gates(REPO_CONFIGS / "quality_gates.yaml"))  # exec_pass_rate >= 0.6, blocking
+    stale = materialize(small, [*_data_assets(), *loaded], "edited", selection=[filtered], raise_on_error=False,
+                        teacher=teacher_gateway(small))
+    assert not stale.success
+    evaluations = {e.check_name: e for e in stale.get_asset_check_evaluations()}
+    assert set(evaluations) == set(load_gates(REPO_CONFIGS / "quality_gates.yaml").checks)
+    assert all(not e.passed and e.severity.value == "ERROR" for e in evaluations.values())
+    assert "checks exec_pass_rate differ" in evaluations["p_keep"].description
+    assert "reload the code location" in evaluations["p_keep"].description

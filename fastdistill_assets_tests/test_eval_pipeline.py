@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
@@ -10,12 +11,23 @@ import pytest
 
 from fastdistill_assets.alerts import AlertSinks
 from fastdistill_assets.assets.data import canonical, raw
+from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.checks import build_asset_checks
+from fastdistill_assets.evaluation.pipeline_metrics import latest_materializations, step_spans, wall_clock_s
 from fastdistill_assets.sensors import failed_check_alerts
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.prompts import build_messages
 from fastdistill_assets.training.serving import student_server
-from fastdistill_assets_tests.conftest import ALL_ASSETS as ALL, materialize, teacher_gateway
+from fastdistill_assets_tests.conftest import ALL_ASSETS, materialize, teacher_gateway
+
+ASSETS = [a for a in ALL_ASSETS if not isinstance(a, dg.AssetChecksDefinition)]
+
+
+def every_definition(project) -> list:
+    """Every asset, and the checks declared from this project's gate config (as the code
+    location declares them from configs/quality_gates.yaml when it loads)."""
+    return [*ASSETS, *build_asset_checks(project.registry.current_gates())]
 
 
 def _small(project, **gates):
@@ -28,8 +40,17 @@ def _small(project, **gates):
 def trained(project):
     _small(project)
     project.new_run("r1")
-    result = materialize(project, ALL, "r1", teacher=teacher_gateway(project))
+    result = materialize(project, every_definition(project), "r1", teacher=teacher_gateway(project))
     return project, result
+
+
+def _step_times(instance, dagster_run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(STEP_START, STEP_SUCCESS) timestamps by step key, read from the run's events."""
+    events = instance.all_logs(dagster_run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                        dg.DagsterEventType.STEP_SUCCESS})
+    starts = {e.step_key: e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_START}
+    ends = {e.step_key: e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS}
+    return starts, ends
 
 
 def test_all_seven_assets_and_hard_gates(trained):
@@ -49,13 +70,59 @@ def test_all_seven_assets_and_hard_gates(trained):
     timing = report["timing"]
     assert set(timing["stages"]) >= {"raw", "teacher_candidates", "filtered", "student_model", "eval_report"}
     assert timing["teacher_tokens_per_sec"] > 0 and timing["train_tokens_per_sec"] > 0
-    assert timing["pipeline_kept_samples_per_hour"] > 0
+    assert timing["teacher_cached_share"] in (0.0, None)  # None until the teacher reports it
     assert out.files["accuracy.png"].read_bytes()[:4] == b"\x89PNG"
     assert "| hard gate |" in out.files["eval_report.md"].read_text()
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["test_exec_accuracy_vs_baseline"] == report["hard_gates"]["test_exec_accuracy_vs_baseline"]["passed"]
     model = ArtifactStore(project.artifacts).read("r1", "student_model")
     assert model.frame["used"][0] > 0 and (model.files["model"] / "weights.npz").exists()
+
+
+def test_timing_report_takes_the_wall_clock_from_the_step_events(trained):
+    project, result = trained
+    out = ArtifactStore(project.artifacts).read("r1", "eval_report")
+    timing = json.loads(out.files["eval_report.json"].read_text())["timing"]
+    starts, ends = _step_times(project.instance, result.run_id)
+    data_wall = ends["distilled"] - starts["raw"]
+    kept = ArtifactStore(project.artifacts).read("r1", "distilled").frame.height
+    assert timing["data_wall_s"] == round(data_wall, 3) and timing["data_dagster_runs"] == 1
+    assert timing["pipeline_kept_samples_per_hour"] == round(kept / data_wall * 3600, 1)
+    for stage in ("raw", "teacher_candidates", "filtered", "distilled", "student_model"):
+        assert timing["stages"][stage]["step_s"] == round(ends[stage] - starts[stage], 3)
+    # the real wall clock holds more than the assets' bodies: steps' IO, checks, Dagster's work
+    body = sum(timing["stages"][s]["wall_s"] for s in ("raw", "canonical", "teacher_candidates", "filtered",
+                                                       "distilled"))
+    assert timing["data_wall_s"] > body
+    # raw's start to the report inside eval_report: after training ended, before eval_report ended
+    assert ends["student_model"] - starts["raw"] < timing["pipeline_wall_s"] < ends["eval_report"] - starts["raw"]
+    assert 0 < timing["stages"]["eval_report"]["step_s"] < ends["eval_report"] - starts["eval_report"]
+    model = ArtifactStore(project.artifacts).read("r1", "student_model").frame.row(0, named=True)
+    assert model["train_s"] < model["wall_s"]  # the sketch trainer's fitting epochs, feature extraction out
+    assert timing["train_tokens_per_sec"] == round(model["train_tokens"] / model["train_s"], 1)
+    markdown = out.files["eval_report.md"].read_text()
+    assert f"= kept / data_wall_s {timing['data_wall_s']} s (raw step start -> distilled step end)" in markdown
+    assert "| stage | wall_s | step_s |" in markdown
+
+
+def test_stage_spans_from_several_dagster_runs(project):
+    """raw..teacher_candidates in one Dagster run, filtered and distilled in a later one."""
+    project.edit_config("run_config", dataset={"limit_per_split": 20, "splits": ["train"]})
+    project.new_run("split")
+    first = materialize(project, ASSETS, "split", selection=[raw, canonical, teacher_candidates],
+                        teacher=teacher_gateway(project))
+    time.sleep(0.5)
+    second = materialize(project, ASSETS, "split", selection=[filtered, distilled], teacher=teacher_gateway(project))
+    spans = step_spans(project.instance, latest_materializations(project.instance, "split"))
+    (s1, e1), (s2, e2) = _step_times(project.instance, first.run_id), _step_times(project.instance, second.run_id)
+    assert {stage: span.dagster_run_id for stage, span in spans.items()} == {
+        "raw": first.run_id, "canonical": first.run_id, "teacher_candidates": first.run_id,
+        "filtered": second.run_id, "distilled": second.run_id}
+    assert (spans["raw"].start, spans["teacher_candidates"].end) == (s1["raw"], e1["teacher_candidates"])
+    assert (spans["filtered"].start, spans["distilled"].end) == (s2["filtered"], e2["distilled"])
+    wall = wall_clock_s(spans.values())
+    assert wall == pytest.approx(e1["teacher_candidates"] - s1["raw"] + e2["distilled"] - s2["filtered"])
+    assert wall < e2["distilled"] - s1["raw"] - 0.5  # the pause between the runs is not counted
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -74,7 +141,7 @@ class _Receiver(BaseHTTPRequestHandler):
 def test_failing_hard_gate_blocks_and_fires_an_alert_to_the_webhook(project, tmp_path):
     _small(project, eval={"baseline": {"kind": "fixed", "value": 0.999}})
     project.new_run("strict")
-    result = materialize(project, ALL, "strict", teacher=teacher_gateway(project), raise_on_error=False)
+    result = materialize(project, every_definition(project), "strict", teacher=teacher_gateway(project), raise_on_error=False)
     assert not result.success
     checks = {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
     assert checks["test_exec_accuracy_vs_baseline"] == (False, "ERROR")
@@ -111,7 +178,7 @@ def test_served_student_answers_and_becomes_the_next_teacher(trained):
     frozen = project.registry.create("child", parent_run_id="r1")
     project.instance.add_dynamic_partitions("run_id", ["child"])
     assert frozen.config.parent_run_id == "r1" and frozen.config.teacher.provider == "student"
-    result = materialize(project, ALL, "child", selection=[raw, canonical, teacher_candidates],
+    result = materialize(project, ASSETS, "child", selection=[raw, canonical, teacher_candidates],
                          teacher=teacher_gateway(project))
     assert result.success
     candidates = ArtifactStore(project.artifacts).read("child", "teacher_candidates")
@@ -123,7 +190,7 @@ def test_served_student_answers_and_becomes_the_next_teacher(trained):
 def test_judge_decides_win_rate_ties_when_configured(project):
     _small(project, judge={"enabled": True}, eval={"blocking": False})
     project.new_run("judged")
-    assert materialize(project, ALL, "judged", teacher=teacher_gateway(project)).success
+    assert materialize(project, every_definition(project), "judged", teacher=teacher_gateway(project)).success
     out = ArtifactStore(project.artifacts).read("judged", "eval_report")
     report = json.loads(out.files["eval_report.json"].read_text())
     win = report["online_win_rate"]
@@ -141,7 +208,7 @@ def test_previous_run_as_baseline_and_win_rate_threshold(trained):
     project.edit_config("quality_gates", eval={"baseline": {"kind": "run", "run_id": "r1"},
                                                "online_win_rate_threshold": "previous_lower_bound", "blocking": False})
     project.new_run("r2")
-    assert materialize(project, ALL, "r2", teacher=teacher_gateway(project)).success
+    assert materialize(project, every_definition(project), "r2", teacher=teacher_gateway(project)).success
     report = json.loads(ArtifactStore(project.artifacts).read("r2", "eval_report").files["eval_report.json"].read_text())
     assert report["baseline"]["kind"] == "run:r1"
     assert report["baseline"]["accuracy"] == first["student"]["accuracy"]

@@ -1,13 +1,19 @@
 import json
 
 import polars as pl
+import pytest
 
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
 from fastdistill_assets.checks import distilled_not_empty, gate_checks
+from fastdistill_assets.config import ConfigError, GatesConfig, JudgeGates, TeacherConfig, load_gates
+from fastdistill_assets.gates.judge import embedded_judge_reply
+from fastdistill_assets.gates.judging import judge_requests, run_judge
+from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway
+from fastdistill_assets_tests.db_fixtures import make_sqlite
 
 ASSETS = [raw, canonical, teacher_candidates, filtered, distilled, *gate_checks, distilled_not_empty]
 
@@ -26,9 +32,7 @@ def test_pipeline_through_distilled_with_all_checks(project):
     result = materialize(project, ASSETS, "r1", teacher=teacher_gateway(project))
     assert result.success
     checks = _checks(result)
-    assert set(checks) == {"empty_output_rate", "rule_pass_rate", "parse_pass_rate", "exec_pass_rate",
-                           "gold_match_rate", "judge_mean", "p_keep", "gold_free_p_keep", "agreement_p50",
-                           "distilled_not_empty"}
+    assert set(checks) == {*load_gates(project.configs / "quality_gates.yaml").checks, "distilled_not_empty"}
     assert all(passed for passed, _ in checks.values())
     store = ArtifactStore(project.artifacts)
     filtered_out, distilled_out = store.read("r1", "filtered"), store.read("r1", "distilled")
@@ -39,24 +43,6 @@ def test_pipeline_through_distilled_with_all_checks(project):
     assert len(sft) == report["kept"]
     assert [m["role"] for m in sft[0]["messages"]] == ["system", "user", "assistant"]
     assert "```" not in sft[0]["messages"][-1]["content"]
-
-
-def test_failing_blocking_gate_stops_downstream_and_warning_does_not(project):
-    project.edit_config("run_config", dataset={"limit_per_split": 40, "splits": ["train"]})
-    project.edit_config("quality_gates", checks={
-        "exec_pass_rate": {"metric": "exec_pass_rate", "op": ">=", "value": 1.01, "blocking": False}})
-    project.new_run("warn")
-    result = materialize(project, ASSETS, "warn", teacher=teacher_gateway(project))
-    assert _checks(result)["exec_pass_rate"] == (False, "WARN")
-    assert "distilled" in _materialized(result)
-
-    project.edit_config("quality_gates", checks={
-        "exec_pass_rate": {"metric": "exec_pass_rate", "op": ">=", "value": 1.01, "blocking": True}})
-    project.new_run("block")
-    result = materialize(project, ASSETS, "block", teacher=teacher_gateway(project), raise_on_error=False)
-    assert not result.success
-    assert _checks(result)["exec_pass_rate"] == (False, "ERROR")
-    assert "filtered" in _materialized(result) and "distilled" not in _materialized(result)
 
 
 def test_llm_judge_scores_once_and_reuses_stored_verdicts(project):
@@ -98,3 +84,39 @@ def test_multi_decode_rationale_and_preference_pairs(project):
     assert 0 < len(pairs) <= out.frame.height
     assert all(p["chosen"] and p["rejected_reason"] and p["chosen"] != p["rejected"] for p in pairs)
     assert pl.read_parquet(out.files["preference_pairs.parquet"]).height == len(pairs)
+
+
+PLAYER_SCHEMA = "CREATE TABLE player (name TEXT, club TEXT, goals INTEGER, rating REAL)"
+
+
+def _gated_by_club(tmp_path, clubs: list[str]) -> pl.DataFrame:
+    """Real gates over a real SQLite file: one gold-free candidate per club, written as the embedded
+    baseline would write it (so the embedded judge agrees with it)."""
+    db = make_sqlite(tmp_path / "players.sqlite")
+    rows = [{"candidate_id": club, "question": f"What is the name when club is {club}?", "schema": PLAYER_SCHEMA,
+             "raw_output": f"SELECT name FROM player WHERE club = '{club}'", "error": None, "dialect": "sqlite",
+             "db_path": str(db), "gold_sql": None} for club in clubs]
+    return gate_frame(pl.DataFrame(rows), GatesConfig())
+
+
+def test_the_judge_is_shown_the_result_rows_and_an_empty_result_as_empty(project, tmp_path):
+    frame = _gated_by_club(tmp_path, ["Madrid", "Porto"])
+    assert [json.loads(p) for p in frame["result_preview"]] == [[], [["Ana"], ["Cai"]]]
+    empty, full = judge_requests(frame)
+    assert empty.messages[-1]["content"].endswith("### Result rows\n[]")
+    assert full.messages[-1]["content"].endswith('### Result rows\n[["Ana"], ["Cai"]]')
+    assert (embedded_judge_reply(empty.messages), embedded_judge_reply(full.messages)) == ("Score: 4", "Score: 5")
+    scores, calls = run_judge(frame, teacher_gateway(project), JudgeGates(enabled=True), TeacherConfig())
+    assert scores == {"Madrid": (0.75, None), "Porto": (1.0, None)} and calls == 2
+
+
+def test_a_student_is_refused_as_judge_before_any_call(project, tmp_path):
+    frame, gateway = _gated_by_club(tmp_path, ["Porto"]), teacher_gateway(project)
+    student_teacher = TeacherConfig(provider="student", model="parent-run")
+    with pytest.raises(ConfigError, match=r"^quality_gates.yaml: judge.provider is null and the teacher provider "
+                                          r"is 'student', which cannot judge: set judge.provider in quality_gates"):
+        run_judge(frame, gateway, JudgeGates(enabled=True), student_teacher)
+    with pytest.raises(ConfigError, match=r"judge.provider is 'student', which cannot judge"):
+        run_judge(frame, gateway, JudgeGates(enabled=True, provider="student"), TeacherConfig())
+    scores, _ = run_judge(frame, gateway, JudgeGates(enabled=True, provider="embedded"), student_teacher)
+    assert scores == {"Porto": (1.0, None)}  # a judge of its own judges a student-taught run

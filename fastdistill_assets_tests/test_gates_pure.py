@@ -1,9 +1,12 @@
+import json
+
 import pytest
 
-from fastdistill_assets.config import RuleGates
+from fastdistill_assets.config import JudgeGates, RuleGates, TeacherConfig
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.gold import gold_is_ordered, result_signature, results_match
-from fastdistill_assets.gates.judge import deterministic_score, parse_judge_score
+from fastdistill_assets.gates.judge import deterministic_score, parse_judge_score, preview_rows, result_preview
+from fastdistill_assets.gates.judging import JudgeEndpoint, judge_endpoint
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
 
@@ -100,3 +103,20 @@ def test_parse_judge_score(text, score):
 def test_deterministic_score():
     assert [deterministic_score(False, None, 0), deterministic_score(True, True, 1),
             deterministic_score(True, False, 2), deterministic_score(True, False, 0)] == [0.0, 1.0, 0.5, 0.25]
+
+
+def test_result_preview_is_json_of_the_first_rows_bounded_by_rows_columns_and_cells():
+    rows = [(i, "x" * 1000, None, 1.5, b"\x00\x01", float("inf")) for i in range(300)]
+    preview = result_preview(rows, max_rows=2, max_columns=5, max_chars=4)
+    assert preview_rows(preview) == [[i, "xxxx...", None, 1.5, "<2 bytes>", "... 1 more columns"] for i in (0, 1)]
+    assert json.loads(result_preview(rows)) == preview_rows(result_preview(rows))
+    assert len(preview_rows(result_preview(rows))) == 5 and len(result_preview(rows)) < 1000
+    assert result_preview([]) == "[]" and preview_rows(None) == []
+
+
+def test_the_judge_is_its_own_provider_or_the_teacher_at_the_runs_endpoint():
+    teacher = TeacherConfig(provider="vllm", base_url="http://gpu:8000/v1", concurrency=3)
+    assert judge_endpoint(JudgeGates(enabled=True), teacher) == JudgeEndpoint(
+        "vllm", None, {"base_url": "http://gpu:8000/v1", "concurrency": 3})
+    assert judge_endpoint(JudgeGates(enabled=True, provider="openai", model="gpt-4o"), teacher) == JudgeEndpoint(
+        "openai", "gpt-4o", None)

@@ -6,14 +6,21 @@ import subprocess
 import sys
 import time
 
+import polars as pl
 import pytest
 
+from fastdistill_assets.config import DecodeProfile
+from fastdistill_assets.storage import ArtifactStore, StageOutput
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.generation import Generator
 from fastdistill_assets.teacher.limits import PerMinuteLimiter
-from fastdistill_assets.teacher.server import FAULTS, FaultConfig, embedded_teacher
-from fastdistill_assets_tests.teacher_helpers import fast_settings, make_requests
+from fastdistill_assets.teacher.server import FAULTS, ChatServer, FaultConfig, embedded_teacher
+from fastdistill_assets.training.serving import weights_sha256
+from fastdistill_assets.training.sketch import Example, SketchModel, train_sketch
+from fastdistill_assets_tests.conftest import teacher_gateway
+from fastdistill_assets_tests.teacher_helpers import SCHEMA, fast_settings, make_requests
 
+LOCAL = "local:embedded"  # what the gateway names a server it starts: the port changes, the identity does not
 EXPECTED_REASON = {"rate_limit": "rate_limited", "server_error": "server_error", "timeout": "timeout",
                    "truncated": "connection", "non_json": "bad_response"}
 
@@ -99,6 +106,16 @@ def test_cache_gives_zero_calls_on_rerun_and_never_caches_failures(tmp_path):
     assert server.stats.total_calls == 5
 
 
+def test_a_local_server_is_known_by_its_identity_not_its_port(tmp_path):
+    cache, requests = ResponseCache(tmp_path / "cache.sqlite"), make_requests(6)
+    with embedded_teacher() as server:
+        Generator(fast_settings(server.base_url, cache_identity=LOCAL), cache, "d").run(requests)
+    with embedded_teacher() as server:  # another port, the same identity: answered from the cache
+        again = Generator(fast_settings(server.base_url, cache_identity=LOCAL), cache, "d").run(requests)
+        Generator(fast_settings(server.base_url, cache_identity=LOCAL), cache, "other-decode-profile").run(requests[:5])
+    assert all(r.cache_hit for r in again) and server.stats.total_calls == 5
+
+
 RESUME_SCRIPT = """
 import sys
 from pathlib import Path
@@ -107,7 +124,8 @@ from fastdistill_assets.teacher.generation import Generator
 from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
 from fastdistill_assets_tests.teacher_helpers import fast_settings, make_requests
 with embedded_teacher(FaultConfig(latency_ms=30)) as server:
-    Generator(fast_settings(server.base_url, concurrency=4), ResponseCache(Path(sys.argv[1])), "d").run(make_requests(300))
+    settings = fast_settings(server.base_url, concurrency=4, cache_identity="local:embedded")
+    Generator(settings, ResponseCache(Path(sys.argv[1])), "d").run(make_requests(300))
 """
 
 
@@ -123,7 +141,8 @@ def test_killed_run_resumes_without_repeating_finished_calls(tmp_path):
     done_before = len(ResponseCache(path))
     assert 40 <= done_before < 300
     with embedded_teacher() as server:
-        results = Generator(fast_settings(server.base_url), ResponseCache(path), "d").run(make_requests(300))
+        results = Generator(fast_settings(server.base_url, cache_identity=LOCAL), ResponseCache(path), "d").run(
+            make_requests(300))
     assert server.stats.total_calls == 300 - done_before
     assert sum(r.cache_hit for r in results) == done_before
     assert all(r.error is None for r in results) and len({r.request_id for r in results}) == 300
@@ -137,3 +156,53 @@ def test_token_budget_applies_backpressure():
         results = Generator(settings, None, "d").run(requests)
     assert all(r.error is None for r in results)
     assert server.stats.max_in_flight == 2
+
+
+def _answering(text: str):
+    return lambda messages, params=None: text
+
+
+def test_two_providers_serving_a_model_of_the_same_name_do_not_share_answers(project):
+    requests = make_requests(4)
+    with ChatServer(_answering("SELECT 'alpha'"), "same-model") as alpha, \
+            ChatServer(_answering("SELECT 'beta'"), "same-model") as beta:
+        def run(provider: str, **alpha_entry):
+            project.edit_config("provider_gateway", providers={
+                "alpha": {"base_url": alpha.base_url, "model": "same-model", **alpha_entry},
+                "beta": {"base_url": beta.base_url, "model": "same-model"}})
+            results, _, calls = teacher_gateway(project).generate(requests, provider, None, DecodeProfile())
+            return {r.content for r in results}, calls, all(r.cache_hit for r in results)
+
+        assert run("alpha") == ({"SELECT 'alpha'"}, 4, False)
+        assert run("beta") == ({"SELECT 'beta'"}, 4, False)
+        assert run("alpha") == ({"SELECT 'alpha'"}, 0, True)      # the same provider, URL and model: cached
+        assert run("alpha", base_url=alpha.base_url.replace("http:", "HTTP:") + "/") == (
+            {"SELECT 'alpha'"}, 0, True)                               # the same URL spelled differently
+        assert run("alpha", base_url=beta.base_url) == ({"SELECT 'beta'"}, 4, False)  # another server
+
+
+def _publish_student(project, run_id: str, model: SketchModel, version: str):
+    """Write ``model`` as run_id's student_model, as the training asset does; returns its folder."""
+    folder = project.root / f"student-{version}"
+    model.save(folder)
+    ArtifactStore(project.artifacts).write(run_id, "student_model",
+                                           StageOutput(pl.DataFrame({"trainer": ["sketch"]}), {"model": folder}))
+    return ArtifactStore(project.artifacts).read(run_id, "student_model").files["model"]
+
+
+def test_a_retrained_student_is_not_answered_from_the_old_students_cache(project):
+    project.new_run("parent")
+    requests = make_requests(5)
+    ask = lambda: teacher_gateway(project).generate(requests, "student", "parent", DecodeProfile())  # noqa: E731
+    _publish_student(project, "parent", SketchModel(), "untrained")
+    first, _, first_calls = ask()
+    again, _, again_calls = ask()  # a new server on a new port: answered from the cache
+    examples = [Example(f"What is the goals when player is {n}?", SCHEMA, f"SELECT col1 FROM t WHERE col0 = '{n}'")
+                for n in ("Ana", "Ben", "Cai", "Dee")]
+    folder = _publish_student(project, "parent", train_sketch(examples, epochs=5)[0], "retrained")
+    retrained, endpoint, retrained_calls = ask()
+    assert (first_calls, again_calls, retrained_calls) == (5, 0, 5)
+    assert all(r.cache_hit for r in again) and not any(r.cache_hit for r in retrained)
+    assert [r.content for r in first] == [f"SELECT col0 FROM t WHERE col0 = 'P{i}'" for i in range(5)]
+    assert [r.content for r in retrained] == [f"SELECT col1 FROM t WHERE col0 = 'P{i}'" for i in range(5)]
+    assert endpoint.cache_identity == f"local:student:{weights_sha256(folder)}"

@@ -1,6 +1,7 @@
 """hf-sft on a tiny randomly initialized causal LM built from a config (CPU, no download)."""
 
 import json
+import time
 
 import polars as pl
 import pytest
@@ -26,7 +27,19 @@ def _frame(n: int) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def test_hf_sft_trains_predicts_and_reloads(tmp_path):
+LOAD_DELAY_S = 1.0
+
+
+def test_hf_sft_trains_predicts_and_reloads(tmp_path, monkeypatch):
+    from fastdistill_assets.training import hf_sft
+
+    real_load = hf_sft._load_base
+
+    def slow_load(model_path, device):  # the real load, made 1 s slower: not training time
+        time.sleep(LOAD_DELAY_S)
+        return real_load(model_path, device)
+
+    monkeypatch.setattr(hf_sft, "_load_base", slow_load)
     frame = _frame(8)
     corpus = [m["content"] for r in frame.iter_rows(named=True) for m in json.loads(r["messages"])] + frame["sql"].to_list()
     base = make_tiny_model(tmp_path / "tiny", corpus)
@@ -35,7 +48,9 @@ def test_hf_sft_trains_predicts_and_reloads(tmp_path):
     student, report = train_student(config, frame, "sql", tmp_path / "student")
     assert report["steps"] == 60 and report["used"] == 8 and report["epochs"] == 30 and report["device"] in {"cpu", "cuda"}
     assert report["train_loss_after"] < report["train_loss_before"] - 0.75  # deterministic: 6.00 -> ~5.0
-    assert report["train_tokens_per_sec"] > 0
+    # train_s runs from the first optimizer step to the last: loading, the loss passes and saving are out
+    assert 0 < report["train_s"] < report["wall_s"] - LOAD_DELAY_S
+    assert report["train_tokens_per_sec"] == round(report["train_tokens"] / report["train_s"], 1) > 0
     prompt = build_messages("What is the goals when player is P3?", SCHEMA, "[]")
     answer = student.answer(prompt)
     assert isinstance(answer, str)
@@ -50,19 +65,20 @@ def test_hf_sft_needs_a_local_model():
 
 def test_hf_sft_student_through_the_pipeline(project, tmp_path):
     from fastdistill_assets.storage import ArtifactStore
-    from fastdistill_assets_tests.conftest import materialize
-    from fastdistill_assets_tests.conftest import ALL_ASSETS, teacher_gateway
+    from fastdistill_assets_tests.conftest import materialize, teacher_gateway
+    from fastdistill_assets_tests.test_eval_pipeline import every_definition
 
     base = make_tiny_model(tmp_path / "tiny", ["SELECT col0 FROM t WHERE col1 = 3", "What is the goals?"])
     project.edit_config("run_config", dataset={"limit_per_split": 12},
                         training={"trainer": "hf-sft", "model_path": str(base), "max_steps": 3, "batch_size": 4})
     project.edit_config("quality_gates", eval={"blocking": False})
     project.new_run("hf")
-    result = materialize(project, ALL_ASSETS, "hf", teacher=teacher_gateway(project))
+    result = materialize(project, every_definition(project), "hf", teacher=teacher_gateway(project))
     assert result.success
     store = ArtifactStore(project.artifacts)
     model = store.read("hf", "student_model")
     assert model.frame["trainer"][0] == "hf-sft" and model.frame["steps"][0] == 3
+    assert model.frame["train_s"][0] < model.frame["wall_s"][0]
     assert (model.files["model"] / "adapter").is_dir()
     report = json.loads(store.read("hf", "eval_report").files["eval_report.json"].read_text())
     assert report["trainer"] == "hf-sft" and report["student"]["n"] == 12

@@ -94,3 +94,71 @@ def test_eval_prompt_is_the_training_prompt():
     assert item.messages() == request.messages
     assert "### Evidence\nCocoa is a product." in item.messages()[1]["content"]
     assert "one DuckDB query" in item.messages()[0]["content"]
+
+
+# -- the timing report ---------------------------------------------------------------------------
+
+def _spans(dagster_run_id: str, **stages: tuple[float, float]) -> dict:
+    from fastdistill_assets.evaluation.pipeline_metrics import StepSpan
+
+    return {stage: StepSpan(dagster_run_id, start, end) for stage, (start, end) in stages.items()}
+
+
+ONE_RUN = _spans("a", raw=(100.0, 101.0), canonical=(101.5, 102.0), teacher_candidates=(102.2, 150.0),
+                 filtered=(150.5, 160.0), distilled=(160.2, 161.0))
+
+
+def test_wall_clock_is_first_step_start_to_last_step_end_per_dagster_run():
+    from fastdistill_assets.evaluation.pipeline_metrics import wall_clock_s
+
+    assert wall_clock_s(ONE_RUN.values()) == pytest.approx(61.0)  # 161.0 - 100.0, gaps between steps count
+    two_runs = {**_spans("a", raw=(0.0, 4.0), teacher_candidates=(5.0, 10.0)),
+                **_spans("b", filtered=(100.0, 107.0), distilled=(108.0, 110.0))}
+    assert wall_clock_s(two_runs.values()) == pytest.approx(20.0)  # 10 + 10: the 90 s between runs do not count
+    overlapping = _spans("a", raw=(0.0, 10.0)) | _spans("b", filtered=(5.0, 12.0))
+    assert wall_clock_s(overlapping.values()) == pytest.approx(12.0)  # merged, not 10 + 7
+    assert wall_clock_s([]) is None
+
+
+def test_timing_report_kept_per_hour_from_the_real_wall_clock():
+    from fastdistill_assets.evaluation.pipeline_metrics import StepSpan, timing_report
+
+    meta = {"raw": {"timing_wall_s": 0.5}, "teacher_candidates": {"timing_wall_s": 40.0,
+                                                                  "teacher_tokens_per_sec": 812.4,
+                                                                  "teacher_cached_share": 0.0},
+            "distilled": {"timing_wall_s": 0.3, "kept": 1000}, "student_model": {"train_tokens_per_sec": 5000.0}}
+    spans = {**ONE_RUN, "student_model": StepSpan("a", 161.5, 170.0), "eval_report": StepSpan("a", 170.2, 190.0)}
+    report = timing_report(meta, spans, eval_wall_s=18.25)
+    assert report["data_wall_s"] == 61.0 and report["pipeline_wall_s"] == 90.0  # 190 - 100
+    assert report["pipeline_kept_samples_per_hour"] == 59016.4  # 1000 / 61 s * 3600
+    assert report["data_dagster_runs"] == 1
+    assert report["stages"]["teacher_candidates"] == {"wall_s": 40.0, "step_s": 47.8}
+    assert report["stages"]["eval_report"] == {"wall_s": 18.25, "step_s": 19.8}
+    assert (report["teacher_tokens_per_sec"], report["teacher_cached_share"],
+            report["teacher_tokens_per_sec_cold"], report["train_tokens_per_sec"]) == (812.4, 0.0, None, 5000.0)
+
+
+def test_timing_report_of_a_fully_cached_rerun_shows_no_teacher_throughput():
+    from fastdistill_assets.evaluation.pipeline_metrics import timing_report
+    from fastdistill_assets.evaluation.report import teacher_throughput, timing_markdown
+
+    meta = {"teacher_candidates": {"teacher_cached_share": 1.0, "teacher_tokens_per_sec_cold": 812.4}}
+    report = timing_report(meta, {}, eval_wall_s=1.0)
+    assert report["teacher_tokens_per_sec"] is None and report["teacher_tokens_per_sec_cold"] == 812.4
+    assert report["pipeline_kept_samples_per_hour"] is None and report["data_wall_s"] is None
+    assert teacher_throughput(report) == "teacher_tokens_per_sec \u2013 (100 % cached; cold run 812.4)"
+    lines = timing_markdown(report)
+    assert lines[0].startswith("pipeline_kept_samples_per_hour \u2013 = kept / data_wall_s \u2013 s (raw step start")
+    assert lines[2] == "teacher_tokens_per_sec \u2013 (100 % cached; cold run 812.4), train_tokens_per_sec \u2013"
+
+
+@pytest.mark.parametrize("teacher, text", [
+    ({"teacher_tokens_per_sec": 812.4, "teacher_cached_share": 0.0}, "teacher_tokens_per_sec 812.4"),
+    ({"teacher_tokens_per_sec": 640.2, "teacher_cached_share": 0.4, "teacher_tokens_per_sec_cold": 812.4},
+     "teacher_tokens_per_sec 640.2 (fresh calls only; 40 % cached; cold run 812.4)"),
+    ({}, "teacher_tokens_per_sec \u2013"),  # metadata from before the cache-aware figures
+])
+def test_teacher_throughput_says_what_it_covers(teacher, text):
+    from fastdistill_assets.evaluation.report import teacher_throughput
+
+    assert teacher_throughput(teacher) == text

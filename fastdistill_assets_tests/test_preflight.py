@@ -171,3 +171,23 @@ def test_a_dataset_moved_after_creation_fails_raw_as_a_failure(project, shop_fil
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     error = failure.event_specific_data.error
     assert error.cls_name == "Failure" and f"questions file not found: {shop_file}" in error.message
+
+
+@pytest.mark.parametrize("judge, teacher_is_student, expected", [
+    ({"enabled": True}, True, "quality_gates.yaml: judge.provider is null and the teacher provider is 'student', "
+                              "which cannot judge: set judge.provider in quality_gates.yaml to a teacher provider"),
+    ({"enabled": True, "provider": "student"}, False,
+     "quality_gates.yaml: judge.provider is 'student', which cannot judge: set judge.provider in quality_gates.yaml"),
+])
+def test_a_student_cannot_judge(project, capsys, judge, teacher_is_student, expected):
+    project.new_run("parent")
+    project.edit_config("quality_gates", judge=judge)
+    args = ("--parent", "parent") if teacher_is_student else ()
+    assert expected in _refused(project, capsys, "bad-run", *args)
+
+
+def test_a_student_taught_run_with_a_judge_of_its_own_is_created(project, capsys):
+    project.new_run("parent")
+    project.edit_config("quality_gates", judge={"enabled": True, "provider": "embedded"})
+    assert cli.main(["run", "new", "child", "--parent", "parent"]) == 0
+    assert "created run child" in capsys.readouterr().out

@@ -74,3 +74,46 @@ def test_parallel_gating_gives_the_same_frame(tmp_path):
     serial = gate_frame(frame, gates).drop("gate_ms", "exec_ms")
     parallel = gate_frame(frame, gates, workers=2).drop("gate_ms", "exec_ms")
     assert parallel.equals(serial)
+
+
+# -- the gate checks' verdicts -------------------------------------------------------------------
+
+@pytest.mark.parametrize("op, threshold, value, passed", [
+    (">=", 0.80, 0.80, True),      # the bound itself passes
+    (">=", 0.80, 0.7999, False),
+    ("<=", 0.05, 0.05, True),
+    ("<=", 0.05, 0.0501, False),
+])
+@pytest.mark.parametrize("blocking, severity", [(True, "ERROR"), (False, "WARN")])
+def test_evaluate_threshold_for_each_op_and_blocking(op, threshold, value, passed, blocking, severity):
+    from fastdistill_assets.checks import evaluate_threshold
+    from fastdistill_assets.config import CheckThreshold
+
+    gate = CheckThreshold(metric="exec_pass_rate", op=op, value=threshold, blocking=blocking)
+    result = evaluate_threshold(gate, value)
+    assert result.passed is passed and result.severity.value == severity
+    assert result.description == f"exec_pass_rate = {value} (must be {op} {threshold})"
+    assert result.metadata["value"].value == value and result.metadata["applicable"].value is True
+    assert (result.metadata["threshold"].value, result.metadata["op"].text, result.metadata["blocking"].value) == \
+        (threshold, op, blocking)
+
+
+def test_a_path_metric_without_samples_is_not_applicable_and_another_missing_value_fails():
+    from fastdistill_assets.checks import evaluate_threshold
+    from fastdistill_assets.config import CheckThreshold
+
+    agreement = CheckThreshold(metric="agreement_p50", op=">=", value=0.6, blocking=False)
+    result = evaluate_threshold(agreement, None)
+    assert result.passed and result.metadata["applicable"].value is False and "value" not in result.metadata
+    assert result.description.startswith("not applicable: no gold_free samples in this run")
+    missing = evaluate_threshold(CheckThreshold(metric="judge_mean", op=">=", value=0.5), None)
+    assert not missing.passed and missing.severity.value == "ERROR"
+
+
+def test_check_config_refuses_unknown_metrics_and_names_dagster_cannot_take():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="metric"):
+        GatesConfig.model_validate({"checks": {"x": {"metric": "exec_pass_rat", "op": ">=", "value": 0.5}}})
+    with pytest.raises(ValidationError, match="check name 'exec-pass'"):
+        GatesConfig.model_validate({"checks": {"exec-pass": {"metric": "exec_pass_rate", "op": ">=", "value": 0.5}}})

@@ -4,7 +4,9 @@ import pytest
 
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.candidates import accounting
 from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.teacher.generation import GenerationResult
 from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway
 
@@ -28,12 +30,17 @@ def test_embedded_teacher_candidates_and_zero_calls_on_rematerialize(project):
     assert frame["candidate_id"].n_unique() == 40
     meta = _meta(first)
     assert meta["calls"] == 40 and meta["cache_hits"] == 0 and meta["teacher_tokens_per_sec"] > 0
+    assert meta["teacher_cached_share"] == 0.0 and "teacher_tokens_per_sec_cold" not in meta
     assert meta["output_tokens"] == frame["completion_tokens"].sum()
     assert {"latency_p50_ms", "latency_p95_ms", "timing_wall_s"} <= meta.keys()
+    cold_run_rate = meta["teacher_tokens_per_sec"]
 
     again = materialize(project, ASSETS, "r1", selection=[teacher_candidates], teacher=teacher_gateway(project))
     meta = _meta(again)
-    assert meta["calls"] == 0 and meta["cache_hits"] == 40
+    assert meta["calls"] == 0 and meta["cache_hits"] == 40 and meta["teacher_cached_share"] == 1.0
+    assert "teacher_tokens_per_sec" not in meta and "teacher_output_tokens_per_sec" not in meta
+    # The first run's tokens over the span its answers arrived in: at least its rate over its whole wall time.
+    assert meta["teacher_tokens_per_sec_cold"] >= 0.99 * cold_run_rate > 0
     assert ArtifactStore(project.artifacts).read("r1", "teacher_candidates")["raw_output"].equals(frame["raw_output"])
 
 
@@ -99,3 +106,27 @@ def test_missing_api_key_is_a_clear_error_before_any_call(project, monkeypatch):
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     with pytest.raises(ValueError, match="needs an API key: set OPENROUTER_API_KEY"):
         teacher_gateway(project).endpoint("openrouter", None, DecodeProfile())
+
+
+def _result(request_id, tokens=(0, 0), latency_ms=None, cached_at=None, error=None):
+    return GenerationResult(request_id, None if error else "SELECT 1", tokens[0], tokens[1], latency_ms,
+                            0 if cached_at else 1, {}, cached_at is not None, error, cached_at=cached_at)
+
+
+def test_accounting_counts_fresh_calls_and_the_cached_answers_own_run():
+    fresh = [_result("a", (30, 10), 100.0), _result("b", (20, 20), 300.0), _result("c", error="server_error")]
+    cached = [_result("d", (50, 10), 500.0, cached_at=1000.0), _result("e", (30, 10), 200.0, cached_at=1001.5)]
+    acc = accounting(fresh + cached, wall_s=2.0, calls=4, prices=(1.0, 2.0))
+    # fresh: 50 in + 30 out over 2 s; cached: 100 tokens from 0.5 s before the first arrival (its
+    # latency) to the last arrival 1.5 s later, so 100 / 2.0 s.
+    assert (acc["teacher_tokens_per_sec"], acc["teacher_output_tokens_per_sec"]) == (40.0, 15.0)
+    assert (acc["teacher_cached_share"], acc["teacher_tokens_per_sec_cold"]) == (0.4, 50.0)
+    assert (acc["input_tokens"], acc["output_tokens"], acc["cost_usd"]) == (50, 30, 0.00011)
+
+    all_cached = accounting(cached, wall_s=0.01, calls=0, prices=(None, None))
+    assert all_cached["teacher_cached_share"] == 1.0 and all_cached["teacher_tokens_per_sec_cold"] == 50.0
+    assert not {"teacher_tokens_per_sec", "teacher_output_tokens_per_sec"} & all_cached.keys()
+    all_fresh = accounting(fresh, wall_s=2.0, calls=3, prices=(None, None))
+    assert all_fresh["teacher_cached_share"] == 0.0 and "teacher_tokens_per_sec_cold" not in all_fresh
+    failed = accounting(fresh[2:], wall_s=2.0, calls=1, prices=(None, None))
+    assert "teacher_tokens_per_sec" not in failed and failed["teacher_cached_share"] == 0.0

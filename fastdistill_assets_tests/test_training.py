@@ -1,9 +1,11 @@
 import sqlite3
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from fastdistill_assets.datasets import wikisql
+from fastdistill_assets.training.linear import Ranker
 from fastdistill_assets.teacher.baseline import parse_schema
 from fastdistill_assets.training.sketch import Example, SketchModel, train_sketch
 from fastdistill_assets.sqlsketch import Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
@@ -67,3 +69,14 @@ def test_sketch_student_learns_from_gold_and_generalizes_to_unseen_tables(demo_d
     questions = wikisql.load_split(demo_dataset, "dev")[:50]
     assert [loaded.predict(q["question"], q["schema"]) for q in questions] == \
         [model.predict(q["question"], q["schema"]) for q in questions]
+
+
+def test_ranker_applies_a_repeated_slots_gradient_once_per_occurrence():
+    ranker = Ranker(dim=8)
+    ranker.fit([[np.array([3, 3, 5]), np.array([3])]], [0], epochs=1, lr=1.0, l2=0.0)
+    # Scores 0 and 0, so probabilities 1/2 and 1/2. Candidate 0 (the target), gradient -1/2: slot 3
+    # occurs twice, g = -1, G = 1, w3 = 0 + 1/1 = 1; slot 5, g = -1/2, G = 1/4, w5 = (1/2)/(1/2) = 1.
+    # Candidate 1, gradient +1/2: slot 3, g = 1/2, G = 1 + 1/4, w3 = 1 - (1/2)/sqrt(5/4) = 1 - 1/sqrt(5).
+    assert ranker._g2[3] == pytest.approx(1.25) and ranker._g2[5] == pytest.approx(0.25)
+    assert ranker.w[3] == pytest.approx(1 - 1 / np.sqrt(5)) and ranker.w[5] == pytest.approx(1.0)
+    assert ranker.scores([np.array([3, 3, 5])])[0] == pytest.approx(2 * ranker.w[3] + ranker.w[5])

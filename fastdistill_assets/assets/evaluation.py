@@ -7,10 +7,11 @@ import dagster as dg
 import polars as pl
 
 from fastdistill_assets.evaluation.evaluate import NoEvalGold, evaluate, load_previous
-from fastdistill_assets.evaluation.pipeline_metrics import stage_metadata, timing_report
+from fastdistill_assets.evaluation.pipeline_metrics import (EVAL_STAGE, latest_materializations, running_step_span,
+                                                            stage_metadata, step_spans, timing_report)
 from fastdistill_assets.evaluation.plots import accuracy_plot, reject_reasons_plot
 from fastdistill_assets.evaluation.report import assemble, markdown, plot_bars
-from fastdistill_assets.partitions import run_partitions
+from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.storage import ArtifactStore, StageOutput
 from fastdistill_assets.teacher.gateway import ProviderGateway
@@ -18,7 +19,7 @@ from fastdistill_assets.timing import StageTimer
 from fastdistill_assets.training.students import load_student
 
 
-@dg.asset(partitions_def=run_partitions, group_name="evaluation", kinds={"matplotlib"})
+@dg.asset(partitions_def=run_partitions, group_name="evaluation", kinds={"matplotlib"}, pool=TEACHER_POOL)
 def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
                 canonical: pl.DataFrame, filtered: StageOutput, student_model: StageOutput) -> StageOutput:
     """Student vs baseline vs teacher on the held-out split, hard-gate verdicts and the timing report.
@@ -39,7 +40,7 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
             per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
     except NoEvalGold as err:
         raise dg.Failure(description=str(err), metadata={"eval_split": frozen.config.eval_split}) from err
-    timing = timing_report(stage_metadata(context.instance, frozen.run_id), timer.elapsed_s())
+    timing = timing_report(*_stage_timings(context, frozen.run_id), timer.elapsed_s())
     quality = json.loads(Path(filtered.files["quality_report.json"]).read_text())
     report = assemble(frozen, summary, timing, previous, quality["paths"])
     text = markdown(report)
@@ -50,10 +51,20 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
         "teacher_accuracy": report["teacher"]["accuracy"], "online_win_rate": win["online_win_rate"],
         "online_win_rate_lower_bound": win["online_win_rate_lower_bound"], "accepted": report["accepted"],
         **({"gold_free_precision": report["gold_free_precision"]["accuracy"]} if report["gold_free_precision"] else {}),
-        "pipeline_kept_samples_per_hour": timing["pipeline_kept_samples_per_hour"],
+        **{k: timing[k] for k in ("pipeline_kept_samples_per_hour", "data_wall_s", "pipeline_wall_s")
+           if timing[k] is not None},
         "eval_report": dg.MetadataValue.md(text),
     })
     return StageOutput(per_question, {
         "eval_report.json": json.dumps(report, indent=2), "eval_report.md": text,
         "accuracy.png": accuracy_plot(plot_bars(report)),
         "reject_reasons.png": reject_reasons_plot(quality["reject_reason_counts"])})
+
+
+def _stage_timings(context: dg.AssetExecutionContext, run_id: str) -> tuple[dict, dict]:
+    """The stages' latest metadata and step spans for ``run_id``, and this step's span so far."""
+    records = latest_materializations(context.instance, run_id)
+    spans = step_spans(context.instance, records)
+    spans[EVAL_STAGE] = running_step_span(context.instance, context.run.run_id,
+                                          context.get_step_execution_context().step.key)
+    return stage_metadata(records), spans

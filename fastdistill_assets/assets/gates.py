@@ -10,7 +10,7 @@ from fastdistill_assets.gates.consistency import apply_consistency
 from fastdistill_assets.gates.judging import run_judge
 from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.gates.select import attach_judge, select
-from fastdistill_assets.partitions import run_partitions
+from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.reports import markdown_table, quality_report
 from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.storage import StageOutput
@@ -20,7 +20,7 @@ from fastdistill_assets.timing import StageTimer
 PARALLEL_ROWS = 20_000
 
 
-@dg.asset(partitions_def=run_partitions, group_name="gates", kinds={"sqlglot", "sqlite"})
+@dg.asset(partitions_def=run_partitions, group_name="gates", kinds={"sqlglot", "sqlite"}, pool=TEACHER_POOL)
 def filtered(context: dg.AssetExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
              teacher_candidates: pl.DataFrame) -> StageOutput:
     """Every candidate with each gate's verdict and reason; nothing is dropped.

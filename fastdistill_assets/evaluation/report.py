@@ -81,12 +81,39 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", f"gold-free precision against withheld gold: {precision['accuracy']:.3f} "
                   f"[{precision['ci95_low']:.3f}, {precision['ci95_high']:.3f}] "
                   f"({precision['correct']} of {precision['n']} kept gold-free samples)"]
-    timing = report["timing"]
-    lines += ["", f"pipeline_kept_samples_per_hour {timing['pipeline_kept_samples_per_hour']:,.0f}, "
-              f"teacher_tokens_per_sec {timing['teacher_tokens_per_sec']}, "
-              f"train_tokens_per_sec {timing['train_tokens_per_sec']}", "",
-              "| stage | wall_s | row p50 ms | row p90 ms | row p95 ms |", "|---|---|---|---|---|"]
+    return "\n".join(lines + ["", *timing_markdown(report["timing"])])
+
+
+def figure(value: float | None, spec: str = "") -> str:
+    """A number for the markdown, or an en dash where it could not be measured (null)."""
+    return "\u2013" if value is None else format(value, spec)
+
+
+def teacher_throughput(timing: dict[str, Any]) -> str:
+    """``teacher_tokens_per_sec`` with what it covers: the fresh calls only (missing when every
+    answer came from the cache), the cached share, and the cold run's figure when some was cached,
+    e.g. ``teacher_tokens_per_sec \u2013 (100 % cached; cold run 812.4)``."""
+    value, share, cold = (timing.get(k) for k in ("teacher_tokens_per_sec", "teacher_cached_share",
+                                                     "teacher_tokens_per_sec_cold"))
+    notes = []
+    if share:
+        notes += (["fresh calls only"] if value is not None else []) + [f"{share * 100:.3g} % cached"]
+    if cold is not None:
+        notes.append(f"cold run {cold}")
+    return f"teacher_tokens_per_sec {figure(value)}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def timing_markdown(timing: dict[str, Any]) -> list[str]:
+    """The timing report's lines: the real wall clock and what it spans, the throughput figures
+    and the per-stage table (``wall_s``: the asset's body; ``step_s``: its whole Dagster step)."""
+    spans = timing["wall_clock_spans"]
+    lines = [f"pipeline_kept_samples_per_hour {figure(timing['pipeline_kept_samples_per_hour'], ',.0f')} "
+             f"= kept / data_wall_s {figure(timing['data_wall_s'])} s ({spans['data_wall_s']}); "
+             f"pipeline_wall_s {figure(timing['pipeline_wall_s'])} s ({spans['pipeline_wall_s']}). "
+             f"Wall clock {spans['rule']}.", "",
+             f"{teacher_throughput(timing)}, train_tokens_per_sec {figure(timing['train_tokens_per_sec'])}", "",
+             "| stage | wall_s | step_s | row p50 ms | row p90 ms | row p95 ms |", "|---|---|---|---|---|---|"]
     for stage, values in timing["stages"].items():
-        lines.append(f"| {stage} | {values.get('wall_s', '-')} | {values.get('row_p50_ms', '-')} | "
-                     f"{values.get('row_p90_ms', '-')} | {values.get('row_p95_ms', '-')} |")
-    return "\n".join(lines)
+        cells = [values.get(k, "-") for k in ("wall_s", "step_s", "row_p50_ms", "row_p90_ms", "row_p95_ms")]
+        lines.append(f"| {stage} | " + " | ".join(str(c) for c in cells) + " |")
+    return lines

@@ -8,6 +8,7 @@ afterwards over the whole frame, since they compare a sample's candidates.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -18,6 +19,7 @@ from fastdistill_assets.config import GatesConfig
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.gold import matches_gold, result_signature
+from fastdistill_assets.gates.judge import result_preview
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
 from fastdistill_assets.teacher.prompts import split_rationale
@@ -66,7 +68,7 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
         return done("exec_error")
     out["result_rows"] = len(result.rows)
     out["result_signature"] = result_signature(result.rows)
-    out["result_preview"] = repr(result.rows[:5])[:500]
+    out["result_preview"] = result_preview(result.rows)
     if not result.rows and gates.execution.empty_result == "reject":
         return done("empty_result")
     if row["gold_sql"] is None:
@@ -96,7 +98,8 @@ def gate_frame(candidates: pl.DataFrame, gates: GatesConfig, rationale: bool = F
         chunks = [order[k::workers] for k in range(workers)]
         chunks = [sorted(c, key=lambda i: rows[i]["db_path"] or "") for c in chunks]
         results: list[dict[str, Any] | None] = [None] * len(rows)
-        with ProcessPoolExecutor(workers) as pool:
+        # forkserver: a worker must not inherit the step's open files (its run's writer lock) or threads
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             futures = [(c, pool.submit(_gate_rows, [rows[i] for i in c], gates, rationale)) for c in chunks]
             for chunk, future in futures:
                 for i, verdict in zip(chunk, future.result(), strict=True):

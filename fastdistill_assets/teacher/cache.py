@@ -1,8 +1,13 @@
 """Persistent response cache (SQLite), written as each response arrives.
 
-Keyed by ``prompt_hash + model + decode_profile + generation_index``. Only successful
-responses are stored, so a failed call is retried on the next materialization, and a run
-killed mid-stage resumes without repeating what had already come back.
+Keyed by ``prompt_hash + model + decode_profile + generation_index + endpoint identity``. The
+endpoint identity names who answers: ``<provider>@<normalized base URL>`` for a served endpoint,
+``local:embedded`` for the embedded teacher and ``local:student:<weights sha256>`` for a student
+(local servers listen on a random port, so their URL is no identity). Two providers serving a
+model of the same name, or a retrained student, never share answers. Only successful responses
+are stored, so a failed call is retried on the next materialization, and a run killed mid-stage
+resumes without repeating what had already come back. Each row keeps when it arrived
+(``created_at``), for the throughput of the run that produced it.
 """
 
 from __future__ import annotations
@@ -11,12 +16,37 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from fastdistill_assets.hashing import sha256_json
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
-def cache_key(prompt_hash: str, model: str, decode_profile: str, generation_index: int) -> str:
-    return sha256_json([prompt_hash, model, decode_profile, generation_index])
+
+def normalize_base_url(url: str) -> str:
+    """A base URL in one spelling: scheme and host lower-cased; default port, credentials, fragment
+    and trailing ``/`` dropped."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    netloc = host if parts.port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{parts.port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def endpoint_identity(provider: str, base_url: str) -> str:
+    """The cache identity of a served endpoint: ``<provider>@<normalized base URL>``."""
+    return f"{provider}@{normalize_base_url(base_url)}"
+
+
+def local_identity(provider: str, fingerprint: str | None = None) -> str:
+    """The cache identity of a server the gateway starts itself (its port changes every time):
+    ``local:<provider>`` or ``local:<provider>:<fingerprint>`` (a student's weights hash)."""
+    return f"local:{provider}" + (f":{fingerprint}" if fingerprint else "")
+
+
+def cache_key(prompt_hash: str, model: str, decode_profile: str, generation_index: int, endpoint: str) -> str:
+    """The key of one response; ``endpoint`` is the identity of who answers (see the module docstring)."""
+    return sha256_json([prompt_hash, model, decode_profile, generation_index, endpoint])
 
 
 @dataclass(frozen=True)
@@ -25,6 +55,7 @@ class CachedResponse:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+    created_at: float | None = None   # epoch seconds when the response arrived (set by the cache)
 
 
 class ResponseCache:
@@ -48,13 +79,14 @@ class ResponseCache:
             chunk = keys[start: start + 500]
             placeholders = ",".join("?" for _ in chunk)
             rows = self._conn.execute(
-                f"SELECT key, content, prompt_tokens, completion_tokens, latency_ms FROM responses "
+                f"SELECT key, content, prompt_tokens, completion_tokens, latency_ms, created_at FROM responses "
                 f"WHERE key IN ({placeholders})", chunk)
-            for key, content, p, c, lat in rows:
-                found[key] = CachedResponse(content, p or 0, c or 0, lat or 0.0)
+            for key, content, p, c, lat, created in rows:
+                found[key] = CachedResponse(content, p or 0, c or 0, lat or 0.0, created)
         return found
 
     def put(self, key: str, model: str, response: CachedResponse) -> None:
+        """Store a response that has just arrived (``created_at`` is now)."""
         self._conn.execute(
             "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
             (key, model, response.content, response.prompt_tokens, response.completion_tokens,

@@ -6,7 +6,9 @@ Settings, later wins: the provider's entry in ``configs/provider_gateway.yaml`` 
 variables when the run was created); then fields set on the resource. The API key comes from the
 resource's ``api_key`` (an ``EnvVar``) or from the variable named by the provider's
 ``api_key_env``; it is never logged, stored or put in metadata. The ``embedded`` and ``student``
-providers start a server on 127.0.0.1 for the call unless a base URL is given.
+providers start a server on 127.0.0.1 for the call unless a base URL is given. Responses are
+cached under the endpoint's identity (``teacher.cache``): ``<provider>@<base URL>``, or for a
+server started here ``local:embedded`` / ``local:student:<weights sha256>``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pydantic import Field
 
 from fastdistill_assets import settings
 from fastdistill_assets.config import ConfigError, DecodeProfile
-from fastdistill_assets.teacher.cache import ResponseCache
+from fastdistill_assets.teacher.cache import ResponseCache, endpoint_identity, local_identity
 from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationRequest, GenerationResult, Generator,
                                                    ProgressFn)
 from fastdistill_assets.teacher.provider_config import (LOCAL_PROVIDERS, GatewayConfig, ProviderSettings,
@@ -90,15 +92,22 @@ class ProviderGateway(dg.ConfigurableResource):
         return entry
 
     def endpoint(self, provider: str, model: str | None, decode: DecodeProfile,
-                 overrides: Mapping[str, Any] | None = None, base_url: str | None = None) -> EndpointSettings:
-        """Resolve the settings for one provider and decode profile.
+                 overrides: Mapping[str, Any] | None = None, base_url: str | None = None,
+                 cache_identity: str | None = None) -> EndpointSettings:
+        """Resolve the settings for one provider and decode profile. ``base_url`` and ``cache_identity``
+        are given for a server the gateway started; otherwise the identity is ``<provider>@<base URL>``.
 
         Raises:
             ConfigError: unknown provider, no base URL, a missing key or a setting out of range.
         """
         entry = self.check(provider, overrides)
+        url = base_url or entry.base_url
+        if not url:
+            raise ConfigError(f"provider {provider!r} is started by the gateway: call open(), not endpoint()")
         return EndpointSettings(
-            base_url=base_url or entry.base_url, model=model or entry.model or "default", api_key=self.api_key_for(provider, entry),
+            base_url=url, model=model or entry.model or "default",
+            cache_identity=cache_identity or endpoint_identity(provider, url),
+            api_key=self.api_key_for(provider, entry),
             timeout_s=entry.timeout_s, max_retries=entry.max_retries, concurrency=entry.concurrency,
             requests_per_minute=entry.requests_per_minute, tokens_per_minute=entry.tokens_per_minute,
             max_inflight_tokens=entry.max_inflight_tokens, backoff_base_s=entry.backoff_base_s,
@@ -115,25 +124,27 @@ class ProviderGateway(dg.ConfigurableResource):
              overrides: Mapping[str, Any] | None = None) -> Iterator[EndpointSettings]:
         """Endpoint settings for the call; starts and stops a local server where the provider is local.
 
-        ``embedded`` serves the package's baseline teacher; ``student`` serves the student trained
-        in run ``model`` (the born-again chain).
+        ``embedded`` serves the package's baseline teacher (cache identity ``local:embedded``);
+        ``student`` serves the student trained in run ``model``, the born-again chain (cache identity
+        ``local:student:<weights sha256>``). Their port changes every time, so it is no identity.
         """
         if provider not in LOCAL_PROVIDERS or self.settings(provider, overrides).base_url:
             yield self.endpoint(provider, model, decode, overrides)
             return
         if provider == "student":
             from fastdistill_assets.config import RunRegistry
-            from fastdistill_assets.training.serving import student_server
+            from fastdistill_assets.training.serving import folder_server, student_folder, student_identity
 
             if not model:
                 raise ConfigError("the student provider needs teacher.model = the parent run_id")
-            server = student_server(RunRegistry(Path(self.artifacts_dir), Path(self.config_path).parent), model)
+            folder = student_folder(RunRegistry(Path(self.artifacts_dir), Path(self.config_path).parent), model)
+            server, identity = folder_server(folder, model), student_identity(folder)
         else:
             from fastdistill_assets.teacher.server import embedded_teacher
 
-            server = embedded_teacher()
+            server, identity = embedded_teacher(), local_identity(provider)
         with server:
-            yield self.endpoint(provider, model, decode, overrides, base_url=server.base_url)
+            yield self.endpoint(provider, model, decode, overrides, base_url=server.base_url, cache_identity=identity)
 
     def generate(self, requests: Sequence[GenerationRequest], provider: str, model: str | None,
                  decode: DecodeProfile, progress: ProgressFn | None = None, concurrency: int | None = None,

@@ -21,7 +21,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key
+from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key, normalize_base_url
 from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
 from fastdistill_assets.teacher.provider_config import DEFAULTS
 
@@ -48,14 +48,21 @@ class GenerationResult:
     cache_hit: bool = False
     error: str | None = None
     error_detail: str | None = None
+    cached_at: float | None = None   # a cache hit: epoch seconds when the cached answer arrived
 
 
 @dataclass(frozen=True)
 class EndpointSettings:
-    """Everything needed to call one endpoint. ``api_key`` is never logged or stored."""
+    """Everything needed to call one endpoint. ``api_key`` is never logged or stored.
+
+    ``cache_identity`` names who answers, for the response cache (see ``teacher.cache``): the
+    gateway sets ``<provider>@<base URL>`` or, for a server it starts on a random port, a stable
+    ``local:...`` name. Empty: the normalized ``base_url``.
+    """
 
     base_url: str
     model: str
+    cache_identity: str = ""
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = DEFAULTS.timeout_s
     max_retries: int = DEFAULTS.max_retries
@@ -134,7 +141,9 @@ class Generator:
         self._rng = random.Random(0)
 
     def key(self, request: GenerationRequest) -> str:
-        return cache_key(request.prompt_hash, self.settings.model, self.decode_profile, request.generation_index)
+        endpoint = self.settings.cache_identity or normalize_base_url(self.settings.base_url)
+        return cache_key(request.prompt_hash, self.settings.model, self.decode_profile, request.generation_index,
+                         endpoint)
 
     def run(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return asyncio.run(self.run_async(requests))
@@ -144,13 +153,15 @@ class Generator:
         if len(set(ids)) != len(ids):
             raise ValueError("request_id values must be unique")
         results: list[GenerationResult | None] = [None] * len(requests)
-        cached = self.cache.get_many([self.key(r) for r in requests]) if self.cache is not None else {}
+        keys = [self.key(r) for r in requests]
+        cached = self.cache.get_many(keys) if self.cache is not None else {}
         pending: list[int] = []
         for i, request in enumerate(requests):
-            hit = cached.get(self.key(request))
+            hit = cached.get(keys[i])
             if hit:
                 results[i] = GenerationResult(request.request_id, hit.content, hit.prompt_tokens,
-                                              hit.completion_tokens, hit.latency_ms, 0, {}, True)
+                                              hit.completion_tokens, hit.latency_ms, 0, {}, True,
+                                              cached_at=hit.created_at)
             else:
                 pending.append(i)
         if pending:

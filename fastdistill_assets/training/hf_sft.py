@@ -86,9 +86,24 @@ def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def synced_clock(device: str) -> float:
+    """``time.perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def train_hf_sft(config: TrainingConfig, frame: pl.DataFrame, sql_column: str,
                  folder: Path) -> tuple[HfStudent, dict[str, Any]]:
-    """Fine-tune LoRA adapters on (prompt messages, SQL) pairs and save them to ``folder``."""
+    """Fine-tune LoRA adapters on (prompt messages, SQL) pairs and save them to ``folder``.
+
+    ``wall_s`` is the whole call (loading, encoding, the loss passes before and after, saving);
+    ``train_s`` runs from the first optimizer step's forward pass to the end of the last optimizer
+    step, and ``train_tokens_per_sec`` is ``train_tokens / train_s`` (the tokens, padding
+    excluded, of the batches those steps trained on).
+    """
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -107,7 +122,7 @@ def train_hf_sft(config: TrainingConfig, frame: pl.DataFrame, sql_column: str,
     steps_per_epoch = max(1, -(-len(encoded) // config.batch_size))
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     generator = torch.Generator().manual_seed(config.seed)
-    tokens, step = 0, 0
+    tokens, step, train_started = 0, 0, None
     loss_before = mean_loss(model, encoded, tokenizer.pad_token_id, device)
     model.train()
     while step < total_steps and encoded:
@@ -116,25 +131,28 @@ def train_hf_sft(config: TrainingConfig, frame: pl.DataFrame, sql_column: str,
             if step >= total_steps:
                 break
             batch = [encoded[i] for i in order[start: start + config.batch_size]]
+            if train_started is None:
+                train_started = synced_clock(device)
             ids, labels, mask = _batch_tensors(batch, tokenizer.pad_token_id, device)
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             tokens += int(mask.sum())
             step += 1
+    train_s = round(synced_clock(device) - train_started, 6) if step else 0.0
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder / "adapter")
     tokenizer.save_pretrained(folder / "tokenizer")
     (folder / "model.json").write_text(json.dumps({"trainer": "hf-sft", "base_model": config.model_path}))
-    wall = time.perf_counter() - started
     loss_after = mean_loss(model, encoded, tokenizer.pad_token_id, device)
     model.eval()
     report = {"examples": frame.height, "used": len(encoded), "skipped_by_reason": {},
               "epochs": round(step * config.batch_size / len(encoded), 2) if encoded else 0,
-              "steps": step, "train_tokens": tokens, "wall_s": round(wall, 3),
-              "train_tokens_per_sec": round(tokens / wall, 1) if wall else 0.0, "device": device,
+              "steps": step, "train_tokens": tokens, "train_s": train_s,
+              "train_tokens_per_sec": round(tokens / train_s, 1) if train_s else 0.0, "device": device,
               "train_loss_before": round(loss_before, 4), "train_loss_after": round(loss_after, 4),
               "model_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())}
+    report["wall_s"] = round(time.perf_counter() - started, 3)
     return HfStudent(model, tokenizer, device), report
 
 

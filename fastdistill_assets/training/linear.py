@@ -20,6 +20,15 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
+def _slot_counts(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A feature bag's distinct slots and how often each occurs (as floats, to scale gradients);
+    None for the counts when every slot occurs once (the common case, kept cheap)."""
+    if len(set(idx.tolist())) == len(idx):
+        return idx, None
+    unique, counts = np.unique(idx, return_counts=True)
+    return unique, counts.astype(float)
+
+
 class Ranker:
     """Chooses one of several candidates, each a bag of hashed features (a softmax over candidates).
 
@@ -39,21 +48,27 @@ class Ranker:
 
     def fit(self, groups: Sequence[Sequence[np.ndarray]], targets: Sequence[int], epochs: int, lr: float,
             seed: int = 0, l2: float = 1e-6) -> None:
-        """Per-example Adagrad on the cross-entropy over each group's candidates."""
+        """Per-example Adagrad on the cross-entropy over each group's candidates.
+
+        A candidate's score is the sum of its slots' weights, so a slot that occurs c times in it
+        (a repeated feature, or two names hashing alike) gets c times the candidate's gradient,
+        plus the L2 term once: ``g = c * grad + l2 * w``.
+        """
         rng = np.random.default_rng(seed)
         order = np.arange(len(groups))
+        slots = [[_slot_counts(idx) for idx in candidates] for candidates in groups]
         for _ in range(epochs):
             rng.shuffle(order)
             for i in order:
                 candidates = groups[i]
                 probs = _softmax(self.scores(candidates))
-                for k, idx in enumerate(candidates):
+                for k, (unique, counts) in enumerate(slots[i]):
                     grad = probs[k] - (1.0 if k == targets[i] else 0.0)
                     if abs(grad) < 1e-4:
                         continue
-                    g = grad + l2 * self.w[idx]
-                    self._g2[idx] += g * g
-                    self.w[idx] -= lr * g / np.sqrt(self._g2[idx])
+                    g = (grad if counts is None else counts * grad) + l2 * self.w[unique]
+                    self._g2[unique] += g * g
+                    self.w[unique] -= lr * g / np.sqrt(self._g2[unique])
 
 
 def classifier_candidates(features: Sequence[str], n_classes: int) -> list[np.ndarray]:

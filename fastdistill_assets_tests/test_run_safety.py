@@ -1,0 +1,258 @@
+"""One writer per run, killed runs end, and the instance settings that make it so.
+
+The lock and liveness helpers are tested directly; the rest runs the documented commands
+(`fastdistill run new`, `dagster asset materialize`, `dagster-daemon run`) as subprocesses
+against a real local teacher server."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from fastdistill_assets.run_launcher import ProcessCheckingRunLauncher
+from fastdistill_assets.run_lock import RunWriterLock, describe_holder
+from fastdistill_assets.run_worker import process_alive, run_worker
+from fastdistill_assets.settings import DAGSTER_YAML
+from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import materialize
+
+BIN = Path(sys.executable).parent
+
+
+def _wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.1) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(poll_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+# --- the writer lock and process liveness, directly ----------------------------------------------------------
+
+def test_a_run_has_one_writer_and_other_runs_are_free(tmp_path):
+    first, second = RunWriterLock(tmp_path, "run-a"), RunWriterLock(tmp_path, "run-a")
+    assert first.acquire({"dagster_run_id": "dagster-run-1"})
+    assert not second.acquire({"dagster_run_id": "dagster-run-2"})
+    assert second.holder()["dagster_run_id"] == "dagster-run-1" and second.holder()["pid"] == os.getpid()
+    assert describe_holder(second.holder()).startswith(f"Dagster run dagster-run-1, pid {os.getpid()}, since ")
+    other_run = RunWriterLock(tmp_path, "run-b")
+    assert other_run.acquire({})
+    first.release()
+    assert second.acquire({"dagster_run_id": "dagster-run-2"})
+    assert first.holder()["dagster_run_id"] == "dagster-run-2"
+    second.release()
+    other_run.release()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    code = ("import sys, time; from pathlib import Path; from fastdistill_assets.run_lock import RunWriterLock; "
+            "lock = RunWriterLock(Path(sys.argv[1]), 'r'); assert lock.acquire({}); print('held', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    lock = RunWriterLock(tmp_path, "r")
+    assert not lock.acquire({})
+    holder.kill()
+    holder.wait()
+    assert lock.acquire({})  # the kernel dropped the dead holder's flock
+    assert lock.holder()["pid"] == os.getpid()
+    lock.release()
+
+
+def test_a_step_whose_run_is_being_written_elsewhere_retries_without_blocking(project):
+    """The step does not block on the lock (it would keep its pool slot): it is retried, says
+    who holds the run, and goes on once the holder is done."""
+    import threading
+
+    from fastdistill_assets.assets.data import raw
+    from fastdistill_assets.resources import RunConfigResource
+
+    project.edit_config("run_config", dataset={"limit_per_split": 5, "splits": ["train"]}, eval_split=None)
+    project.new_run("busy")
+    holder = RunWriterLock(project.artifacts, "busy")
+    assert holder.acquire({"dagster_run_id": "the-other-run"})
+    threading.Timer(1.5, holder.release).start()
+    resource = RunConfigResource(artifacts_dir=str(project.artifacts), configs_dir=str(project.configs),
+                                 writer_retry_s=0.5)
+    result = materialize(project, [raw], "busy", run_config=resource)
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retries) >= 2
+    logs = project.instance.all_logs(result.run_id)
+    assert any("is being materialized elsewhere (Dagster run the-other-run" in (e.user_message or "") for e in logs)
+
+    holder = RunWriterLock(project.artifacts, "busy")
+    assert holder.acquire({"dagster_run_id": "the-other-run"})
+    impatient = RunConfigResource(artifacts_dir=str(project.artifacts), configs_dir=str(project.configs),
+                                  writer_retry_s=0.2, writer_wait_s=0.4)
+    result = materialize(project, [raw], "busy", run_config=impatient, raise_on_error=False)
+    holder.release()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert failure.step_failure_data.user_failure_data.description == (
+        "run 'busy' is being materialized elsewhere (Dagster run the-other-run, pid "
+        f"{os.getpid()}, since {time.strftime('%H:%M:%S', time.localtime(holder.holder()['since']))}); "
+        "waited 0.4s (writer_wait_s): let it finish or cancel it, then materialize again")
+
+
+def test_process_alive_sees_exits_zombies_and_recycled_pids():
+    assert process_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    _wait_until(lambda: not process_alive(child.pid), 10, "the child to exit")  # a zombie until reaped
+    child.wait()
+    assert not process_alive(child.pid)
+    # a pid whose process started after the given time is a different process than the one we knew
+    assert not process_alive(os.getpid(), started_before=time.time() - 3600 * 24 * 365)
+
+
+def test_launcher_reports_a_run_whose_worker_is_gone_as_failed(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    code = ("import dagster as dg\n@dg.asset\ndef a():\n    return 1\n"
+            "with dg.DagsterInstance.get() as i:\n    print(dg.materialize([a], instance=i).run_id)")
+    dead_run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip().splitlines()[-1]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        launcher = instance.run_launcher
+        assert isinstance(launcher, ProcessCheckingRunLauncher) and launcher.supports_check_run_worker_health
+        assert instance.run_monitoring_enabled
+        run = instance.get_run_by_id(dead_run)
+        worker = run_worker(instance, dead_run)
+        assert worker is not None and worker.pid != os.getpid()
+        health = launcher.check_run_worker_health(run)
+        assert health.status.value == "FAILED" and f"process {worker.pid} is gone" in health.msg
+
+        @dg.asset
+        def b(context: dg.AssetExecutionContext) -> int:
+            health = launcher.check_run_worker_health(instance.get_run_by_id(context.run.run_id))
+            context.add_output_metadata({"health": health.status.value})
+            return 1
+
+        result = dg.materialize([b], instance=instance)
+        metadata = result.asset_materializations_for_node("b")[0].metadata
+        assert metadata["health"].value == "RUNNING"  # this process is that run's worker, alive
+
+
+def test_shipped_instance_settings_queue_runs_per_run_id_and_pool_the_teacher(tmp_path):
+    from fastdistill_assets.definitions import defs
+
+    settings = yaml.safe_load(DAGSTER_YAML)
+    assert settings["run_launcher"]["class"] == ProcessCheckingRunLauncher.__name__
+    assert settings["run_monitoring"]["enabled"] is True
+    assert settings["concurrency"]["runs"]["tag_concurrency_limits"] == [
+        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+    assert settings["concurrency"]["pools"]["default_limit"] == 1
+    pools = {key.to_user_string(): node.pool for key, node in
+             ((k, defs.resolve_assets_def(k).op) for k in defs.resolve_all_asset_keys())}
+    assert pools == {"raw": None, "canonical": None, "teacher_candidates": "teacher", "filtered": "teacher",
+                     "distilled": None, "student_model": None, "eval_report": "teacher"}
+
+
+# --- the documented commands ------------------------------------------------------------------------------------
+
+def _instance_home(project, **changes) -> dict[str, str]:
+    """A Dagster home with the shipped dagster.yaml (``changes`` merged in), and the env to use it."""
+    settings = yaml.safe_load(DAGSTER_YAML)
+    for section, values in changes.items():
+        settings[section] = values if values is None else {**settings.get(section, {}), **values}
+    home = project.root / "home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump({k: v for k, v in settings.items() if v is not None}))
+    return {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts), "FASTDISTILL_CONFIGS": str(project.configs),
+            "DAGSTER_HOME": str(home)}
+
+
+def _materialize_command(run_id: str) -> list[str]:
+    return [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
+            "--select", "raw,canonical,teacher_candidates", "--partition", run_id]
+
+
+def _new_run(run_id: str, env: dict[str, str], project, base_url: str) -> None:
+    subprocess.run([str(BIN / "fastdistill"), "run", "new", run_id], check=True, cwd=project.root,
+                   env={**env, "FASTDISTILL_BASE_URL": base_url}, capture_output=True)
+
+
+def test_two_materializations_of_one_run_call_the_teacher_once(project):
+    """The second starts while the first is in its teacher step: it waits for the first's writer
+    lock, says so, and its own teacher step is all cache hits. The teacher pool is lifted here so
+    that the lock alone is what serializes them."""
+    from fastdistill_assets.teacher.cache import ResponseCache
+    from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
+
+    project.edit_config("run_config", dataset={"limit_per_split": 120, "splits": ["train"]}, eval_split=None)
+    project.edit_config("provider_gateway", defaults={"concurrency": 2})
+    env = _instance_home(project, concurrency={"pools": {}})
+    cache = project.artifacts / "_cache" / "responses.sqlite"
+    with embedded_teacher(FaultConfig(latency_ms=100)) as server:
+        _new_run("twice", env, project, server.base_url)
+        first = subprocess.Popen(_materialize_command("twice"), env=env, cwd=project.root, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 4, 180, "the first's teacher step")
+        second = subprocess.run(_materialize_command("twice"), env=env, cwd=project.root, text=True,
+                                capture_output=True, timeout=300)
+        first_log = first.communicate(timeout=300)[0]
+    assert (first.returncode, second.returncode) == (0, 0), (first_log, second.stderr)
+    n = ArtifactStore(project.artifacts).read("twice", "canonical").height
+    assert len(server.stats.calls) == n and server.stats.total_calls == n  # each prompt asked once
+    assert "is being materialized elsewhere" in second.stdout + second.stderr
+    frame = ArtifactStore(project.artifacts).read("twice", "teacher_candidates")
+    assert frame.height == n and frame["sample_id"].n_unique() == n and frame["cache_hit"].all()
+
+
+def test_killed_materialization_is_marked_failed_and_its_step_stops(project):
+    """SIGKILL only the `dagster asset materialize` process (not its group) in the teacher step:
+    the step process stops by itself, run monitoring marks the run failed, and a re-run completes
+    from the response cache with every sample once."""
+    from fastdistill_assets.teacher.cache import ResponseCache
+    from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
+
+    project.edit_config("run_config", dataset={"limit_per_split": 80, "splits": ["train"]}, eval_split=None)
+    project.edit_config("provider_gateway", defaults={"concurrency": 4})  # 80 answers take 8 s: 4 at a time
+    env = _instance_home(project, run_monitoring={"poll_interval_seconds": 1, "free_slots_after_run_end_seconds": 1})
+    cache = project.artifacts / "_cache" / "responses.sqlite"
+    with embedded_teacher(FaultConfig(latency_ms=400)) as server:
+        _new_run("killed", env, project, server.base_url)
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m", "fastdistill_assets.definitions"],
+                                  env=env, cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            proc = subprocess.Popen(_materialize_command("killed"), env=env, cwd=project.root,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 12, 180, "teacher answers")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+                run = instance.get_runs(limit=1)[0]
+                step_pids = {r.event_log_entry.dagster_event.pid for r in instance.get_records_for_run(
+                    run.run_id, of_type=dg.DagsterEventType.STEP_START).records}
+                assert step_pids and proc.pid not in step_pids  # the steps ran in processes of their own
+                _wait_until(lambda: not any(process_alive(pid) for pid in step_pids), 3, "the step process to stop")
+                calls_after_stop = server.stats.total_calls
+                time.sleep(1.0)
+                assert server.stats.total_calls == calls_after_stop  # nobody left calling the teacher
+                _wait_until(lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE,
+                            120, "run monitoring to mark the run failed")
+                failure = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+                assert "is gone" in failure[0].event_log_entry.dagster_event.message
+            answered_before = len(ResponseCache(cache))
+            subprocess.run(_materialize_command("killed"), env=env, cwd=project.root, check=True, capture_output=True,
+                           timeout=300)
+        finally:
+            os.killpg(daemon.pid, signal.SIGTERM)
+            daemon.wait(timeout=60)
+    store = ArtifactStore(project.artifacts)
+    n = store.read("killed", "canonical").height
+    assert answered_before < n
+    frame = store.read("killed", "teacher_candidates")
+    assert frame.height == n and frame["sample_id"].n_unique() == n and frame["error"].null_count() == n
+    assert frame["cache_hit"].sum() == answered_before
+    assert len(server.stats.calls) == n
+    assert sum(k - 1 for k in server.stats.calls.values()) <= 4  # at most the in-flight window at the kill
