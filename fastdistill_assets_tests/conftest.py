@@ -105,6 +105,15 @@ def _all_assets() -> list:
 ALL_ASSETS = _all_assets()  # every asset and check
 
 
+def every_definition(project: Project) -> list:
+    """Every asset, and the checks declared from this project's gate config (as the code
+    location declares them from configs/quality_gates.yaml when it loads)."""
+    from fastdistill_assets.checks import build_asset_checks
+
+    assets = [a for a in ALL_ASSETS if not isinstance(a, dg.AssetChecksDefinition)]
+    return [*assets, *build_asset_checks(project.registry.current_gates())]
+
+
 def teacher_gateway(project: Project, **kwargs):
     """The provider gateway of an isolated project (embedded teacher, cache under its artifacts)."""
     from fastdistill_assets.teacher.gateway import ProviderGateway

@@ -54,3 +54,6 @@ def make_shop(path: Path) -> Path:
         db.commit()
     db.close()
     return path
+
+# A query that never ends on its own (the executor must interrupt it).
+RUNAWAY = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"

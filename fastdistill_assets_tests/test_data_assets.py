@@ -1,8 +1,7 @@
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import materialize
-from fastdistill_assets_tests.test_datasets import GOOD
-from fastdistill_assets_tests.wikisql_fixture import write_wikisql
+from fastdistill_assets_tests.wikisql_fixture import GOOD, write_wikisql
 
 
 def _metadata(result, asset_name):

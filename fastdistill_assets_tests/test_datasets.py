@@ -5,11 +5,7 @@ from collections import Counter
 import pytest
 
 from fastdistill_assets.datasets import demo, wikisql
-from fastdistill_assets_tests.wikisql_fixture import OFFICIAL_TABLE, TABLE, write_official_wikisql, write_wikisql
-
-GOOD = {"phase": 1, "table_id": "1-100-1", "question": "How many goals did Ana Silva score?",
-        "sql": {"sel": 2, "agg": 0, "conds": [[0, 0, "Ana Silva"]]}}
-
+from fastdistill_assets_tests.wikisql_fixture import GOOD, OFFICIAL_TABLE, TABLE, write_official_wikisql, write_wikisql
 
 @pytest.mark.parametrize("sketch, expected", [
     ({"sel": 0, "agg": 0, "conds": []}, "SELECT col0 FROM table_1_100_1"),

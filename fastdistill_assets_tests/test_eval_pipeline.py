@@ -13,21 +13,14 @@ from fastdistill_assets.alerts import AlertSinks
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.checks import build_asset_checks
 from fastdistill_assets.evaluation.pipeline_metrics import latest_materializations, step_spans, wall_clock_s
 from fastdistill_assets.sensors import failed_check_alerts
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.prompts import build_messages
 from fastdistill_assets.training.serving import student_server
-from fastdistill_assets_tests.conftest import ALL_ASSETS, materialize, teacher_gateway
+from fastdistill_assets_tests.conftest import ALL_ASSETS, every_definition, materialize, teacher_gateway
 
 ASSETS = [a for a in ALL_ASSETS if not isinstance(a, dg.AssetChecksDefinition)]
-
-
-def every_definition(project) -> list:
-    """Every asset, and the checks declared from this project's gate config (as the code
-    location declares them from configs/quality_gates.yaml when it loads)."""
-    return [*ASSETS, *build_asset_checks(project.registry.current_gates())]
 
 
 def _small(project, **gates):

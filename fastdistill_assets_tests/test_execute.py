@@ -5,7 +5,7 @@ import time
 import pytest
 
 from fastdistill_assets.sqlsafe.execute import Executor
-from fastdistill_assets_tests.db_fixtures import file_hash, make_duckdb, make_sqlite
+from fastdistill_assets_tests.db_fixtures import RUNAWAY, file_hash, make_duckdb, make_sqlite
 
 HOSTILE = [
     "DROP TABLE player",
@@ -17,7 +17,6 @@ HOSTILE = [
     "PRAGMA user_version = 7",
     "VACUUM",
 ]
-RUNAWAY = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"
 CARTESIAN = "SELECT count(*) FROM nums a, nums b, nums c, nums d"
 WIDE = "SELECT a.n, b.n FROM nums a, nums b"
 

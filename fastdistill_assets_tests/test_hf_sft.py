@@ -65,8 +65,7 @@ def test_hf_sft_needs_a_local_model():
 
 def test_hf_sft_student_through_the_pipeline(project, tmp_path):
     from fastdistill_assets.storage import ArtifactStore
-    from fastdistill_assets_tests.conftest import materialize, teacher_gateway
-    from fastdistill_assets_tests.test_eval_pipeline import every_definition
+    from fastdistill_assets_tests.conftest import every_definition, materialize, teacher_gateway
 
     base = make_tiny_model(tmp_path / "tiny", ["SELECT col0 FROM t WHERE col1 = 3", "What is the goals?"])
     project.edit_config("run_config", dataset={"limit_per_split": 12},

@@ -10,7 +10,7 @@ from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.gates.select import attach_judge, select
 from fastdistill_assets.reports import markdown_table, quality_report
 from fastdistill_assets_tests.db_fixtures import make_sqlite
-from fastdistill_assets_tests.test_execute import RUNAWAY
+from fastdistill_assets_tests.db_fixtures import RUNAWAY
 
 GOLD = "SELECT name FROM player WHERE club = 'Porto'"
 OUTPUTS = [  # (raw_output, teacher error)

@@ -170,9 +170,9 @@ def _instance_home(project, **changes) -> dict[str, str]:
             "DAGSTER_HOME": str(home)}
 
 
-def _materialize_command(run_id: str) -> list[str]:
+def _materialize_command(run_id: str, select: str = "raw,canonical,teacher_candidates") -> list[str]:
     return [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-            "--select", "raw,canonical,teacher_candidates", "--partition", run_id]
+            "--select", select, "--partition", run_id]
 
 
 def _new_run(run_id: str, env: dict[str, str], project, base_url: str) -> None:
@@ -181,9 +181,9 @@ def _new_run(run_id: str, env: dict[str, str], project, base_url: str) -> None:
 
 
 def test_two_materializations_of_one_run_call_the_teacher_once(project):
-    """The second starts while the first is in its teacher step: it waits for the first's writer
-    lock, says so, and its own teacher step is all cache hits. The teacher pool is lifted here so
-    that the lock alone is what serializes them."""
+    """The second (its teacher step alone) starts while the first is in its teacher step (15 s):
+    it waits for the first's writer lock, says so, and its own teacher step is all cache hits.
+    The teacher pool is lifted here so that the lock alone is what serializes them."""
     from fastdistill_assets.teacher.cache import ResponseCache
     from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
 
@@ -191,13 +191,13 @@ def test_two_materializations_of_one_run_call_the_teacher_once(project):
     project.edit_config("provider_gateway", defaults={"concurrency": 2})
     env = _instance_home(project, concurrency={"pools": {}})
     cache = project.artifacts / "_cache" / "responses.sqlite"
-    with embedded_teacher(FaultConfig(latency_ms=100)) as server:
+    with embedded_teacher(FaultConfig(latency_ms=250)) as server:
         _new_run("twice", env, project, server.base_url)
         first = subprocess.Popen(_materialize_command("twice"), env=env, cwd=project.root, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         _wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 4, 180, "the first's teacher step")
-        second = subprocess.run(_materialize_command("twice"), env=env, cwd=project.root, text=True,
-                                capture_output=True, timeout=300)
+        second = subprocess.run(_materialize_command("twice", "teacher_candidates"), env=env, cwd=project.root,
+                                text=True, capture_output=True, timeout=300)
         first_log = first.communicate(timeout=300)[0]
     assert (first.returncode, second.returncode) == (0, 0), (first_log, second.stderr)
     n = ArtifactStore(project.artifacts).read("twice", "canonical").height

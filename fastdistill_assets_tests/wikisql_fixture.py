@@ -64,3 +64,8 @@ def write_spider(folder: Path, items: list[Any]) -> Path:
     db.close()
     (folder / "train.json").write_text(json.dumps(items))
     return folder
+
+
+# One good WikiSQL question over table 1-100-1.
+GOOD = {"phase": 1, "table_id": "1-100-1", "question": "How many goals did Ana Silva score?",
+        "sql": {"sel": 2, "agg": 0, "conds": [[0, 0, "Ana Silva"]]}}

@@ -15,7 +15,7 @@ from fastdistill_assets.evaluation.metrics import Accuracy, EvalItem, exec_corre
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.judge import judge_messages, parse_judge_score
-from fastdistill_assets.gates.judging import JUDGE_DECODE
+from fastdistill_assets.gates.judging import JUDGE_DECODE, judge_endpoint
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.generation import GenerationRequest
@@ -91,11 +91,9 @@ def judge_ties(gateway: ProviderGateway, frozen: FrozenRun, items: list[EvalItem
     verdicts: list[bool | None] = [None] * len(items)
     if not requests:
         return verdicts
-    judge = frozen.gates.judge
-    teacher = frozen.config.teacher
-    results, _, _ = gateway.generate(requests, judge.provider or teacher.provider, judge.model, JUDGE_DECODE,
-                                     concurrency=judge.concurrency,
-                                     overrides=None if judge.provider else teacher.endpoint_overrides())
+    judge = judge_endpoint(frozen.gates.judge, frozen.config.teacher)
+    results, _, _ = gateway.generate(requests, judge.provider, judge.model, JUDGE_DECODE,
+                                     concurrency=frozen.gates.judge.concurrency, overrides=judge.overrides)
     scores = {r.request_id: parse_judge_score(r.content)[0] if r.error is None else None for r in results}
     for i in ties:
         s, t = scores[f"eval-judge:{i}:student"], scores[f"eval-judge:{i}:teacher"]
