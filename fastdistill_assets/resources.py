@@ -90,6 +90,13 @@ class RunConfigResource(dg.ConfigurableResource):
             self._lock.release()
             self._lock = None
 
+    def work_dir(self, context: dg.AssetExecutionContext, name: str) -> Path:
+        """A working folder of this run that outlives a step (e.g. training checkpoints, so a
+        killed training resumes): ``<artifacts>/<run_id>/_work/<name>``. Not a stage artifact."""
+        folder = Path(self.artifacts_dir) / context.partition_key / "_work" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def data_dir(self) -> Path:
         """Where generated datasets (the demo) are kept, shared by all runs."""
         return Path(self.artifacts_dir) / "_datasets"

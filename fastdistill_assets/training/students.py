@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +20,11 @@ class Student(Protocol):
         """The student's reply to a prompt built by ``prompts.build_messages`` (the training format)."""
         ...
 
+    def answer_many(self, prompts: list[list[dict[str, str]]], batch_size: int) -> list[str | None]:
+        """Replies to many prompts, in order, ``batch_size`` at a time where the student batches;
+        None for a prompt the student cannot read (a wrong answer, not a crash)."""
+        ...
+
 
 class SketchStudent:
     def __init__(self, model: SketchModel) -> None:
@@ -27,6 +33,16 @@ class SketchStudent:
     def answer(self, messages: list[dict[str, str]]) -> str:
         prompt = parse_user_prompt(next(m["content"] for m in reversed(messages) if m.get("role") == "user"))
         return self.model.predict(prompt["question"], prompt["schema"])
+
+    def answer_many(self, prompts: list[list[dict[str, str]]], batch_size: int) -> list[str | None]:
+        return [_or_none(self.answer, messages) for messages in prompts]
+
+
+def _or_none(answer: Callable[[list[dict[str, str]]], str], messages: list[dict[str, str]]) -> str | None:
+    try:
+        return answer(messages)
+    except ValueError:  # a schema the student cannot read
+        return None
 
 
 def examples_from(frame: pl.DataFrame, sql_column: str) -> list[Example]:
