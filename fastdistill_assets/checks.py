@@ -22,6 +22,7 @@ from fastdistill_assets import settings
 from fastdistill_assets.assets.evaluation import eval_report
 from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.config import CheckThreshold, GatesConfig, load_gates
+from fastdistill_assets.evaluation.report import significance_clause
 from fastdistill_assets.partitions import run_partitions
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.storage import StageOutput
@@ -114,13 +115,34 @@ def distilled_not_empty(distilled: StageOutput) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=count > 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"count": count})
 
 
+def paired_metadata(gate: Mapping) -> dict[str, float | int]:
+    """The baseline gate's paired test as numeric metadata: McNemar p, discordant counts b
+    (only the student right) and c (only the baseline right), the paired difference, alpha."""
+    if "mcnemar_p" not in gate:
+        return {"alpha": float(gate["alpha"])} if "alpha" in gate else {}
+    return {"mcnemar_p": float(gate["mcnemar_p"]), "discordant_student_only": int(gate["student_only"]),
+            "discordant_baseline_only": int(gate["baseline_only"]),
+            "paired_difference": float(gate["paired_difference"]), "alpha": float(gate["alpha"])}
+
+
+def describe_hard_gate(name: str, gate: Mapping) -> str:
+    """``name = value (must be op threshold[ with McNemar p < alpha])``, then the paired test if any."""
+    text = f"{name} = {gate['value']:.4f} (must be {gate['op']} {gate['threshold']:.4f}{significance_clause(gate)})"
+    if "mcnemar_p" in gate:
+        text += (f"; paired difference {gate['paired_difference']:+.4f}, McNemar p = {gate['mcnemar_p']:.4g} "
+                 f"(b = {gate['student_only']} only the student right, c = {gate['baseline_only']} only the baseline)")
+    elif "comparison" in gate:
+        text += "; no paired test (the baseline has no per-question answers on these questions)"
+    return text
+
+
 def hard_gate_result(name: str, gate: Mapping, blocking: bool) -> dg.AssetCheckResult:
-    """A hard gate's verdict from ``eval_report.json`` (``passed``, ``value``, ``op``, ``threshold``)."""
+    """A hard gate's verdict from ``eval_report.json`` (``passed``, ``value``, ``op``, ``threshold``;
+    the baseline gate also its paired test)."""
     return dg.AssetCheckResult(
-        passed=gate["passed"], severity=severity(blocking),
-        description=f"{name} = {gate['value']:.4f} (must be {gate['op']} {gate['threshold']:.4f})",
+        passed=gate["passed"], severity=severity(blocking), description=describe_hard_gate(name, gate),
         metadata={"value": float(gate["value"]), "threshold": float(gate["threshold"]), "op": gate["op"],
-                  "blocking": blocking})
+                  "blocking": blocking, **paired_metadata(gate)})
 
 
 def _hard_gate(name: str, blocking: bool) -> dg.AssetChecksDefinition:

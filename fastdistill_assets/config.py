@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fastdistill_assets.hashing import sha256_json, stable_json
 
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+ERROR_PROFILE_KEY = "error_profile"   # TeacherConfig.endpoint_overrides: the embedded teacher's profile
 
 
 class _Strict(BaseModel):
@@ -60,9 +61,53 @@ class DatasetConfig(_Strict):
     withhold_gold: WithholdGold = Field(default_factory=WithholdGold)
 
 
+def _rate(default: float) -> Any:
+    return Field(default=default, ge=0.0, le=1.0)
+
+
+class TeacherErrorProfile(_Strict):
+    """Random mistakes of the embedded teacher, as real teachers make them (``teacher.error_profile``).
+
+    Each field but ``seed`` is the probability that one answer gets that kind of mistake; the kinds
+    are drawn independently per answer from ``seed``, the prompt and, above temperature 0, the
+    request's sampling seed, so a run replays exactly. A kind that cannot apply (no condition to
+    drop) leaves the answer as it is. The defaults are calibrated on the demo's train split, greedy:
+    about 0.9 of the answers execute after cleaning and about half match the gold (see
+    ``benchmarks/teacher_error_profile.py``); all zeros (or ``error_profile: null``) is the clean
+    schema-linking baseline.
+    """
+
+    wrong_column: float = _rate(0.14)         # SELECT another existing column
+    wrong_aggregate: float = _rate(0.12)      # add, change or drop the aggregate
+    drop_condition: float = _rate(0.14)       # leave out one WHERE condition
+    extra_condition: float = _rate(0.10)      # add a condition on a sample row's value
+    perturbed_value: float = _rate(0.14)      # change a literal (a number or a string)
+    hallucinated_column: float = _rate(0.06)  # name a column the table does not have: an execution error
+    prose_wrap: float = _rate(0.15)           # fences and prose around the SQL (cleaning recovers it)
+    seed: int = 0
+
+    def rates(self) -> dict[str, float]:
+        """The probability of each kind, in the order they are drawn and applied."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name != "seed"}
+
+    @property
+    def is_clean(self) -> bool:
+        """No kind can happen: the teacher answers as the clean baseline."""
+        return not any(self.rates().values())
+
+    def fingerprint(self) -> str:
+        """A short hash of the profile (seed included), for the response cache's endpoint identity."""
+        return sha256_json(self.model_dump())[:12]
+
+
 class TeacherConfig(_Strict):
     """The teacher; ``base_url``, ``timeout_s`` and ``concurrency`` override the provider's gateway
-    settings for this run (null: the gateway's)."""
+    settings for this run (null: the gateway's).
+
+    ``error_profile`` is used only by the ``embedded`` provider when the gateway starts it (no
+    ``base_url``); it is ignored for every other provider and for an embedded teacher reached at a
+    base URL (a server started elsewhere). Null or all zeros: the clean baseline.
+    """
 
     provider: str = "embedded"
     model: str | None = None
@@ -70,11 +115,23 @@ class TeacherConfig(_Strict):
     base_url: str | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     concurrency: int | None = Field(default=None, ge=1)
+    error_profile: TeacherErrorProfile | None = Field(default_factory=TeacherErrorProfile)
+
+    def active_error_profile(self) -> TeacherErrorProfile | None:
+        """The error profile the teacher answers with: None unless the gateway starts the embedded
+        teacher with a profile that is not clean."""
+        profile = self.error_profile
+        if self.provider != "embedded" or self.base_url is not None or profile is None or profile.is_clean:
+            return None
+        return profile
 
     def endpoint_overrides(self) -> dict[str, Any]:
-        """The gateway settings this run overrides (null ones left to the gateway)."""
+        """The gateway settings this run overrides (null ones left to the gateway), and the active
+        ``error_profile`` (as a plain mapping) for the embedded teacher the gateway starts."""
         values = {"base_url": self.base_url, "timeout_s": self.timeout_s, "concurrency": self.concurrency}
-        return {key: value for key, value in values.items() if value is not None}
+        overrides = {key: value for key, value in values.items() if value is not None}
+        profile = self.active_error_profile()
+        return {**overrides, ERROR_PROFILE_KEY: profile.model_dump()} if profile else overrides
 
 
 class DecodeProfile(_Strict):
@@ -105,7 +162,12 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(default=4, ge=1)
     lora_r: int = Field(default=8, ge=1)
     lora_learning_rate: float = Field(default=2e-4, gt=0)    # hf-sft (AdamW on the LoRA adapters)
-    max_length: int = Field(default=384, ge=16)
+    max_length: int = Field(default=1024, ge=16)             # hf-sft: tokens; a longer prompt drops its example
+    gradient_accumulation_steps: int = Field(default=1, ge=1)  # hf-sft: micro-batches per optimizer step
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"  # hf-sft: learning rate after the warmup
+    warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)  # hf-sft: share of the steps warming up from 0
+    max_grad_norm: float = Field(default=1.0, gt=0)          # hf-sft: clip the gradients' global L2 norm
+    checkpoint_steps: int = Field(default=50, ge=1)          # hf-sft: a resumable checkpoint every N steps
 
 
 class RunConfig(_Strict):
@@ -192,10 +254,22 @@ class BaselineConfig(_Strict):
 class EvalGates(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     require_beats_baseline: bool = True
+    # How the student must beat the baseline (when require_beats_baseline): "at_least" (accuracy
+    # >= the baseline's, point estimates) or "significant_improvement" (more accurate, and the
+    # exact McNemar test on the questions both answered gives p < alpha; needs a paired baseline).
+    baseline_comparison: Literal["at_least", "significant_improvement"] = "at_least"
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     # online_win_rate must be >= this: "teacher_lower_bound" (Wilson lower bound of parity with
     # the teacher), "previous_lower_bound" (the baseline run's win-rate lower bound) or a number.
     online_win_rate_threshold: Literal["teacher_lower_bound", "previous_lower_bound"] | float = "teacher_lower_bound"
     blocking: bool = True
+
+    @model_validator(mode="after")
+    def _significance_needs_paired_baseline(self) -> EvalGates:
+        if self.baseline_comparison == "significant_improvement" and self.baseline.kind == "fixed":
+            raise ValueError("eval.baseline_comparison: significant_improvement needs per-question baseline answers "
+                             "(baseline.kind ungated or run), not a fixed value")
+        return self
 
 
 class GatesConfig(_Strict):

@@ -15,7 +15,8 @@ from fastdistill_assets.partitions import RUN_ID
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SINGLE_GREEDY = {"decode": {"name": "greedy", "temperature": 0.0, "num_generations": 1},
-                 "recipe": {"multi_decode_select": False}, "dataset": {"withhold_gold": {"share": 0.0}}}
+                 "recipe": {"multi_decode_select": False}, "dataset": {"withhold_gold": {"share": 0.0}},
+                 "teacher": {"error_profile": None}}   # the clean baseline teacher (exact counts)
 
 
 @dataclass
@@ -95,10 +96,10 @@ def _all_assets() -> list:
     from fastdistill_assets.assets.evaluation import eval_report
     from fastdistill_assets.assets.gates import distilled, filtered
     from fastdistill_assets.assets.teacher import teacher_candidates
-    from fastdistill_assets.assets.training import student_model
+    from fastdistill_assets.assets.training import baseline_model, student_model
     from fastdistill_assets.checks import distilled_not_empty, gate_checks, hard_gate_checks
 
-    return [raw, canonical, teacher_candidates, filtered, distilled, student_model, eval_report,
+    return [raw, canonical, teacher_candidates, filtered, distilled, student_model, baseline_model, eval_report,
             *gate_checks, distilled_not_empty, *hard_gate_checks]
 
 

@@ -4,7 +4,8 @@ import pytest
 from fastdistill_assets.config import GatesConfig, load_gates
 from fastdistill_assets_tests.conftest import REPO_CONFIGS, materialize, teacher_gateway
 
-EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model", "eval_report"}
+EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model", "baseline_model",
+                   "eval_report"}
 
 
 def test_definitions_load():

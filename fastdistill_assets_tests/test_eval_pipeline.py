@@ -13,11 +13,14 @@ from fastdistill_assets.alerts import AlertSinks
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.evaluation.evaluate import eval_items
 from fastdistill_assets.evaluation.pipeline_metrics import latest_materializations, step_spans, wall_clock_s
 from fastdistill_assets.sensors import failed_check_alerts
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.prompts import build_messages
 from fastdistill_assets.training.serving import student_server
+from fastdistill_assets.training.baseline import UNGATED_SQL_COLUMN, ungated_training_set
+from fastdistill_assets.training.students import examples_from, load_student
 from fastdistill_assets_tests.conftest import ALL_ASSETS, every_definition, materialize, teacher_gateway
 
 ASSETS = [a for a in ALL_ASSETS if not isinstance(a, dg.AssetChecksDefinition)]
@@ -46,7 +49,13 @@ def _step_times(instance, dagster_run_id: str) -> tuple[dict[str, float], dict[s
     return starts, ends
 
 
-def test_all_seven_assets_and_hard_gates(trained):
+def _materializations(instance, asset: str, run_id: str) -> int:
+    """How many times ``asset`` was materialized for partition ``run_id``."""
+    records_filter = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[run_id])
+    return len(instance.fetch_materializations(records_filter, limit=100).records)
+
+
+def test_all_assets_and_hard_gates(trained):
     project, result = trained
     assert result.success
     out = ArtifactStore(project.artifacts).read("r1", "eval_report")
@@ -57,6 +66,14 @@ def test_all_seven_assets_and_hard_gates(trained):
     assert report["teacher"]["correct"] == frame["teacher_correct"].sum()
     assert report["baseline"]["kind"] == "ungated" and report["baseline"]["n"] == 120
     assert report["baseline"]["correct"] == frame["baseline_correct"].sum()
+    paired = report["paired_comparison"]
+    b = (frame["student_correct"] & ~frame["baseline_correct"]).sum()
+    c = (~frame["student_correct"] & frame["baseline_correct"]).sum()
+    assert (paired["applicable"], paired["n"], paired["student_only"], paired["baseline_only"]) == (True, 120, b, c)
+    assert paired["difference"] == pytest.approx(report["student"]["accuracy"] - report["baseline"]["accuracy"],
+                                                 abs=1e-5)
+    assert paired["ci95_low"] <= paired["difference"] <= paired["ci95_high"]
+    assert paired["verdict"].startswith("the gated student") and "McNemar p = " in paired["verdict"]
     wins = (frame["student_correct"] & ~frame["teacher_correct"]).sum()
     assert report["online_win_rate"]["wins"] == wins
     assert set(report["hard_gates"]) == {"test_exec_accuracy_vs_baseline", "online_win_rate"}
@@ -65,11 +82,66 @@ def test_all_seven_assets_and_hard_gates(trained):
     assert timing["teacher_tokens_per_sec"] > 0 and timing["train_tokens_per_sec"] > 0
     assert timing["teacher_cached_share"] in (0.0, None)  # None until the teacher reports it
     assert out.files["accuracy.png"].read_bytes()[:4] == b"\x89PNG"
-    assert "| hard gate |" in out.files["eval_report.md"].read_text()
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["test_exec_accuracy_vs_baseline"] == report["hard_gates"]["test_exec_accuracy_vs_baseline"]["passed"]
+    markdown = out.files["eval_report.md"].read_text()
+    assert "| hard gate |" in markdown and f"b = {b} (only the student right), c = {c}" in markdown
+    assert f"{paired['verdict'][0].upper()}{paired['verdict'][1:]}." in markdown
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    baseline_check = checks["test_exec_accuracy_vs_baseline"]
+    assert baseline_check.passed == report["hard_gates"]["test_exec_accuracy_vs_baseline"]["passed"]
+    assert baseline_check.metadata["mcnemar_p"].value == pytest.approx(paired["mcnemar_p"])
+    assert (baseline_check.metadata["discordant_student_only"].value,
+            baseline_check.metadata["discordant_baseline_only"].value) == (b, c)
+    metadata = result.asset_materializations_for_node("eval_report")[0].metadata
+    assert metadata["paired_difference"].value == paired["difference"]
+    assert metadata["mcnemar_p"].value == paired["mcnemar_p"]
     model = ArtifactStore(project.artifacts).read("r1", "student_model")
     assert model.frame["used"][0] > 0 and (model.files["model"] / "weights.npz").exists()
+    baseline = ArtifactStore(project.artifacts).read("r1", "baseline_model")
+    assert baseline.frame["kind"][0] == "ungated" and (baseline.files["model"] / "weights.npz").exists()
+    # trained on the teacher's first answer per question, gated or not
+    ungated = ungated_training_set(ArtifactStore(project.artifacts).read("r1", "filtered").frame)
+    assert baseline.frame["examples"][0] == len(examples_from(ungated, UNGATED_SQL_COLUMN)) == 120
+
+
+def test_eval_report_evaluates_the_stored_baseline_without_training(trained, monkeypatch):
+    """baseline_model is its own materialization; eval_report alone reads it and trains nothing."""
+    from fastdistill_assets.assets.evaluation import eval_report
+    from fastdistill_assets.training import students
+
+    project, first = trained
+    assert "baseline_model" in {e.asset_key.path[-1] for e in first.get_asset_materialization_events()}
+    store = ArtifactStore(project.artifacts)
+    before = store.read("r1", "eval_report").frame["baseline_correct"].to_list()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("eval_report trained a model")
+
+    monkeypatch.setattr(students, "train_sketch", no_training)
+    again = materialize(project, every_definition(project), "r1", selection=[eval_report],
+                        teacher=teacher_gateway(project))
+    assert again.success
+    assert {e.asset_key.path[-1] for e in again.get_asset_materialization_events()} == {"eval_report"}
+    assert _materializations(project.instance, "baseline_model", "r1") == 1
+    assert _materializations(project.instance, "eval_report", "r1") == 2
+    assert store.read("r1", "eval_report").frame["baseline_correct"].to_list() == before
+
+
+def test_batched_and_one_by_one_student_answers_are_identical(trained):
+    project, _ = trained
+    store = ArtifactStore(project.artifacts)
+    student = load_student(store.read("r1", "student_model").files["model"])
+    _, items = eval_items(store.read("r1", "canonical"), "test")
+    prompts = [item.messages() for item in items]
+    prompts[3] = [{"role": "user", "content": "no schema here"}]  # one the student cannot read: None
+    one_by_one = []
+    for messages in prompts:
+        try:
+            one_by_one.append(student.answer(messages))
+        except ValueError:
+            one_by_one.append(None)
+    assert one_by_one[3] is None and sum(a is not None for a in one_by_one) == len(items) - 1
+    for batch_size in (1, 7, 16, 500):
+        assert student.answer_many(prompts, batch_size) == one_by_one
 
 
 def test_timing_report_takes_the_wall_clock_from_the_step_events(trained):
@@ -138,6 +210,12 @@ def test_failing_hard_gate_blocks_and_fires_an_alert_to_the_webhook(project, tmp
     assert not result.success
     checks = {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
     assert checks["test_exec_accuracy_vs_baseline"] == (False, "ERROR")
+    baseline = ArtifactStore(project.artifacts).read("strict", "baseline_model")  # a fixed value: nothing trained
+    assert baseline.frame.to_dicts() == [{"kind": "fixed"}] and baseline.files == {}
+    out = ArtifactStore(project.artifacts).read("strict", "eval_report")
+    paired = json.loads(out.files["eval_report.json"].read_text())["paired_comparison"]
+    assert paired["applicable"] is False
+    assert "The McNemar test is not applicable to the fixed baseline" in out.files["eval_report.md"].read_text()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -205,5 +283,14 @@ def test_previous_run_as_baseline_and_win_rate_threshold(trained):
     report = json.loads(ArtifactStore(project.artifacts).read("r2", "eval_report").files["eval_report.json"].read_text())
     assert report["baseline"]["kind"] == "run:r1"
     assert report["baseline"]["accuracy"] == first["student"]["accuracy"]
+    baseline = ArtifactStore(project.artifacts).read("r2", "baseline_model")  # a previous run: nothing trained
+    assert baseline.frame.to_dicts() == [{"kind": "run"}] and baseline.files == {}
+    # the same questions: paired with r1's student, question by question
+    before = ArtifactStore(project.artifacts).read("r1", "eval_report").frame
+    after = ArtifactStore(project.artifacts).read("r2", "eval_report").frame
+    assert after["baseline_correct"].to_list() == before["student_correct"].to_list()
+    paired = report["paired_comparison"]
+    assert paired["applicable"] and paired["n"] == after.height
+    assert paired["student_only"] == (after["student_correct"] & ~after["baseline_correct"]).sum()
     assert report["hard_gates"]["online_win_rate"]["threshold"] == \
         first["online_win_rate"]["online_win_rate_lower_bound"]

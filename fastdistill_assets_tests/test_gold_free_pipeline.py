@@ -14,7 +14,7 @@ from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.evaluation import eval_report
 from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.assets.training import student_model
+from fastdistill_assets.assets.training import baseline_model, student_model
 from fastdistill_assets.checks import distilled_not_empty, gate_checks
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway, write_questions
@@ -89,8 +89,8 @@ def shop_questions(project) -> Path:
 
 def test_unlabeled_questions_distill_and_eval_report_refuses(project, shop_questions):
     project.new_run("own")
-    result = materialize(project, [*GATED, student_model, eval_report], "own", teacher=teacher_gateway(project),
-                         raise_on_error=False)
+    result = materialize(project, [*GATED, student_model, baseline_model, eval_report], "own",
+                         teacher=teacher_gateway(project), raise_on_error=False)
     store = ArtifactStore(project.artifacts)
     raw_frame = store.read("own", "raw")
     assert dict(raw_frame.group_by("reject_reason").len().iter_rows()) == {
@@ -103,7 +103,8 @@ def test_unlabeled_questions_distill_and_eval_report_refuses(project, shop_quest
     assert "eval split 'test' has no questions with gold SQL" in failure.event_specific_data.error.message
     materialized = {e.event_specific_data.materialization.asset_key.path[-1]
                     for e in result.get_asset_materialization_events()}
-    assert materialized == {"raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model"}
+    assert materialized == {"raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model",
+                            "baseline_model"}
 
 
 def test_cli_run_new_and_dagster_materialize_over_sqlite_and_duckdb(project, shop_questions):

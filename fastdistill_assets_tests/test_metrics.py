@@ -3,8 +3,10 @@
 import polars as pl
 import pytest
 
-from fastdistill_assets.evaluation.metrics import (Accuracy, EvalItem, exec_correct, parity_lower_bound, win_rate,
-                                                   wilson_interval)
+from fastdistill_assets.config import EvalGates
+from fastdistill_assets.evaluation.metrics import (Accuracy, EvalItem, PairedComparison, WinRate, exec_correct,
+                                                   mcnemar_exact_p, newcombe_paired_interval, paired_comparison,
+                                                   parity_lower_bound, win_rate, wilson_interval)
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets_tests.db_fixtures import make_sqlite
 
@@ -50,15 +52,107 @@ def test_parity_lower_bound_shrinks_towards_half():
 
 
 def test_equal_accuracy_passes_the_baseline_gate():
-    from fastdistill_assets.config import EvalGates
-    from fastdistill_assets.evaluation.metrics import WinRate
     from fastdistill_assets.evaluation.report import exact_accuracy, hard_gates
 
     baseline = Accuracy(101, 120).as_dict()  # accuracy rounds up to 0.841667
-    gates = hard_gates(Accuracy(101, 120), exact_accuracy(baseline), WinRate(1, 1, 10), 0.3, EvalGates())
+    gates = hard_gates(Accuracy(101, 120), exact_accuracy(baseline), None, WinRate(1, 1, 10), 0.3, EvalGates())
     assert gates["test_exec_accuracy_vs_baseline"]["passed"]
-    assert not hard_gates(Accuracy(100, 120), exact_accuracy(baseline), WinRate(1, 1, 10), 0.3,
+    assert not hard_gates(Accuracy(100, 120), exact_accuracy(baseline), None, WinRate(1, 1, 10), 0.3,
                           EvalGates())["test_exec_accuracy_vs_baseline"]["passed"]
+
+
+# -- student vs baseline on the same questions ----------------------------------------------------
+
+@pytest.mark.parametrize("b, c, p", [
+    (10, 2, 0.0386),   # 2 * (C(12,0) + C(12,1) + C(12,2)) / 2^12 = 2 * 79 / 4096 = 0.03857
+    (9, 3, 0.1460),    # 2 * (1 + 12 + 66 + 220) / 4096 = 2 * 299 / 4096
+    (2, 10, 0.0386),   # two-sided: symmetric in b and c
+    (6, 16, 0.0525),   # Fagerland, Lydersen & Laake (2014), Cavo et al. table: exact conditional p = 0.052
+    (5, 0, 0.0625),    # 2 / 2^5
+    (3, 3, 1.0),       # 2 * P(X <= 3) > 1: capped
+    (0, 0, 1.0),       # no discordant question: no evidence either way
+])
+def test_mcnemar_exact_p_against_hand_computed_binomial_tails(b, c, p):
+    assert mcnemar_exact_p(b, c) == pytest.approx(p, abs=1e-4)
+
+
+def test_newcombe_paired_interval_against_published_values():
+    """Contingency-table textbook (Fagerland, Lydersen & Laake) examples, Newcombe square-and-add:
+    Cavo et al. (a, b, c, d) = (59, 6, 16, 80): -0.0621 [-0.1186, -0.0046]; Bentur et al.
+    (1, 1, 7, 12): -0.2857 [-0.5069, -0.0256]."""
+    assert newcombe_paired_interval(59, 6, 16, 80) == pytest.approx((-0.1186, -0.0046), abs=1e-4)
+    assert newcombe_paired_interval(1, 1, 7, 12) == pytest.approx((-0.5069, -0.0256), abs=1e-4)
+    assert PairedComparison(59, 6, 16, 80).difference == pytest.approx(-0.0621, abs=1e-4)
+    low, high = newcombe_paired_interval(0, 0, 0, 10)  # both always wrong: difference 0, interval around it
+    assert low < 0 < high and (low, high) == pytest.approx((-high, high))
+
+
+# 40 questions: both right on 20, only the student on b, only the baseline on c, neither on the rest.
+def _lists(b: int, c: int) -> tuple[list[bool], list[bool]]:
+    student = [True] * 20 + [True] * b + [False] * c + [False] * (20 - b - c)
+    baseline = [True] * 20 + [False] * b + [True] * c + [False] * (20 - b - c)
+    return student, baseline
+
+
+def test_paired_comparison_counts_the_table():
+    student, baseline = _lists(10, 2)
+    paired = paired_comparison(student, baseline)
+    assert paired == PairedComparison(both=20, first_only=10, second_only=2, neither=8)
+    assert paired.difference == pytest.approx(sum(student) / 40 - sum(baseline) / 40) == 0.2
+    figures = paired.as_dict("student", "baseline")
+    assert (figures["student_only"], figures["baseline_only"]) == (10, 2)
+    assert figures["mcnemar_p"] == pytest.approx(0.0385742, abs=1e-7)  # 158 / 4096, 6 significant digits
+    assert PairedComparison(445, 104, 11, 64).as_dict("s", "b")["mcnemar_p"] == pytest.approx(3.82168e-20, rel=1e-5)
+    with pytest.raises(ValueError):
+        paired_comparison(student, baseline[:-1])
+
+
+@pytest.mark.parametrize("b, c, passed", [
+    (10, 2, True),    # p = 0.0386 < 0.05 and the student is better
+    (9, 3, False),    # p = 0.146 >= 0.05: better on points, not significantly
+    (2, 10, False),   # p = 0.0386 but the baseline is the better one
+    (0, 0, False),    # equal: p = 1
+])
+def test_significant_improvement_gate_needs_mcnemar_p_below_alpha(b, c, passed):
+    from fastdistill_assets.evaluation.report import baseline_gate
+
+    student, baseline = _lists(b, c)
+    paired = paired_comparison(student, baseline)
+    accuracy = Accuracy(sum(student), len(student))
+    strict = EvalGates(baseline_comparison="significant_improvement", alpha=0.05)
+    gate = baseline_gate(accuracy, sum(baseline) / len(baseline), paired, strict)
+    assert gate["passed"] is passed
+    assert (gate["student_only"], gate["baseline_only"], gate["op"]) == (b, c, ">")
+    assert gate["mcnemar_p"] == pytest.approx(mcnemar_exact_p(b, c), abs=1e-6)
+    # the same numbers under at_least: student >= baseline on points is enough
+    assert baseline_gate(accuracy, sum(baseline) / len(baseline), paired, EvalGates())["passed"] is (b >= c)
+    # alpha is the configured one: at 0.01 even b = 10, c = 2 is not enough
+    looser = strict.model_copy(update={"alpha": 0.01})
+    assert not baseline_gate(accuracy, sum(baseline) / len(baseline), paired, looser)["passed"]
+
+
+def test_significant_improvement_without_a_pairing_fails_and_needs_a_paired_baseline_kind():
+    from pydantic import ValidationError
+
+    from fastdistill_assets.evaluation.report import baseline_gate
+
+    strict = EvalGates(baseline_comparison="significant_improvement", baseline={"kind": "run", "run_id": "r1"})
+    assert not baseline_gate(Accuracy(40, 40), 0.5, None, strict)["passed"]  # the run answered other questions
+    with pytest.raises(ValidationError, match="significant_improvement needs per-question"):
+        EvalGates(baseline_comparison="significant_improvement", baseline={"kind": "fixed", "value": 0.5})
+
+
+@pytest.mark.parametrize("b, c, sentence", [
+    (10, 2, "the gated student beats the ungated baseline (McNemar p = 0.039)"),
+    (9, 3, "the gated student does not significantly beat the ungated baseline (McNemar p = 0.15)"),
+    (2, 10, "the ungated baseline beats the gated student (McNemar p = 0.039)"),
+])
+def test_paired_verdict_is_one_plain_sentence(b, c, sentence):
+    from fastdistill_assets.evaluation.report import paired_verdict
+
+    assert paired_verdict(paired_comparison(*_lists(b, c)), 0.05, "ungated") == sentence
+    assert paired_verdict(None, 0.05, "fixed", "it is one number") == \
+        "the McNemar test is not applicable to the fixed baseline: it is one number"
 
 
 @pytest.mark.parametrize("k, n", [(0, 12), (12, 12), (0, 1)])

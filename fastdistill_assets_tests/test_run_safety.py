@@ -153,7 +153,7 @@ def test_shipped_instance_settings_queue_runs_per_run_id_and_pool_the_teacher(tm
     pools = {key.to_user_string(): node.pool for key, node in
              ((k, defs.resolve_assets_def(k).op) for k in defs.resolve_all_asset_keys())}
     assert pools == {"raw": None, "canonical": None, "teacher_candidates": "teacher", "filtered": "teacher",
-                     "distilled": None, "student_model": None, "eval_report": "teacher"}
+                     "distilled": None, "student_model": None, "baseline_model": None, "eval_report": "teacher"}
 
 
 # --- the documented commands ------------------------------------------------------------------------------------

@@ -21,13 +21,15 @@ from fastdistill_assets.training.students import load_student
 
 @dg.asset(partitions_def=run_partitions, group_name="evaluation", kinds={"matplotlib"}, pool=TEACHER_POOL)
 def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
-                canonical: pl.DataFrame, filtered: StageOutput, student_model: StageOutput) -> StageOutput:
-    """Student vs baseline vs teacher on the held-out split, hard-gate verdicts and the timing report.
+                canonical: pl.DataFrame, filtered: StageOutput, student_model: StageOutput,
+                baseline_model: StageOutput) -> StageOutput:
+    """Student vs baseline vs teacher on the held-out split, their paired test, hard-gate verdicts
+    and the timing report. Evaluates only: the baseline was trained by baseline_model.
 
     Refuses (dg.Failure) when no eval-split question has gold; questions without gold are
-    counted and not scored. Reads canonical (eval split, withheld gold), filtered (ungated
-    candidates for the baseline; reject reasons; gate paths),
-    student_model (the model folder). Writes per question: sample_id, question, gold_sql,
+    counted and not scored. Reads canonical (eval split, withheld gold), filtered (withheld-gold
+    precision; reject reasons; gate paths), student_model and baseline_model (the model folder,
+    for the ungated baseline). Writes per question: sample_id, question, gold_sql,
     student_sql, student_correct, teacher_output, teacher_correct, baseline_correct. Side files:
     eval_report.json, eval_report.md, accuracy.png, reject_reasons.png.
     """
@@ -35,21 +37,25 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     frozen = run_config.for_partition(context)
     previous = load_previous(ArtifactStore(Path(run_config.artifacts_dir)), frozen.gates.eval.baseline.run_id)
     student = load_student(Path(student_model.files["model"]))
+    baseline = load_student(Path(baseline_model.files["model"])) if "model" in baseline_model.files else None
     try:
         with step_errors():
-            per_question, summary = evaluate(frozen, canonical, filtered.frame, student, teacher, previous)
+            per_question, summary = evaluate(frozen, canonical, filtered.frame, student, baseline, teacher, previous)
     except NoEvalGold as err:
         raise dg.Failure(description=str(err), metadata={"eval_split": frozen.config.eval_split}) from err
     timing = timing_report(*_stage_timings(context, frozen.run_id), timer.elapsed_s())
     quality = json.loads(Path(filtered.files["quality_report.json"]).read_text())
-    report = assemble(frozen, summary, timing, previous, quality["paths"])
+    report = assemble(frozen, summary, timing, previous.report if previous else None, quality["paths"])
     text = markdown(report)
-    win = report["online_win_rate"]
+    win, paired = report["online_win_rate"], report["paired_comparison"]
     context.add_output_metadata({
         **timer.metadata(rows=per_question.height),
         "test_exec_accuracy": report["student"]["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
         "teacher_accuracy": report["teacher"]["accuracy"], "online_win_rate": win["online_win_rate"],
         "online_win_rate_lower_bound": win["online_win_rate_lower_bound"], "accepted": report["accepted"],
+        **({"paired_difference": paired["difference"], "mcnemar_p": paired["mcnemar_p"],
+            "paired_student_only": paired["student_only"], "paired_baseline_only": paired["baseline_only"]}
+           if paired["applicable"] else {}),
         **({"gold_free_precision": report["gold_free_precision"]["accuracy"]} if report["gold_free_precision"] else {}),
         **{k: timing[k] for k in ("pipeline_kept_samples_per_hour", "data_wall_s", "pipeline_wall_s")
            if timing[k] is not None},

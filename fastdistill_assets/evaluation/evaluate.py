@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import polars as pl
 
 from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.evaluation.gold_free import withheld_precision
-from fastdistill_assets.evaluation.metrics import Accuracy, EvalItem, exec_correct, win_rate
+from fastdistill_assets.evaluation.metrics import Accuracy, EvalItem, exec_correct, paired_comparison, win_rate
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.judge import judge_messages, parse_judge_score
@@ -20,7 +20,10 @@ from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.generation import GenerationRequest
 from fastdistill_assets.teacher.prompts import prompt_hash
-from fastdistill_assets.training.students import Student, train_student
+from fastdistill_assets.training.students import Student
+
+# Eval prompts a student answers at once (Student.answer_many); the sketch student ignores it.
+EVAL_BATCH_SIZE = 16
 
 
 class NoEvalGold(ValueError):
@@ -51,14 +54,10 @@ def eval_items(canonical: pl.DataFrame, split: str | None) -> tuple[pl.DataFrame
     return rows, items
 
 
-def predict_all(student: Student, items: list[EvalItem]) -> list[str | None]:
-    outputs: list[str | None] = []
-    for item in items:
-        try:
-            outputs.append(student.answer(item.messages()))
-        except ValueError:  # a schema the student cannot read: a wrong answer, not a crash
-            outputs.append(None)
-    return outputs
+def predict_all(student: Student, items: list[EvalItem], batch_size: int = EVAL_BATCH_SIZE) -> list[str | None]:
+    """The student's answers to the eval prompts, ``batch_size`` at a time; None where it cannot
+    read a prompt (a wrong answer, not a crash)."""
+    return student.answer_many([item.messages() for item in items], batch_size)
 
 
 def teacher_outputs(gateway: ProviderGateway, frozen: FrozenRun, items: list[EvalItem]) -> list[str | None]:
@@ -102,44 +101,81 @@ def judge_ties(gateway: ProviderGateway, frozen: FrozenRun, items: list[EvalItem
     return verdicts
 
 
-def baseline_accuracy(frozen: FrozenRun, filtered: pl.DataFrame, items: list[EvalItem], executor: Executor,
-                      previous: dict[str, Any] | None) -> dict[str, Any]:
-    """The baseline chosen in the gate config: ungated student, a previous run, or a fixed value."""
-    baseline = frozen.gates.eval.baseline
-    if baseline.kind == "fixed":
-        if baseline.value is None:
+@dataclass(frozen=True)
+class PreviousRun:
+    """A previous run's eval report (the ``run`` baseline) and its per-question student correctness."""
+
+    run_id: str
+    report: dict[str, Any]
+    correct_by_sample: dict[str, bool]
+
+    def correct_on(self, sample_ids: list[str]) -> list[bool] | None:
+        """Its student's correctness on these questions, in order; None unless it answered them all."""
+        if not all(sid in self.correct_by_sample for sid in sample_ids):
+            return None
+        return [self.correct_by_sample[sid] for sid in sample_ids]
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """The baseline's accuracy summary (``kind``, ``accuracy`` and, where known, counts and
+    interval) and its per-question correctness on the eval questions (None: nothing to pair,
+    ``unpaired_reason`` says why)."""
+
+    summary: dict[str, Any]
+    correct: list[bool] | None
+    unpaired_reason: str | None = None
+
+
+def baseline_accuracy(frozen: FrozenRun, baseline: Student | None, items: list[EvalItem], sample_ids: list[str],
+                      executor: Executor, previous: PreviousRun | None) -> BaselineResult:
+    """The baseline chosen in the gate config: the ungated student (trained by baseline_model),
+    a previous run, or a fixed value."""
+    config = frozen.gates.eval.baseline
+    if config.kind == "fixed":
+        if config.value is None:
             raise ValueError("eval.baseline.kind=fixed needs eval.baseline.value")
-        return {"kind": "fixed", "accuracy": baseline.value}
-    if baseline.kind == "run":
+        return BaselineResult({"kind": "fixed", "accuracy": config.value}, None,
+                              "it is one number, with no per-question answers to pair")
+    if config.kind == "run":
         if previous is None:
             raise ValueError("eval.baseline.kind=run needs eval.baseline.run_id with an eval_report")
-        return {**previous["student"], "kind": f"run:{baseline.run_id}"}
-    # Without gates: the teacher's first answer to every question, right or wrong.
-    ungated = (filtered.filter(pl.col("error").is_null()).sort("generation_index", maintain_order=True)
-               .unique("sample_id", keep="first", maintain_order=True))
-    with tempfile.TemporaryDirectory() as tmp:
-        student, _ = train_student(frozen.config.training, ungated, "cleaned_sql", Path(tmp) / "baseline")
-        correct = exec_correct(predict_all(student, items), items, executor, frozen.gates.gold)
-    return {**Accuracy(sum(correct), len(correct)).as_dict(), "kind": "ungated", "correct_list": correct}
+        correct = previous.correct_on(sample_ids)
+        return BaselineResult({**previous.report["student"], "kind": f"run:{previous.run_id}"}, correct,
+                              None if correct is not None else
+                              f"run {previous.run_id} was not evaluated on all of these questions")
+    if baseline is None:
+        raise ValueError("eval.baseline.kind=ungated needs baseline_model's model: materialize baseline_model")
+    correct = exec_correct(predict_all(baseline, items), items, executor, frozen.gates.gold)
+    return BaselineResult({**Accuracy(sum(correct), len(correct)).as_dict(), "kind": "ungated"}, correct)
+
+
+def paired_summary(student_ok: list[bool], baseline: BaselineResult) -> dict[str, Any]:
+    """Student vs baseline on the same questions (difference, interval, McNemar), or why not."""
+    if baseline.correct is None:
+        return {"applicable": False, "reason": baseline.unpaired_reason}
+    return {"applicable": True, **paired_comparison(student_ok, baseline.correct).as_dict("student", "baseline")}
 
 
 def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame, student: Student,
-             gateway: ProviderGateway, previous: dict[str, Any] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Per-question results and the summary numbers (student, baseline, teacher, win rate)."""
+             baseline_student: Student | None, gateway: ProviderGateway,
+             previous: PreviousRun | None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Per-question results and the summary numbers (student, baseline, their paired comparison,
+    teacher, win rate). ``baseline_student``: baseline_model's student (ungated kind), else None."""
     rows, items = eval_items(canonical, frozen.config.eval_split)
     with Executor(frozen.gates.execution.timeout_ms, frozen.gates.execution.max_rows) as executor:
         student_out = predict_all(student, items)
         student_ok = exec_correct(student_out, items, executor, frozen.gates.gold)
         teacher_out = teacher_outputs(gateway, frozen, items)
         teacher_ok = exec_correct(teacher_out, items, executor, frozen.gates.gold)
-        baseline = baseline_accuracy(frozen, filtered, items, executor, previous)
+        baseline = baseline_accuracy(frozen, baseline_student, items, rows["sample_id"].to_list(), executor, previous)
         preferences = (judge_ties(gateway, frozen, items, student_out, teacher_out, student_ok, teacher_ok, executor)
                        if frozen.gates.judge.enabled else None)
-    baseline_ok = baseline.pop("correct_list", None)
     per_question = rows.select("sample_id", "question", "gold_sql").with_columns(
         pl.Series("student_sql", student_out, pl.String), pl.Series("student_correct", student_ok),
         pl.Series("teacher_output", teacher_out, pl.String), pl.Series("teacher_correct", teacher_ok),
-        pl.Series("baseline_correct", baseline_ok, pl.Boolean) if baseline_ok else pl.lit(None, pl.Boolean).alias("baseline_correct"))
+        pl.Series("baseline_correct", baseline.correct, pl.Boolean) if baseline.correct is not None
+        else pl.lit(None, pl.Boolean).alias("baseline_correct"))
     summary = {
         "eval_split": frozen.config.eval_split,
         "eval_questions": len(items),
@@ -148,7 +184,8 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
         "trainer": frozen.config.training.trainer,
         "student": Accuracy(sum(student_ok), len(student_ok)).as_dict(),
         "teacher": Accuracy(sum(teacher_ok), len(teacher_ok)).as_dict(),
-        "baseline": baseline,
+        "baseline": baseline.summary,
+        "paired_comparison": paired_summary(student_ok, baseline),
         "online_win_rate": {**win_rate(student_ok, teacher_ok, preferences).as_dict(),
                             "judge_decided_ties": preferences is not None},
         "gold_free_precision": withheld_precision(filtered, canonical, frozen.gates, frozen.config.recipe.rationale),
@@ -156,9 +193,10 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
     return per_question, summary
 
 
-def load_previous(store: ArtifactStore, run_id: str | None) -> dict[str, Any] | None:
+def load_previous(store: ArtifactStore, run_id: str | None) -> PreviousRun | None:
     """The eval report of a previous run (the ``run`` baseline), or None."""
     if not run_id:
         return None
     output = store.read(run_id, "eval_report")
-    return json.loads(Path(output.files["eval_report.json"]).read_text())
+    correct = dict(output.frame.select("sample_id", "student_correct").iter_rows())
+    return PreviousRun(run_id, json.loads(Path(output.files["eval_report.json"]).read_text()), correct)

@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-STAGES = ("raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model")
+STAGES = ("raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model", "baseline_model")
 DATA_STAGES = ("raw", "canonical", "teacher_candidates", "filtered", "distilled")
 EVAL_STAGE = "eval_report"
 WALL_CLOCK_SPANS = {  # what each wall clock figure spans, said in the report

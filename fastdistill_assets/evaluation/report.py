@@ -6,7 +6,7 @@ from typing import Any
 
 from fastdistill_assets.config import EvalGates, FrozenRun
 from fastdistill_assets.reports import paths_table
-from fastdistill_assets.evaluation.metrics import Accuracy, WinRate, parity_lower_bound
+from fastdistill_assets.evaluation.metrics import Accuracy, PairedComparison, WinRate, parity_lower_bound
 
 
 def win_rate_threshold(gates: EvalGates, n: int, previous: dict[str, Any] | None) -> float:
@@ -25,15 +25,76 @@ def exact_accuracy(summary: dict[str, Any]) -> float:
     return summary["correct"] / summary["n"] if summary.get("n") else summary["accuracy"]
 
 
-def hard_gates(student: Accuracy, baseline_accuracy: float, win: WinRate, threshold: float,
-               gates: EvalGates) -> dict[str, dict[str, Any]]:
+def beats_significantly(paired: PairedComparison, alpha: float) -> bool:
+    """The first model is right on more questions than the second and McNemar's p < alpha."""
+    return paired.first_only > paired.second_only and paired.mcnemar_p < alpha
+
+
+def baseline_gate(student: Accuracy, baseline_accuracy: float, paired: PairedComparison | None,
+                  gates: EvalGates) -> dict[str, Any]:
+    """test_exec_accuracy_vs_baseline: ``at_least`` (student >= baseline, point estimates) or
+    ``significant_improvement`` (student > baseline with McNemar p < alpha; fails without a paired
+    baseline). Passes whatever the numbers when ``require_beats_baseline`` is off. Carries the
+    paired figures (McNemar p, discordant counts b and c, difference) when there is a pairing."""
+    significant = gates.baseline_comparison == "significant_improvement"
+    if significant:
+        beats = paired is not None and beats_significantly(paired, gates.alpha)
+    else:
+        beats = student.value >= baseline_accuracy
+    gate: dict[str, Any] = {"passed": (not gates.require_beats_baseline) or beats, "value": round(student.value, 6),
+                            "threshold": round(baseline_accuracy, 6), "op": ">" if significant else ">=",
+                            "comparison": gates.baseline_comparison, "alpha": gates.alpha}
+    if paired is not None:
+        figures = paired.as_dict("student", "baseline")
+        gate |= {k: figures[k] for k in ("mcnemar_p", "student_only", "baseline_only")}
+        gate["paired_difference"] = figures["difference"]
+    return gate
+
+
+def hard_gates(student: Accuracy, baseline_accuracy: float, paired: PairedComparison | None, win: WinRate,
+               threshold: float, gates: EvalGates) -> dict[str, dict[str, Any]]:
     return {
-        "test_exec_accuracy_vs_baseline": {
-            "passed": (not gates.require_beats_baseline) or student.value >= baseline_accuracy,
-            "value": round(student.value, 6), "threshold": round(baseline_accuracy, 6), "op": ">="},
+        "test_exec_accuracy_vs_baseline": baseline_gate(student, baseline_accuracy, paired, gates),
         "online_win_rate": {"passed": win.rate >= threshold, "value": round(win.rate, 6),
                             "threshold": threshold, "op": ">="},
     }
+
+
+def significance_clause(gate: dict[str, Any]) -> str:
+    """What a hard gate asks beyond ``op threshold``: `` with McNemar p < 0.05`` or nothing."""
+    return f" with McNemar p < {gate['alpha']:g}" if gate.get("comparison") == "significant_improvement" else ""
+
+
+def paired_from(summary: dict[str, Any]) -> PairedComparison | None:
+    """The student-vs-baseline table of an evaluation summary, or None when not paired."""
+    paired = summary["paired_comparison"]
+    if not paired["applicable"]:
+        return None
+    return PairedComparison(*(paired[k] for k in ("both_correct", "student_only", "baseline_only",
+                                                  "neither_correct")))
+
+
+def baseline_name(kind: str) -> str:
+    """``the ungated baseline``, ``the baseline run r1``, ``the fixed baseline``."""
+    return f"the baseline run {kind.removeprefix('run:')}" if kind.startswith("run:") else f"the {kind} baseline"
+
+
+def format_p(p: float) -> str:
+    """A p-value with two significant figures (0.0039, 0.41, 1)."""
+    return f"{p:.2g}"
+
+
+def paired_verdict(paired: PairedComparison | None, alpha: float, kind: str, reason: str | None = None) -> str:
+    """One plain sentence on whether the gated student beats the baseline, with McNemar's p."""
+    baseline = baseline_name(kind)
+    if paired is None:
+        return f"the McNemar test is not applicable to {baseline}: {reason}"
+    p = f"McNemar p = {format_p(paired.mcnemar_p)}"
+    if beats_significantly(paired, alpha):
+        return f"the gated student beats {baseline} ({p})"
+    if paired.second_only > paired.first_only and paired.mcnemar_p < alpha:
+        return f"{baseline} beats the gated student ({p})"
+    return f"the gated student does not significantly beat {baseline} ({p})"
 
 
 def assemble(frozen: FrozenRun, summary: dict[str, Any], timing: dict[str, Any],
@@ -43,8 +104,12 @@ def assemble(frozen: FrozenRun, summary: dict[str, Any], timing: dict[str, Any],
     student = Accuracy(summary["student"]["correct"], summary["student"]["n"])
     win = WinRate(*(summary["online_win_rate"][k] for k in ("wins", "losses", "ties")))  # judge-decided if set
     threshold = win_rate_threshold(frozen.gates.eval, win.n, previous)
-    gates = hard_gates(student, exact_accuracy(summary["baseline"]), win, threshold, frozen.gates.eval)
-    return {**summary, "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
+    paired = paired_from(summary)
+    gates = hard_gates(student, exact_accuracy(summary["baseline"]), paired, win, threshold, frozen.gates.eval)
+    verdict = paired_verdict(paired, frozen.gates.eval.alpha, summary["baseline"]["kind"],
+                             summary["paired_comparison"].get("reason"))
+    return {**summary, "paired_comparison": {**summary["paired_comparison"], "verdict": verdict},
+            "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
             "parent_run_id": frozen.config.parent_run_id, "hard_gates": gates, "timing": timing,
             "accepted": all(g["passed"] for g in gates.values()), "gate_paths": gate_paths}
 
@@ -68,13 +133,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"| baseline ({b['kind']}) | {b['accuracy']:.3f} | "
         + (f"[{b['ci95_low']:.3f}, {b['ci95_high']:.3f}] |" if "ci95_low" in b else "- |"),
         f"| teacher | {t['accuracy']:.3f} | [{t['ci95_low']:.3f}, {t['ci95_high']:.3f}] |", "",
+        *paired_markdown(report["paired_comparison"], b["kind"]), "",
         f"online_win_rate {w['online_win_rate']:.3f} (Wilson lower bound {w['online_win_rate_lower_bound']:.3f}; "
         f"wins {w['wins']}, losses {w['losses']}, ties {w['ties']})", "",
         "| hard gate | value | op | threshold | verdict |", "|---|---|---|---|---|",
     ]
     for name, gate in report["hard_gates"].items():
-        lines.append(f"| {name} | {gate['value']:.4f} | {gate['op']} | {gate['threshold']:.4f} | "
-                     f"{'PASS' if gate['passed'] else 'FAIL'} |")
+        lines.append(f"| {name} | {gate['value']:.4f} | {gate['op']} | "
+                     f"{gate['threshold']:.4f}{significance_clause(gate)} | {'PASS' if gate['passed'] else 'FAIL'} |")
     lines += ["", "### Gates by path (labeled: gold match; gold_free: self-consistency)", "",
               paths_table(report["gate_paths"])]
     if precision := report.get("gold_free_precision"):
@@ -82,6 +148,18 @@ def markdown(report: dict[str, Any]) -> str:
                   f"[{precision['ci95_low']:.3f}, {precision['ci95_high']:.3f}] "
                   f"({precision['correct']} of {precision['n']} kept gold-free samples)"]
     return "\n".join(lines + ["", *timing_markdown(report["timing"])])
+
+
+def paired_markdown(paired: dict[str, Any], kind: str) -> list[str]:
+    """Student minus baseline on the same questions, its interval, McNemar's b, c and p, and the verdict."""
+    verdict = f"{paired['verdict'][0].upper()}{paired['verdict'][1:]}."
+    if not paired["applicable"]:
+        return [verdict]
+    return [f"Paired on the same {paired['n']} questions: student \u2212 baseline ({kind}) = "
+            f"{paired['difference']:+.3f}, 95 % CI [{paired['ci95_low']:+.3f}, {paired['ci95_high']:+.3f}] "
+            f"(Newcombe method 10); exact McNemar: b = {paired['student_only']} (only the student right), "
+            f"c = {paired['baseline_only']} (only the baseline right), p = {format_p(paired['mcnemar_p'])}.", "",
+            f"**{verdict}**"]
 
 
 def figure(value: float | None, spec: str = "") -> str:

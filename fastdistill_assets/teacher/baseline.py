@@ -4,7 +4,8 @@ It reads the prompt the way a model would (schema with header comments, a few sa
 the question), then chooses the SELECT column, the aggregate and the WHERE conditions with
 keyword rules and header matching. It is a baseline and makes real mistakes (ambiguous
 headers, values containing ' and ', unusual phrasing), which the quality gates must catch.
-Like chat models, it sometimes wraps its SQL in code fences or adds a line of prose.
+Like chat models, it sometimes wraps its SQL in code fences or adds a line of prose. Its mistakes
+are systematic; the random ones of a real teacher come from an error profile (``teacher.errors``).
 """
 
 from __future__ import annotations
@@ -122,12 +123,25 @@ def _guess_column(head: str, columns: list[Column]) -> str:
     return columns[0].name
 
 
-def predict_sql(question: str, schema: str, temperature: float = 0.0, seed: int | None = None) -> str:
-    """The baseline's SQL for a question over a single-table schema.
+Condition = tuple[str, str, exp.Expression]   # (column name, operator, literal)
 
-    With ``temperature > 0`` it samples: with probability ``temperature / 2`` (seeded by the
-    question and ``seed``) it drops a condition, drops the aggregate or picks another column.
-    """
+
+@dataclass(frozen=True)
+class Prediction:
+    """The baseline's reading of a question: table, columns, SELECT column, aggregate, conditions."""
+
+    table: str
+    columns: tuple[Column, ...]
+    column: str
+    agg: str
+    conditions: tuple[Condition, ...]
+
+    def sql(self) -> str:
+        return select_sql(self.table, self.column, self.agg, self.conditions)
+
+
+def predict(question: str, schema: str, temperature: float = 0.0, seed: int | None = None) -> Prediction:
+    """The baseline's reading of a question over a single-table schema (see :func:`predict_sql`)."""
     table, columns = parse_schema(schema)
     lower = question.lower()
     agg = next((name for name, pattern in AGG_KEYWORDS if pattern.search(lower)), None)
@@ -156,17 +170,31 @@ def predict_sql(question: str, schema: str, temperature: float = 0.0, seed: int 
                 agg = None
             else:
                 column = rng.choice(columns).name
-    return select_sql(table, column, agg or "", conditions)
+    return Prediction(table, tuple(columns), column, agg or "", tuple(conditions))
+
+
+def predict_sql(question: str, schema: str, temperature: float = 0.0, seed: int | None = None) -> str:
+    """The baseline's SQL for a question over a single-table schema.
+
+    With ``temperature > 0`` it samples: with probability ``temperature / 2`` (seeded by the
+    question and ``seed``) it drops a condition, drops the aggregate or picks another column.
+    """
+    return predict(question, schema, temperature, seed).sql()
 
 
 def _style(question: str) -> int:
     return int(hashlib.sha256(question.encode()).hexdigest()[:8], 16) % 20
 
 
+def rationale_reply(answer: str) -> str:
+    """A reply in the ``### RATIONALE`` / ``### ANSWER`` format the rationale recipe asks for."""
+    return f"### RATIONALE\nMatch the question's words to the schema's headers and values.\n### ANSWER\n{answer}"
+
+
 def format_reply(sql: str, question: str, rationale: bool = False) -> str:
     """Format the SQL as chat models do: mostly bare, sometimes fenced or with a line of prose."""
     if rationale:
-        return f"### RATIONALE\nMatch the question's words to the schema's headers and values.\n### ANSWER\n{sql}"
+        return rationale_reply(sql)
     style = _style(question)
     if style < 12:
         return sql
@@ -177,14 +205,42 @@ def format_reply(sql: str, question: str, rationale: bool = False) -> str:
     return f"{sql};"
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """What the baseline reads from a chat request: the user prompt, its parsed sections
+    (``prompts.parse_user_prompt``) and whether the rationale format is asked for."""
+
+    user: str
+    sections: dict[str, Any]
+    rationale: bool
+
+    @property
+    def question(self) -> str:
+        return self.sections["question"]
+
+    @property
+    def schema(self) -> str:
+        return self.sections["schema"]
+
+
+def read_prompt(messages: list[dict[str, Any]]) -> Prompt:
+    """The prompt of a chat request built by ``prompts.build_messages``."""
+    user = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
+    rationale = any("### RATIONALE" in str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    return Prompt(user, parse_user_prompt(user), rationale)
+
+
+def decode_params(params: dict[str, Any] | None) -> tuple[float, int | None]:
+    """(temperature, seed) of a request's decode parameters."""
+    params = params or {}
+    return float(params.get("temperature") or 0.0), params.get("seed")
+
+
 def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> str:
     """The baseline's chat reply to a prompt built by ``prompts.build_messages``.
 
     ``params`` are the request's decode parameters (temperature, seed).
     """
-    params = params or {}
-    user = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
-    rationale = any("### RATIONALE" in str(m.get("content", "")) for m in messages if m.get("role") == "system")
-    parsed = parse_user_prompt(user)
-    sql = predict_sql(parsed["question"], parsed["schema"], float(params.get("temperature") or 0.0), params.get("seed"))
-    return format_reply(sql, parsed["question"], rationale)
+    prompt = read_prompt(messages)
+    sql = predict_sql(prompt.question, prompt.schema, *decode_params(params))
+    return format_reply(sql, prompt.question, prompt.rationale)

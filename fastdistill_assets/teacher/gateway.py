@@ -8,7 +8,10 @@ resource's ``api_key`` (an ``EnvVar``) or from the variable named by the provide
 ``api_key_env``; it is never logged, stored or put in metadata. The ``embedded`` and ``student``
 providers start a server on 127.0.0.1 for the call unless a base URL is given. Responses are
 cached under the endpoint's identity (``teacher.cache``): ``<provider>@<base URL>``, or for a
-server started here ``local:embedded`` / ``local:student:<weights sha256>``.
+server started here ``local:embedded`` / ``local:student:<weights sha256>``. The run's
+``teacher.error_profile`` reaches the embedded teacher the gateway starts through the overrides
+(``TeacherConfig.endpoint_overrides``); a profile that is not clean is named in the identity,
+``local:embedded:<profile sha256[:12]>``, so answers of one profile are never served for another.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import dagster as dg
 from pydantic import Field
 
 from fastdistill_assets import settings
-from fastdistill_assets.config import ConfigError, DecodeProfile
+from fastdistill_assets.config import ERROR_PROFILE_KEY, ConfigError, DecodeProfile, TeacherErrorProfile, validated
 from fastdistill_assets.teacher.cache import ResponseCache, endpoint_identity, local_identity
 from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationRequest, GenerationResult, Generator,
                                                    ProgressFn)
@@ -34,6 +37,25 @@ from fastdistill_assets.teacher.provider_config import (LOCAL_PROVIDERS, Gateway
 API_KEY_ENV = "FASTDISTILL_API_KEY"  # the resource's api_key (an EnvVar), for any provider
 _RESOURCE_OVERRIDES = ("base_url", "timeout_s", "concurrency", "max_retries", "requests_per_minute",
                        "tokens_per_minute")
+
+
+def error_profile(overrides: Mapping[str, Any] | None) -> TeacherErrorProfile | None:
+    """The embedded teacher's error profile in the run's overrides; None when absent or clean.
+
+    Raises:
+        ConfigError: the profile does not validate.
+    """
+    value = (overrides or {}).get(ERROR_PROFILE_KEY)
+    if value is None:
+        return None
+    profile = value if isinstance(value, TeacherErrorProfile) else validated(
+        TeacherErrorProfile, dict(value), f"teacher.{ERROR_PROFILE_KEY}")
+    return None if profile.is_clean else profile
+
+
+def endpoint_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The overrides that are provider settings (the error profile is not one)."""
+    return {key: value for key, value in (overrides or {}).items() if key != ERROR_PROFILE_KEY}
 
 
 class ProviderGateway(dg.ConfigurableResource):
@@ -63,7 +85,7 @@ class ProviderGateway(dg.ConfigurableResource):
             ConfigError: unknown provider or a setting out of range.
         """
         resource = {key: getattr(self, key) for key in _RESOURCE_OVERRIDES if getattr(self, key) is not None}
-        return self.gateway_config().provider(provider, **{**(overrides or {}), **resource})
+        return self.gateway_config().provider(provider, **{**endpoint_settings(overrides), **resource})
 
     def api_key_for(self, provider: str, entry: ProviderSettings) -> str | None:
         """The key the provider needs, or None where it needs none.
@@ -124,7 +146,8 @@ class ProviderGateway(dg.ConfigurableResource):
              overrides: Mapping[str, Any] | None = None) -> Iterator[EndpointSettings]:
         """Endpoint settings for the call; starts and stops a local server where the provider is local.
 
-        ``embedded`` serves the package's baseline teacher (cache identity ``local:embedded``);
+        ``embedded`` serves the package's baseline teacher with the overrides' error profile (cache
+        identity ``local:embedded``, or ``local:embedded:<profile fingerprint>`` with a profile);
         ``student`` serves the student trained in run ``model``, the born-again chain (cache identity
         ``local:student:<weights sha256>``). Their port changes every time, so it is no identity.
         """
@@ -142,7 +165,9 @@ class ProviderGateway(dg.ConfigurableResource):
         else:
             from fastdistill_assets.teacher.server import embedded_teacher
 
-            server, identity = embedded_teacher(), local_identity(provider)
+            profile = error_profile(overrides)
+            server = embedded_teacher(error_profile=profile)
+            identity = local_identity(provider, profile.fingerprint() if profile else None)
         with server:
             yield self.endpoint(provider, model, decode, overrides, base_url=server.base_url, cache_identity=identity)
 

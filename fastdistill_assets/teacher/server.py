@@ -8,6 +8,7 @@ the client's timeout), truncated bodies and non-JSON bodies, for the tests and b
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from fastdistill_assets.config import TeacherErrorProfile
 from fastdistill_assets.hashing import sha256_json
 
 ChatModel = Callable[[list[dict[str, Any]], dict[str, Any]], str]  # (messages, decode params) -> reply
@@ -246,8 +248,10 @@ class ChatServer:
 
 
 def embedded_teacher(faults: FaultConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-                     api_key: str | None = None) -> ChatServer:
-    """The offline default teacher: the schema-linking baseline (and judge) behind the OpenAI API."""
+                     api_key: str | None = None, error_profile: TeacherErrorProfile | None = None) -> ChatServer:
+    """The offline default teacher: the schema-linking baseline (and judge) behind the OpenAI API,
+    with the random mistakes of ``error_profile`` (None or all zeros: the clean baseline)."""
     from fastdistill_assets.teacher import embedded
 
-    return ChatServer(embedded.reply, "baseline-schema-linker", faults, host=host, port=port, api_key=api_key)
+    model: ChatModel = functools.partial(embedded.reply, profile=error_profile)
+    return ChatServer(model, "baseline-schema-linker", faults, host=host, port=port, api_key=api_key)

@@ -50,12 +50,17 @@ def examples_from(frame: pl.DataFrame, sql_column: str) -> list[Example]:
     return [Example(q, s, sql) for q, s, sql in rows.select("question", "schema", sql_column).iter_rows()]
 
 
-def train_student(config: TrainingConfig, frame: pl.DataFrame, sql_column: str, folder: Path) -> tuple[Student, dict[str, Any]]:
-    """Train the configured student on ``frame`` (question, schema, ``sql_column``), save it to ``folder``."""
+def train_student(config: TrainingConfig, frame: pl.DataFrame, sql_column: str, folder: Path,
+                  checkpoint_dir: Path | None = None) -> tuple[Student, dict[str, Any]]:
+    """Train the configured student on ``frame`` (question, schema, ``sql_column``), save it to ``folder``.
+
+    ``checkpoint_dir``: a folder that outlives the step, where hf-sft keeps resumable checkpoints
+    (a killed training resumes from them); the sketch trainer, seconds long, does not use it.
+    """
     if config.trainer == "hf-sft":
         from fastdistill_assets.training.hf_sft import train_hf_sft
 
-        return train_hf_sft(config, frame, sql_column, folder)
+        return train_hf_sft(config, frame, sql_column, folder, checkpoint_dir)
     model, report = train_sketch(examples_from(frame, sql_column), config.epochs, config.learning_rate, config.seed)
     model.save(folder)
     return SketchStudent(model), report_metadata(report, folder)
