@@ -24,7 +24,7 @@ import polars as pl
 from fastdistill_assets.canonical import canonicalize
 from fastdistill_assets.config import DatasetConfig, RunConfig, TrainingConfig
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.evaluation.evaluate import EVAL_BATCH_SIZE, eval_items
+from fastdistill_assets.evaluation.evaluate import eval_items
 from fastdistill_assets.training.students import Student, train_student
 
 Prompts = list[list[dict[str, str]]]
@@ -88,7 +88,7 @@ def hf_student(train: pl.DataFrame, prompts: Prompts, folder: Path, steps: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=TrainingConfig().generation_batch_size)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hf-questions", type=int, default=64, help="test prompts for the (slower) hf-sft student")
     parser.add_argument("--hf-steps", type=int, default=20)

@@ -168,6 +168,7 @@ class TrainingConfig(_Strict):
     warmup_ratio: float = Field(default=0.03, ge=0.0, lt=1.0)  # hf-sft: share of the steps warming up from 0
     max_grad_norm: float = Field(default=1.0, gt=0)          # hf-sft: clip the gradients' global L2 norm
     checkpoint_steps: int = Field(default=50, ge=1)          # hf-sft: a resumable checkpoint every N steps
+    generation_batch_size: int = Field(default=16, ge=1)     # eval: prompts a student answers at once (hf-sft)
 
 
 class RunConfig(_Strict):

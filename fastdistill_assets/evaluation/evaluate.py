@@ -22,9 +22,6 @@ from fastdistill_assets.teacher.generation import GenerationRequest
 from fastdistill_assets.teacher.prompts import prompt_hash
 from fastdistill_assets.training.students import Student
 
-# Eval prompts a student answers at once (Student.answer_many); the sketch student ignores it.
-EVAL_BATCH_SIZE = 16
-
 
 class NoEvalGold(ValueError):
     """The eval split has no question with gold SQL: the run is for data generation only."""
@@ -54,7 +51,7 @@ def eval_items(canonical: pl.DataFrame, split: str | None) -> tuple[pl.DataFrame
     return rows, items
 
 
-def predict_all(student: Student, items: list[EvalItem], batch_size: int = EVAL_BATCH_SIZE) -> list[str | None]:
+def predict_all(student: Student, items: list[EvalItem], batch_size: int) -> list[str | None]:
     """The student's answers to the eval prompts, ``batch_size`` at a time; None where it cannot
     read a prompt (a wrong answer, not a crash)."""
     return student.answer_many([item.messages() for item in items], batch_size)
@@ -146,7 +143,8 @@ def baseline_accuracy(frozen: FrozenRun, baseline: Student | None, items: list[E
                               f"run {previous.run_id} was not evaluated on all of these questions")
     if baseline is None:
         raise ValueError("eval.baseline.kind=ungated needs baseline_model's model: materialize baseline_model")
-    correct = exec_correct(predict_all(baseline, items), items, executor, frozen.gates.gold)
+    correct = exec_correct(predict_all(baseline, items, frozen.config.training.generation_batch_size), items,
+                           executor, frozen.gates.gold)
     return BaselineResult({**Accuracy(sum(correct), len(correct)).as_dict(), "kind": "ungated"}, correct)
 
 
@@ -164,7 +162,7 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
     teacher, win rate). ``baseline_student``: baseline_model's student (ungated kind), else None."""
     rows, items = eval_items(canonical, frozen.config.eval_split)
     with Executor(frozen.gates.execution.timeout_ms, frozen.gates.execution.max_rows) as executor:
-        student_out = predict_all(student, items)
+        student_out = predict_all(student, items, frozen.config.training.generation_batch_size)
         student_ok = exec_correct(student_out, items, executor, frozen.gates.gold)
         teacher_out = teacher_outputs(gateway, frozen, items)
         teacher_ok = exec_correct(teacher_out, items, executor, frozen.gates.gold)
