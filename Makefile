@@ -39,6 +39,8 @@ bench: venv
 	$(BIN)/python benchmarks/gold_free_precision.py
 	$(BIN)/python benchmarks/official_wikisql.py
 	$(BIN)/python benchmarks/storage_stress.py
+	$(BIN)/python benchmarks/teacher_error_profile.py
+	$(BIN)/python benchmarks/eval_throughput.py
 
 clean:
 	rm -rf $(VENV) artifacts .dagster_home
