@@ -42,14 +42,8 @@ def demo_split(data_dir: Path) -> tuple[pl.DataFrame, Prompts]:
 
 
 def one_by_one(student: Student, prompts: Prompts) -> list[str | None]:
-    """``answer`` per prompt, None where the student cannot read it (as answer_many does)."""
-    answers: list[str | None] = []
-    for messages in prompts:
-        try:
-            answers.append(student.answer(messages))
-        except ValueError:
-            answers.append(None)
-    return answers
+    """Each prompt on its own (a batch of one)."""
+    return [student.answer_many([messages], 1)[0] for messages in prompts]
 
 
 def timed(run: Callable[[], list[str | None]], repeats: int) -> tuple[list[str | None], float]:
@@ -62,13 +56,15 @@ def timed(run: Callable[[], list[str | None]], repeats: int) -> tuple[list[str |
     return answers, best
 
 
-def report(name: str, student: Student, prompts: Prompts, batch_size: int, repeats: int) -> None:
+def report(name: str, student: Student, prompts: Prompts, batch_size: int, repeats: int) -> bool:
+    """Prints the figures; returns whether both ways gave the same answers."""
     single, single_s = timed(lambda: one_by_one(student, prompts), repeats)
     batched, batched_s = timed(lambda: student.answer_many(prompts, batch_size), repeats)
     same = sum(a == b for a, b in zip(single, batched, strict=True))
     print(f"{name}: {len(prompts)} test prompts; one by one {len(prompts) / single_s:,.1f} answers/s, "
           f"answer_many(batch_size={batch_size}) {len(prompts) / batched_s:,.1f} answers/s "
           f"(x{single_s / batched_s:.2f}); identical answers {same}/{len(prompts)}")
+    return same == len(prompts)
 
 
 def hf_student(train: pl.DataFrame, prompts: Prompts, folder: Path, steps: int) -> Student | None:
@@ -86,7 +82,7 @@ def hf_student(train: pl.DataFrame, prompts: Prompts, folder: Path, steps: int) 
     return student
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch-size", type=int, default=TrainingConfig().generation_batch_size)
     parser.add_argument("--repeats", type=int, default=3)
@@ -96,11 +92,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, prompts = demo_split(Path(tmp) / "data")
         sketch, _ = train_student(TrainingConfig(), train, "gold_sql", Path(tmp) / "sketch")
-        report("sketch", sketch, prompts, args.batch_size, args.repeats)
+        same = report("sketch", sketch, prompts, args.batch_size, args.repeats)
         hf = hf_student(train, prompts, Path(tmp), args.hf_steps)
         if hf is not None:
-            report("hf-sft (tiny LM)", hf, prompts[: args.hf_questions], args.batch_size, 1)
+            same &= report("hf-sft (tiny LM)", hf, prompts[: args.hf_questions], args.batch_size, 1)
+    return 0 if same else 1  # batched answers must equal one-by-one answers
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -80,8 +80,9 @@ def baseline_name(kind: str) -> str:
 
 
 def format_p(p: float) -> str:
-    """A p-value with two significant figures (0.0039, 0.41, 1)."""
-    return f"{p:.2g}"
+    """A p-value with three significant figures (0.00391, 0.0496, 1), so one just under a 0.05
+    alpha never prints as 0.05."""
+    return f"{p:.3g}"
 
 
 def paired_verdict(paired: PairedComparison | None, alpha: float, kind: str, reason: str | None = None) -> str:

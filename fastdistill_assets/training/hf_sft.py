@@ -50,7 +50,8 @@ def _load_base(model_path: str, device: str) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     dense = {"quantization_config": GgufConfig(dequantize=True)} if extra else {}  # LoRA wraps nn.Linear
-    model = AutoModelForCausalLM.from_pretrained(folder, **extra, **dense).to(device)
+    # fp32 weights everywhere; on a GPU the Trainer's autocast (bf16/fp16) does the mixed precision
+    model = AutoModelForCausalLM.from_pretrained(folder, **extra, **dense, dtype=torch.float32).to(device)
     if getattr(model, "hf_quantizer", None) is not None:  # an unpacked GGUF: a plain model for the Trainer
         model.hf_quantizer.remove_quantization_config(model)
     return model, tokenizer
@@ -104,10 +105,19 @@ def _empty(folder: Path) -> None:
 
 
 def _last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest ``checkpoint-N`` with its trainer state (saved last: a kill mid-save leaves it out)."""
+    """The newest ``checkpoint-N`` whose trainer state (saved last) reads: a kill mid-save leaves
+    it out."""
     done = [p for p in folder.glob("checkpoint-*")
-            if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").is_file()]
+            if p.name.removeprefix("checkpoint-").isdigit() and _state_reads(p / "trainer_state.json")]
     return str(max(done, key=lambda p: checkpoint_step(str(p)))) if done else None
+
+
+def _state_reads(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def checkpoint_step(checkpoint: str | None) -> int:
@@ -214,8 +224,9 @@ def train_hf_sft(config: TrainingConfig, frame: pl.DataFrame, sql_column: str, f
     """Fine-tune LoRA adapters on (prompt messages, SQL) pairs and save them to ``folder``.
 
     ``checkpoint_dir``: where checkpoints go every ``checkpoint_steps`` steps; a checkpoint of
-    the same training found there is resumed (``resumed_from_step``), another is cleared, and the
-    folder is emptied once the adapter is saved. Without it, nothing is checkpointed.
+    the same training found there is resumed (``resumed_from_step``), another is cleared first. The
+    checkpoints stay after the adapter is saved (the stage is published only after this returns),
+    at most ``save_total_limit`` of them. Without it, nothing is checkpointed.
     ``steps`` and ``epochs`` count the whole training, resumed steps included; ``train_tokens``
     and ``train_s`` this call's steps only: ``train_s`` runs from the first optimizer step's
     start to the end of the last one, ``train_tokens_per_sec = train_tokens / train_s`` (tokens
@@ -239,9 +250,7 @@ def train_hf_sft(config: TrainingConfig, frame: pl.DataFrame, sql_column: str, f
         trainer.train(resume_from_checkpoint=resume)
         loss_after = _mean_loss(trainer)
     model = trainer.model.eval()
-    _save(model, tokenizer, config.model_path, folder)
-    if checkpoint_dir:
-        _empty(checkpoint_dir)
+    _save(model, tokenizer, config.model_path, folder)  # checkpoints stay: the stage is not published yet
     used, no_sql = len(trainer.train_dataset), frame.height - len(records)
     skipped = {"no_sql": no_sql, "prompt_over_max_length": len(records) - used}
     report = {"examples": frame.height, "used": used, "skipped_by_reason": {k: n for k, n in skipped.items() if n},
