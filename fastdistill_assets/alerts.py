@@ -1,4 +1,14 @@
-"""Alert sinks: the run log always, a JSONL file, and a Slack-compatible webhook when set.
+"""Alert sinks: the sensor's tick log always, a JSONL file, and a Slack-compatible webhook when set.
+
+Two kinds of alert go through the same sinks:
+
+* ``check_failed``: one per failed asset check evaluation (``failed_check_alerts``);
+* ``run_failed``: one per failed Dagster run (``failed_run_alerts``): a crashed step, a provider
+  that is down, a full disk, and also a run stopped by a blocking check. The run alert names the
+  failed steps and the first error, and lists the failed checks that were alerted on their own.
+
+The "log" sink is the sensor's own log: it shows under the sensor's ticks in the UI (and in the
+daemon's output), not in the failed run's event log.
 
 The webhook URL is a secret (Slack's carry a token): it is never logged or stored.
 """
@@ -19,29 +29,47 @@ from pydantic import Field
 
 from fastdistill_assets import settings
 
+CHECK_FAILED = "check_failed"
+RUN_FAILED = "run_failed"
+
 
 @dataclass(frozen=True)
 class Alert:
-    asset: str
-    check: str
+    asset: str | None
+    check: str | None
     partition: str | None
     severity: str
     description: str | None
     dagster_run_id: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = CHECK_FAILED
+    failed_steps: list[str] = field(default_factory=list)
+    error: str | None = None
+    failed_checks: list[str] = field(default_factory=list)
+    ui_path: str | None = None
+    artifacts_path: str | None = None
     at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     def text(self) -> str:
         where = f" for run_id {self.partition}" if self.partition else ""
+        if self.kind == RUN_FAILED:
+            steps = ", ".join(f"`{s}`" for s in self.failed_steps) or "no step (the run itself)"
+            checks = (f" Failed check(s) in this run, each alerted separately: "
+                      f"{', '.join(f'`{c}`' for c in self.failed_checks)}." if self.failed_checks else "")
+            look = f" See Dagster run {self.dagster_run_id}" + (f" ({self.ui_path})" if self.ui_path else "")
+            look += f", artifacts {self.artifacts_path}." if self.artifacts_path else "."
+            return (f":x: fastdistill run failed{where}: failed step(s) {steps}: "
+                    f"{(self.error or self.description or 'no error message').rstrip('.')}.{checks}{look}")
         return (f":rotating_light: fastdistill check `{self.asset}.{self.check}` failed ({self.severity}){where}: "
-                f"{self.description or 'no description'}")
+                f"{self.description or 'no description'} (Dagster run {self.dagster_run_id})")
 
 
 def slack_payload(alert: Alert) -> dict[str, Any]:
     """Slack incoming-webhook JSON (``text`` plus the details as fields)."""
     return {"text": alert.text(), "attachments": [{"color": "danger" if alert.severity == "ERROR" else "warning",
                                                    "fields": [{"title": k, "value": str(v), "short": True}
-                                                              for k, v in asdict(alert).items() if k != "metadata"]}]}
+                                                              for k, v in asdict(alert).items()
+                                                              if k != "metadata" and v not in (None, [])]}]}
 
 
 class AlertSinks(dg.ConfigurableResource):
@@ -56,11 +84,15 @@ class AlertSinks(dg.ConfigurableResource):
         delivered = {"log": "ok"}
         log.warning(alert.text())
         if self.jsonl_path:
-            path = Path(self.jsonl_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as handle:
-                handle.write(json.dumps(asdict(alert), default=str) + "\n")
-            delivered["jsonl"] = "ok"
+            try:
+                path = Path(self.jsonl_path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as handle:
+                    handle.write(json.dumps(asdict(alert), default=str) + "\n")
+                delivered["jsonl"] = "ok"
+            except OSError as err:  # a full disk must not stop the webhook
+                delivered["jsonl"] = type(err).__name__
+                log.error(f"alert file {self.jsonl_path} not written: {err}")
         if self.webhook_url:
             delivered["webhook"] = self._post(alert)
             if delivered["webhook"] != "ok":

@@ -1,4 +1,4 @@
-"""The ``fastdistill`` command: create and list runs, serve models, run the demo."""
+"""The ``fastdistill`` command: create and list runs, materialize a run, serve models, run the demo."""
 
 from __future__ import annotations
 
@@ -59,12 +59,18 @@ def _cmd_run_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_materialize(args: argparse.Namespace) -> int:
+    from fastdistill_assets.run_summary import materialize_run
+
+    return materialize_run(args.run_id, args.select, args.verbose)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from fastdistill_assets.demo_run import run_demo
+    from fastdistill_assets.run_summary import materialize_run
 
     run_id = args.run_id or "demo-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     create_run(run_id, Path(args.config) if args.config else None)
-    return run_demo(run_id)
+    return materialize_run(run_id, verbose=args.verbose)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -99,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--parent", help="parent run_id (born-again chain)")
     new.set_defaults(func=_cmd_run_new)
     run_sub.add_parser("list", help="list runs").set_defaults(func=_cmd_run_list)
+    mat = sub.add_parser("materialize", help="run the `distill` job (every asset and check) for a run, in-process")
+    mat.add_argument("run_id", metavar="RUN")
+    mat.add_argument("--select", metavar="KEYS", help="comma-separated asset keys, e.g. raw,canonical "
+                     "(with their checks; default: every asset)")
+    mat.add_argument("--verbose", action="store_true", help="print Dagster's event log (DEBUG) too")
+    mat.set_defaults(func=_cmd_materialize)
     serve = sub.add_parser("serve", help="serve the embedded teacher (or a run's student) as an OpenAI API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -112,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="create a run and materialize the whole pipeline offline")
     demo.add_argument("--run-id")
     demo.add_argument("--config")
+    demo.add_argument("--verbose", action="store_true", help="print Dagster's event log (DEBUG) too")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,4 +1,4 @@
-"""Dagster definitions: assets, checks, resources and sensors — nothing else."""
+"""Dagster definitions: assets, checks, the ``distill`` job, resources and sensors — nothing else."""
 
 import os
 
@@ -7,6 +7,7 @@ import dagster as dg
 from fastdistill_assets import checks, sensors
 from fastdistill_assets.alerts import AlertSinks
 from fastdistill_assets.assets import data, evaluation, gates, teacher, training
+from fastdistill_assets.jobs import distill_job
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.settings import artifacts_dir
 from fastdistill_assets.storage import ParquetIOManager
@@ -17,11 +18,12 @@ WEBHOOK_ENV = "FASTDISTILL_ALERT_WEBHOOK"
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([data, teacher, gates, training, evaluation]),
     asset_checks=[*checks.gate_checks, checks.distilled_not_empty, *checks.hard_gate_checks],
+    jobs=[distill_job],
     resources={
         "io_manager": ParquetIOManager(root=str(artifacts_dir())),
         "run_config": RunConfigResource(),
         "teacher": ProviderGateway(api_key=dg.EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else None),
         "alerts": AlertSinks(webhook_url=dg.EnvVar(WEBHOOK_ENV) if os.environ.get(WEBHOOK_ENV) else None),
     },
-    sensors=[sensors.failed_check_alerts],
+    sensors=[sensors.failed_check_alerts, sensors.failed_run_alerts],
 )

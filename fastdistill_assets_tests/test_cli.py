@@ -1,6 +1,7 @@
 """The documented commands, run as a user would (subprocesses, the project's own instance)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,69 @@ def test_materialization_killed_mid_teacher_stage_resumes_without_repeats(projec
     assert frame.height == n and frame["sample_id"].n_unique() == n
     assert frame["error"].null_count() == n
     assert frame["cache_hit"].sum() == answered_before
+
+
+def test_distill_job_has_every_asset_and_check_and_runs_in_process_by_default():
+    from fastdistill_assets.definitions import defs
+    from fastdistill_assets.jobs import MULTIPROCESS_RUN_CONFIG
+
+    repo = defs.get_repository_def()
+    job = defs.resolve_job_def("distill")
+    assert job.partitions_def.name == "run_id"
+    assert set(job.asset_layer.executable_asset_keys) == set(repo.asset_graph.get_all_asset_keys())
+    assert set(job.asset_layer.asset_graph.asset_check_keys) == set(repo.asset_graph.asset_check_keys)
+    assert len(repo.asset_graph.asset_check_keys) == 11
+    schema = job.executor_def.config_schema.as_field()
+    assert schema.default_value == {"in_process": {}}
+    assert job.executor_def.get_requirements({"in_process": {}}) == []
+    assert job.executor_def.get_requirements(MULTIPROCESS_RUN_CONFIG["execution"]["config"])  # needs a real instance
+
+
+def _materialize(project, *args, check=True):
+    return _run([str(BIN / "fastdistill"), "materialize", *args], project, check=check)
+
+
+def test_fastdistill_materialize_prints_progress_and_summary_quietly(project):
+    project.edit_config("run_config", dataset={"limit_per_split": 10})
+    _run([str(BIN / "fastdistill"), "run", "new", "mat"], project)
+    out = _materialize(project, "mat")
+    lines = out.stdout.splitlines()
+    materialized = [line.split()[1] for line in lines if line.startswith("materialized ")]
+    assert sorted(materialized) == sorted(["raw", "canonical", "teacher_candidates", "filtered", "distilled",
+                                           "student_model", "baseline_model", "eval_report"])
+    assert any(line.startswith("materialized canonical ") and "rows=30" in line and line.endswith("s")
+               for line in lines)
+    assert "checks: 11 passed, 0 failed" in lines
+    assert "| hard gate | value | op | threshold | verdict |" in lines  # the eval report
+    assert lines[-1].startswith("run mat: succeeded")
+    assert "DEBUG" not in out.stdout + out.stderr and "STEP_START" not in out.stdout + out.stderr
+    with dg.DagsterInstance.from_config(str(project.root / "home")) as instance:
+        runs = instance.get_runs()
+        assert [(r.job_name, r.tags["dagster/partition"], r.is_success) for r in runs] == [("distill", "mat", True)]
+        # the event log the console did not show is in the instance
+        assert instance.get_records_for_run(runs[0].run_id, limit=1000).records
+
+    verbose = _materialize(project, "mat", "--select", "raw,canonical", "--verbose")
+    assert "DEBUG" in verbose.stdout + verbose.stderr and "STEP_START" in verbose.stdout + verbose.stderr
+    assert [line.split()[1] for line in verbose.stdout.splitlines() if line.startswith("materialized ")] == \
+        ["raw", "canonical"]
+    assert "checks: 0 passed, 0 failed" in verbose.stdout and "| hard gate |" not in verbose.stdout
+
+    unknown = _materialize(project, "nope", check=False)
+    assert unknown.returncode == 2 and "run 'nope' does not exist" in unknown.stderr
+    bad_select = _materialize(project, "mat", "--select", "raw,bogus", check=False)
+    assert bad_select.returncode == 2 and "unknown asset bogus" in bad_select.stderr
+
+
+def test_fastdistill_materialize_failing_blocking_gate_exits_1_naming_the_check(project):
+    project.edit_config("run_config", dataset={"limit_per_split": 10})
+    project.edit_config("quality_gates", checks={"exec_pass_rate": {"op": ">=", "value": 1.01, "blocking": True}})
+    _run([str(BIN / "fastdistill"), "run", "new", "impossible"], project)
+    out = _materialize(project, "impossible", check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    failed = [line for line in out.stdout.splitlines() if line.startswith("check filtered.exec_pass_rate FAILED")]
+    assert failed and re.search(r"\(blocking\): value [01](\.\d+)?, must be >= 1\.01", failed[0]), failed
+    assert "checks: 7 passed, 1 failed" in out.stdout  # the checks on filtered ran; nothing after it did
+    assert "materialized distilled" not in out.stdout and "not run (" in out.stdout
+    assert out.stdout.splitlines()[-1].startswith("run impossible: FAILED")
+    assert "Stack Trace" not in out.stderr  # the check's own line says it, not Dagster's traceback

@@ -20,7 +20,7 @@ def test_definitions_load():
     check_names = {k.name for k in repo.asset_graph.asset_check_keys}
     shipped = load_gates(REPO_CONFIGS / "quality_gates.yaml")
     assert check_names == {*shipped.checks, "distilled_not_empty", "test_exec_accuracy_vs_baseline", "online_win_rate"}
-    assert [s.name for s in defs.sensors] == ["failed_check_alerts"]
+    assert [s.name for s in defs.sensors] == ["failed_check_alerts", "failed_run_alerts"]
     assert set(defs.resources) == {"io_manager", "run_config", "teacher", "alerts"}
 
 

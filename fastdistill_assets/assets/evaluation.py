@@ -9,7 +9,7 @@ import polars as pl
 from fastdistill_assets.evaluation.evaluate import NoEvalGold, evaluate, load_previous
 from fastdistill_assets.evaluation.pipeline_metrics import (EVAL_STAGE, latest_materializations, running_step_span,
                                                             stage_metadata, step_spans, timing_report)
-from fastdistill_assets.evaluation.plots import accuracy_plot, reject_reasons_plot
+from fastdistill_assets.evaluation.plots import accuracy_plot, markdown_image, reject_reasons_plot
 from fastdistill_assets.evaluation.report import assemble, markdown, plot_bars
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.resources import RunConfigResource, step_errors
@@ -48,6 +48,8 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     report = assemble(frozen, summary, timing, previous.report if previous else None, quality["paths"])
     text = markdown(report)
     win, paired = report["online_win_rate"], report["paired_comparison"]
+    plots = {"accuracy.png": accuracy_plot(plot_bars(report)),
+             "reject_reasons.png": reject_reasons_plot(quality["reject_reason_counts"])}
     context.add_output_metadata({
         **timer.metadata(rows=per_question.height),
         "test_exec_accuracy": report["student"]["accuracy"], "baseline_accuracy": report["baseline"]["accuracy"],
@@ -60,11 +62,12 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
         **{k: timing[k] for k in ("pipeline_kept_samples_per_hour", "data_wall_s", "pipeline_wall_s")
            if timing[k] is not None},
         "eval_report": dg.MetadataValue.md(text),
+        # the plots as images in the UI (the PNG files are written beside the report as well)
+        "accuracy_plot": dg.MetadataValue.md(markdown_image(plots["accuracy.png"], "accuracy")),
+        "reject_reasons_plot": dg.MetadataValue.md(markdown_image(plots["reject_reasons.png"], "reject reasons")),
     })
     return StageOutput(per_question, {
-        "eval_report.json": json.dumps(report, indent=2), "eval_report.md": text,
-        "accuracy.png": accuracy_plot(plot_bars(report)),
-        "reject_reasons.png": reject_reasons_plot(quality["reject_reason_counts"])})
+        "eval_report.json": json.dumps(report, indent=2), "eval_report.md": text, **plots})
 
 
 def _stage_timings(context: dg.AssetExecutionContext, run_id: str) -> tuple[dict, dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import matplotlib
@@ -41,3 +42,8 @@ def _png(fig: plt.Figure) -> bytes:
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """``png`` inlined as a markdown image (a ``data:`` URL): the Dagster UI shows it in the metadata."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
