@@ -1,4 +1,4 @@
-"""The ``fastdistill`` command: create and list runs, materialize a run, serve models, run the demo."""
+"""The fastdistill command: create and list runs, materialize a run, serve models, run the demo."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastdistill_assets import settings
 from fastdistill_assets.config import ConfigError, RunConfigError, RunRegistry
 from fastdistill_assets.partitions import RUN_ID
+
+if TYPE_CHECKING:  # dagster is imported only by the commands that need it (a fast --help)
+    import dagster as dg
 
 
 def _registry() -> RunRegistry:
@@ -52,11 +56,36 @@ def _cmd_run_list(_: argparse.Namespace) -> int:
     settings.dagster_home()
     with dg.DagsterInstance.get() as instance:
         registered = set(instance.get_dynamic_partitions(RUN_ID))
-    for frozen in _registry().list():
-        mark = "" if frozen.run_id in registered else "  (not registered in the Dagster instance)"
-        print(f"{frozen.run_id}\t{frozen.created_at}\tdataset={frozen.config.dataset.kind}\t"
-              f"teacher={frozen.config.teacher.provider}{mark}")
+        for frozen in _registry().list():
+            mark = "" if frozen.run_id in registered else "  (not registered in the Dagster instance)"
+            print(f"{frozen.run_id}\t{frozen.created_at}\tdataset={frozen.config.dataset.kind}\t"
+                  f"teacher={frozen.config.teacher.provider}\t{run_status(instance, frozen.run_id)}{mark}")
     return 0
+
+
+def run_status(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The latest Dagster run of ``run_id`` (status, when) and its eval figures, as one field."""
+    import dagster as dg
+
+    runs = instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": run_id}), limit=1)
+    if not runs:
+        return "status=never materialized"
+    record = runs[0]
+    when = dt.datetime.fromtimestamp(record.create_timestamp.timestamp()).strftime("%Y-%m-%d %H:%M")
+    text = f"status={record.dagster_run.status.value.lower()} ({when})"
+    evals = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("eval_report"), asset_partitions=[run_id]), limit=1).records
+    if evals and evals[0].asset_materialization:
+        meta = {k: getattr(v, "value", v) for k, v in evals[0].asset_materialization.metadata.items()}
+        figures = [f"{name}={meta[key]:.3f}" for name, key in (("accuracy", "test_exec_accuracy"),
+                                                                ("baseline", "baseline_accuracy"))
+                   if isinstance(meta.get(key), float)]
+        if isinstance(meta.get("mcnemar_p"), float):
+            figures.append(f"mcnemar_p={meta['mcnemar_p']:.3g}")
+        if "accepted" in meta:
+            figures.append(f"accepted={meta['accepted']}")
+        text += " " + " ".join(figures)
+    return text
 
 
 def _cmd_materialize(args: argparse.Namespace) -> int:
@@ -94,36 +123,42 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastdistill", description=__doc__)
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="fastdistill", description=__doc__, formatter_class=formatter)
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="create or list runs (run_id partitions)")
+
+    def command(parent: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=text, description=text, formatter_class=formatter)
+
+    run = command(sub, "run", "create or list runs (run_id partitions)")
     run_sub = run.add_subparsers(dest="run_command", required=True)
-    new = run_sub.add_parser("new", help="freeze a run config and register its run_id partition")
-    new.add_argument("name")
+    new = command(run_sub, "new", "check and freeze the configs for a new run and register its run_id partition")
+    new.add_argument("name", help="the new run_id (letters, digits, '.', '_', '-')")
     new.add_argument("--config", help="run config YAML (default: configs/run_config.yaml)")
-    new.add_argument("--parent", help="parent run_id (born-again chain)")
+    new.add_argument("--parent", help="parent run_id whose student becomes this run's teacher (born-again chain)")
     new.set_defaults(func=_cmd_run_new)
-    run_sub.add_parser("list", help="list runs").set_defaults(func=_cmd_run_list)
-    mat = sub.add_parser("materialize", help="run the `distill` job (every asset and check) for a run, in-process")
-    mat.add_argument("run_id", metavar="RUN")
+    command(run_sub, "list", "list runs with their latest Dagster status and eval figures").set_defaults(
+        func=_cmd_run_list)
+    mat = command(sub, "materialize", "run the distill job (every asset and check) for a run, in-process")
+    mat.add_argument("run_id", metavar="RUN", help="a run_id made with `fastdistill run new`")
     mat.add_argument("--select", metavar="KEYS", help="comma-separated asset keys, e.g. raw,canonical "
                      "(with their checks; default: every asset)")
     mat.add_argument("--verbose", action="store_true", help="print Dagster's event log (DEBUG) too")
     mat.set_defaults(func=_cmd_materialize)
-    serve = sub.add_parser("serve", help="serve the embedded teacher (or a run's student) as an OpenAI API")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = command(sub, "serve", "serve the embedded teacher (or a run's student) as an OpenAI-compatible API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--student", metavar="RUN_ID", help="serve the student trained in this run")
-    serve.add_argument("--latency-ms", type=float, default=0.0)
-    serve.add_argument("--jitter-ms", type=float, default=0.0)
+    serve.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
+    serve.add_argument("--jitter-ms", type=float, default=0.0, help="random extra latency, up to this much")
     for fault in ("rate-limit", "server-error", "timeout", "truncated", "non-json"):
         serve.add_argument(f"--{fault}", type=float, default=0.0, help=f"share of requests answered with {fault}")
-    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--seed", type=int, default=0, help="seed of the injected faults and jitter")
     serve.set_defaults(func=_cmd_serve)
-    demo = sub.add_parser("demo", help="create a run and materialize the whole pipeline offline")
-    demo.add_argument("--run-id")
-    demo.add_argument("--config")
+    demo = command(sub, "demo", "create a run and materialize the whole pipeline offline (no API key)")
+    demo.add_argument("--run-id", help="run_id to create (default: demo-<UTC time>)")
+    demo.add_argument("--config", help="run config YAML (default: configs/run_config.yaml)")
     demo.add_argument("--verbose", action="store_true", help="print Dagster's event log (DEBUG) too")
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -1,5 +1,6 @@
 """The documented commands, run as a user would (subprocesses, the project's own instance)."""
 
+import json
 import os
 import re
 import subprocess
@@ -29,6 +30,12 @@ def test_run_new_list_and_dagster_asset_materialize(project):
     bad = _run([str(BIN / "fastdistill"), "run", "new", "bad/name"], project, check=False)
     assert bad.returncode == 2 and "invalid run_id" in bad.stderr
     assert "cli-run" in _run([str(BIN / "fastdistill"), "run", "list"], project).stdout
+    assert "status=never materialized" in _run([str(BIN / "fastdistill"), "run", "list"], project).stdout
+    for command in (["--help"], ["serve", "--help"], ["demo", "--help"], ["run", "new", "--help"]):
+        text = _run([str(BIN / "fastdistill"), *command], project).stdout
+        assert "``" not in text
+    serve_help = _run([str(BIN / "fastdistill"), "serve", "--help"], project).stdout
+    assert "port to listen on (default: 8000)" in serve_help and "seed of the injected faults" in serve_help
 
     _run([str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
           "--select", "raw,canonical", "--partition", "cli-run"], project)
@@ -134,6 +141,12 @@ def test_fastdistill_materialize_prints_progress_and_summary_quietly(project):
         assert [(r.job_name, r.tags["dagster/partition"], r.is_success) for r in runs] == [("distill", "mat", True)]
         # the event log the console did not show is in the instance
         assert instance.get_records_for_run(runs[0].run_id, limit=1000).records
+        report = json.loads(ArtifactStore(project.artifacts).read("mat", "eval_report").files["eval_report.json"]
+                            .read_text())
+    listed = _run([str(BIN / "fastdistill"), "run", "list"], project).stdout
+    assert "status=success (" in listed
+    assert f"accuracy={report['student']['accuracy']:.3f} baseline={report['baseline']['accuracy']:.3f}" in listed
+    assert f"accepted={report['accepted']}" in listed
 
     verbose = _materialize(project, "mat", "--select", "raw,canonical", "--verbose")
     assert "DEBUG" in verbose.stdout + verbose.stderr and "STEP_START" in verbose.stdout + verbose.stderr
