@@ -21,6 +21,9 @@ def test_definitions_load():
     shipped = load_gates(REPO_CONFIGS / "quality_gates.yaml")
     assert check_names == {*shipped.checks, "distilled_not_empty", "test_exec_accuracy_vs_baseline", "online_win_rate"}
     assert [s.name for s in defs.sensors] == ["failed_check_alerts", "failed_run_alerts"]
+    for key in repo.asset_graph.get_all_asset_keys():  # the UI renders markdown: no RST double backticks
+        description = repo.asset_graph.get(key).description or ""
+        assert description and "``" not in description, key
     assert set(defs.resources) == {"io_manager", "run_config", "teacher", "alerts"}
 
 

@@ -19,8 +19,8 @@ def raw(context: dg.AssetExecutionContext, run_config: RunConfigResource) -> pl.
     Writes: source_id, split, db_id, question, evidence, gold_sql (null: no gold), withheld_gold_sql,
     db_path, dialect, schema, sample_rows, difficulty, gold_empty, reject_reason, reject_detail,
     raw_record. Fails when no question is usable ("dataset has 0 usable questions", with the
-    reject counts). Metadata counts gold queries with an empty result (``gold_empty_result``) and
-    says how WikiSQL text case was chosen (``lower_values``).
+    reject counts). Metadata counts gold queries with an empty result (`gold_empty_result`) and
+    says how WikiSQL text case was chosen (`lower_values`).
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)

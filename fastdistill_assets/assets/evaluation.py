@@ -71,7 +71,7 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
 
 
 def _stage_timings(context: dg.AssetExecutionContext, run_id: str) -> tuple[dict, dict]:
-    """The stages' latest metadata and step spans for ``run_id``, and this step's span so far."""
+    """The stages' latest metadata and step spans for `run_id`, and this step's span so far."""
     records = latest_materializations(context.instance, run_id)
     spans = step_spans(context.instance, records)
     spans[EVAL_STAGE] = running_step_span(context.instance, context.run.run_id,

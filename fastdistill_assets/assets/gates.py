@@ -61,7 +61,7 @@ def filtered(context: dg.AssetExecutionContext, run_config: RunConfigResource, t
 
 @dg.asset(partitions_def=run_partitions, group_name="gates", kinds={"polars"})
 def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, filtered: StageOutput) -> StageOutput:
-    """Kept samples only, plus ``sft.jsonl`` (chat format) and, by recipe, preference pairs.
+    """Kept samples only, plus `sft.jsonl` (chat format) and, by recipe, preference pairs.
 
     Reads filtered: kept, cleaned_sql, rationale, messages, judge_score and ids.
     Writes: sample_id, candidate_id, split, db_id, question, schema, sql, rationale,

@@ -15,7 +15,7 @@ from fastdistill_assets.timing import StageTimer
 @dg.asset(partitions_def=run_partitions, group_name="teacher", kinds={"openai"}, pool=TEACHER_POOL)
 def teacher_candidates(context: dg.AssetExecutionContext, run_config: RunConfigResource,
                        teacher: ProviderGateway, canonical: pl.DataFrame) -> pl.DataFrame:
-    """One row per (sample, generation) from the teacher; failures are rows with ``error`` set.
+    """One row per (sample, generation) from the teacher; failures are rows with `error` set.
 
     Reads canonical: sample_id, split, question, evidence, schema, sample_rows, gold_sql, db_path, dialect.
     Writes: candidate_id, sample_id, generation_index, prompt_hash, messages, raw_output, provider,

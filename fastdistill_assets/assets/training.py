@@ -16,9 +16,9 @@ from fastdistill_assets.training.students import train_student
 
 def _train(context: dg.AssetExecutionContext, run_config: RunConfigResource, frame: pl.DataFrame,
            sql_column: str, name: str, **labels: str) -> StageOutput:
-    """Train the run's student on ``frame`` (question, schema, ``sql_column``), checkpoints in the
-    run's working folder ``name``: a one-row summary (``labels``, trainer, the trainer's report)
-    and the model folder ``model``; metadata alike."""
+    """Train the run's student on `frame` (question, schema, `sql_column`), checkpoints in the
+    run's working folder `name`: a one-row summary (`labels`, trainer, the trainer's report)
+    and the model folder `model`; metadata alike."""
     timer = StageTimer()
     config = run_config.for_partition(context).config.training
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-")) / "model"  # moved into the stage by the IO manager
@@ -38,7 +38,7 @@ def student_model(context: dg.AssetExecutionContext, run_config: RunConfigResour
     """A student trained on the distilled set with the run's trainer (sketch or hf-sft).
 
     Reads distilled: question, schema, sql. Writes a one-row summary (trainer, examples, used,
-    epochs, steps, train_tokens_per_sec, wall_s, model_bytes) and the model folder ``model``.
+    epochs, steps, train_tokens_per_sec, wall_s, model_bytes) and the model folder `model`.
     """
     return _train(context, run_config, distilled.frame, "sql", "student_model")
 
@@ -48,10 +48,10 @@ def baseline_model(context: dg.AssetExecutionContext, run_config: RunConfigResou
                    filtered: StageOutput) -> StageOutput:
     """The baseline eval_report compares the student with (configs/quality_gates.yaml eval.baseline.kind).
 
-    ``ungated``: the same trainer on the teacher's first answer per question, no gate. Reads
+    `ungated`: the same trainer on the teacher's first answer per question, no gate. Reads
     filtered: sample_id, generation_index, error, question, schema, messages, cleaned_sql. Writes a one-row
-    summary (kind, trainer, examples, used, epochs, ..., model_bytes) and the model folder ``model``.
-    ``fixed`` and ``run`` train nothing: a one-row summary (kind) and no model; eval_report
+    summary (kind, trainer, examples, used, epochs, ..., model_bytes) and the model folder `model`.
+    `fixed` and `run` train nothing: a one-row summary (kind) and no model; eval_report
     reads the value or the previous run itself.
     """
     kind = run_config.for_partition(context).gates.eval.baseline.kind
