@@ -34,7 +34,7 @@ from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.teacher import errors
 
 REPO = Path(__file__).resolve().parents[1]
-CLEAN = TeacherErrorProfile(**dict.fromkeys(TeacherErrorProfile().rates(), 0.0))
+CLEAN = TeacherErrorProfile.clean()
 
 
 def demo_canonical(split: str, limit: int | None, data_dir: Path) -> tuple[RunConfig, pl.DataFrame]:

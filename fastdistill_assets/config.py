@@ -90,6 +90,11 @@ class TeacherErrorProfile(_Strict):
         """The probability of each kind, in the order they are drawn and applied."""
         return {name: getattr(self, name) for name in type(self).model_fields if name != "seed"}
 
+    @classmethod
+    def clean(cls) -> TeacherErrorProfile:
+        """Every rate zero: the clean baseline (what `error_profile: null` means too)."""
+        return cls(**dict.fromkeys((n for n in cls.model_fields if n != "seed"), 0.0))
+
     @property
     def is_clean(self) -> bool:
         """No kind can happen: the teacher answers as the clean baseline."""

@@ -23,7 +23,7 @@ SCHEMA = ("CREATE TABLE table_1 (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\
           "  col3 REAL -- Age\n)")
 ROWS = [["Ana Silva", "Porto", 12, 25], ["Ben Costa", "Lyon", 3, 31]]
 QUESTION = "What is the average age with club of Porto and goals less than 5?"
-CLEAN = TeacherErrorProfile(**dict.fromkeys(TeacherErrorProfile().rates(), 0.0))
+CLEAN = TeacherErrorProfile.clean()
 SEEDS = range(25)
 
 
