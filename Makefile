@@ -1,5 +1,6 @@
 # fastdistill: `make demo` runs the whole pipeline offline; `make test` runs the tests.
 PYTHON ?= python3
+DEV_PORT ?= 3000
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
@@ -31,7 +32,7 @@ test: $(VENV)/.installed-train
 
 dev: venv
 	$(BIN)/python -c 'from fastdistill_assets.settings import dagster_home; dagster_home()'
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -w workspace.yaml -p $(DEV_PORT)
 
 bench: venv
 	$(BIN)/python benchmarks/teacher_throughput.py

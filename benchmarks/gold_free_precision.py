@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.candidates import build_requests
+from fastdistill_assets.teacher.candidates import build_requests
 from fastdistill_assets.canonical import canonicalize
 from fastdistill_assets.config import ConsistencyGates, DatasetConfig, GatesConfig, RunConfig
 from fastdistill_assets.datasets.load import load_dataset

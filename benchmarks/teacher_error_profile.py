@@ -25,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.candidates import build_requests
+from fastdistill_assets.teacher.candidates import build_requests
 from fastdistill_assets.canonical import canonicalize
 from fastdistill_assets.config import (DatasetConfig, GatesConfig, RunConfig, TeacherErrorProfile,
                                        load_run_config)

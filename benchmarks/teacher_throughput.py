@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.generation import EndpointSettings, GenerationRequest, Generator
-from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
+from fastdistill_assets.prompt_format import build_messages, prompt_hash
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL -- Goals\n)"
 

@@ -12,6 +12,7 @@ from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.settings import artifacts_dir
 from fastdistill_assets.storage import ParquetIOManager
 from fastdistill_assets.teacher.gateway import API_KEY_ENV, ProviderGateway
+from fastdistill_assets.training.serving import StudentServers
 
 WEBHOOK_ENV = "FASTDISTILL_ALERT_WEBHOOK"
 
@@ -22,7 +23,8 @@ defs = dg.Definitions(
     resources={
         "io_manager": ParquetIOManager(root=str(artifacts_dir())),
         "run_config": RunConfigResource(),
-        "teacher": ProviderGateway(api_key=dg.EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else None),
+        "teacher": ProviderGateway(api_key=dg.EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else None,
+                                   students=StudentServers()),
         "alerts": AlertSinks(webhook_url=dg.EnvVar(WEBHOOK_ENV) if os.environ.get(WEBHOOK_ENV) else None),
     },
     sensors=[sensors.failed_check_alerts, sensors.failed_run_alerts],

@@ -19,7 +19,7 @@ from fastdistill_assets.config import ConfigError, FrozenRun, RunConfig, gold_fr
 from fastdistill_assets.datasets import questions
 from fastdistill_assets.datasets.demo import SPLITS as DEMO_SPLITS
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.gates.judging import judge_endpoint
+from fastdistill_assets.gates.judge import judge_endpoint
 from fastdistill_assets.teacher.gateway import API_KEY_ENV, ProviderGateway
 
 FIRST_ROWS = 20   # questions per split loaded to prove the dataset works

@@ -118,10 +118,12 @@ def every_definition(project: Project) -> list:
 def teacher_gateway(project: Project, **kwargs):
     """The provider gateway of an isolated project (embedded teacher, cache under its artifacts)."""
     from fastdistill_assets.teacher.gateway import ProviderGateway
+    from fastdistill_assets.training.serving import StudentServers
 
+    students = StudentServers(artifacts_dir=str(project.artifacts), configs_dir=str(project.configs))
     return ProviderGateway(config_path=str(project.configs / "provider_gateway.yaml"),
                            cache_path=str(project.artifacts / "_cache" / "responses.sqlite"),
-                           artifacts_dir=str(project.artifacts), **kwargs)
+                           **{"students": students, **kwargs})
 
 
 def write_questions(path: Path, rows: list[dict], malformed_line: str | None = None) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastdistill_assets.teacher.generation import EndpointSettings, GenerationRequest
-from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
+from fastdistill_assets.prompt_format import build_messages, prompt_hash
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 REAL -- Goals\n)"
 

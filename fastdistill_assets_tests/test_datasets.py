@@ -17,7 +17,7 @@ from fastdistill_assets_tests.wikisql_fixture import GOOD, OFFICIAL_TABLE, TABLE
     ({"sel": 2, "agg": 5, "conds": []}, "SELECT AVG(col2) FROM table_1_100_1"),
 ])
 def test_sketch_to_sql(sketch, expected):
-    assert wikisql.sketch_to_sql("1-100-1", sketch, TABLE["types"]) == expected
+    assert wikisql.wikisql_to_sql("1-100-1", sketch, TABLE["types"]) == expected
 
 
 @pytest.mark.parametrize("col, value, lower, where", [
@@ -35,7 +35,7 @@ def test_sketch_to_sql(sketch, expected):
 ])
 def test_condition_literals(col, value, lower, where):
     sketch = {"sel": 0, "agg": 0, "conds": [[col, 0, value]]}
-    assert wikisql.sketch_to_sql("1-100-1", sketch, TABLE["types"], lower).endswith(f"WHERE {where}")
+    assert wikisql.wikisql_to_sql("1-100-1", sketch, TABLE["types"], lower).endswith(f"WHERE {where}")
 
 
 @pytest.mark.parametrize("sketch, reason", [
@@ -46,7 +46,7 @@ def test_condition_literals(col, value, lower, where):
 ])
 def test_sketch_to_sql_rejects_bad_sketches(sketch, reason):
     with pytest.raises(ValueError, match=reason):
-        wikisql.sketch_to_sql("1-100-1", sketch, TABLE["types"])
+        wikisql.wikisql_to_sql("1-100-1", sketch, TABLE["types"])
 
 
 def test_wikisql_loader_good_row_executes(tmp_path):

@@ -62,7 +62,7 @@ def reference_layout(tmp_path) -> Path:
     (folder / "train.db").write_bytes((source / "train.db").read_bytes())
     schema = wikisql.schema_text(TABLE["id"], TABLE["header"], TABLE["types"])
     rows = [{"table_id": TABLE["id"], "schema": schema, "instruction": question, "task_id": f"wikisql-train-{i:06d}",
-             "gold_sql": wikisql.sketch_to_sql(TABLE["id"], sketch, TABLE["types"]), "system_prompt": "Return SQL only."}
+             "gold_sql": wikisql.wikisql_to_sql(TABLE["id"], sketch, TABLE["types"]), "system_prompt": "Return SQL only."}
             for i, (sketch, question) in enumerate(QUESTIONS)]
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder

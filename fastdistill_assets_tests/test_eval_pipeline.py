@@ -17,7 +17,7 @@ from fastdistill_assets.evaluation.evaluate import eval_items
 from fastdistill_assets.evaluation.pipeline_metrics import latest_materializations, step_spans, wall_clock_s
 from fastdistill_assets.sensors import failed_check_alerts
 from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets.teacher.prompts import build_messages
+from fastdistill_assets.prompt_format import build_messages
 from fastdistill_assets.training.serving import student_server
 from fastdistill_assets.training.baseline import UNGATED_SQL_COLUMN, ungated_training_set
 from fastdistill_assets.training.students import examples_from, load_student

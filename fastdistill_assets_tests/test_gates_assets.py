@@ -8,8 +8,8 @@ from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
 from fastdistill_assets.checks import distilled_not_empty, gate_checks
 from fastdistill_assets.config import ConfigError, GatesConfig, JudgeGates, TeacherConfig, load_gates
-from fastdistill_assets.gates.judge import embedded_judge_reply
-from fastdistill_assets.gates.judging import judge_requests, run_judge
+from fastdistill_assets.teacher.embedded import embedded_judge_reply
+from fastdistill_assets.gates.judge import judge_requests, run_judge
 from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway

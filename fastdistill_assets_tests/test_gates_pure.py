@@ -5,8 +5,9 @@ import pytest
 from fastdistill_assets.config import JudgeGates, RuleGates, TeacherConfig
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.gold import gold_is_ordered, result_signature, results_match
-from fastdistill_assets.gates.judge import deterministic_score, parse_judge_score, preview_rows, result_preview
-from fastdistill_assets.gates.judging import JudgeEndpoint, judge_endpoint
+from fastdistill_assets.gates.select import deterministic_score
+from fastdistill_assets.judge_format import parse_judge_score, preview_rows, result_preview
+from fastdistill_assets.gates.judge import JudgeEndpoint, judge_endpoint
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
 

@@ -11,7 +11,7 @@ pytest.importorskip("peft")
 pytest.importorskip("trl")
 
 from fastdistill_assets.config import TrainingConfig  # noqa: E402
-from fastdistill_assets.teacher.prompts import build_messages  # noqa: E402
+from fastdistill_assets.prompt_format import build_messages  # noqa: E402
 from fastdistill_assets.training.students import load_student, train_student  # noqa: E402
 from fastdistill_assets_tests.tiny_lm import CHAT_TEMPLATE, make_tiny_model  # noqa: E402
 

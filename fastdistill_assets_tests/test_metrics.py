@@ -175,7 +175,7 @@ def test_eval_uses_the_runs_gold_config(tmp_path):
 
 def test_eval_prompt_is_the_training_prompt():
     """Teacher and student are asked exactly what the student was trained on: evidence and dialect included."""
-    from fastdistill_assets.candidates import build_requests
+    from fastdistill_assets.teacher.candidates import build_requests
     from fastdistill_assets.config import RunConfig
 
     row = {"sample_id": "s", "split": "test", "db_id": "shop", "question": "Which region sells Cocoa?",

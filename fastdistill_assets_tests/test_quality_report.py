@@ -8,7 +8,7 @@ import pytest
 from fastdistill_assets.config import GatesConfig
 from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.gates.select import attach_judge, select
-from fastdistill_assets.reports import markdown_table, quality_report
+from fastdistill_assets.gates.quality_report import markdown_table, quality_report
 from fastdistill_assets_tests.db_fixtures import make_sqlite
 from fastdistill_assets_tests.db_fixtures import RUNAWAY
 

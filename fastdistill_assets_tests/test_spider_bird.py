@@ -12,7 +12,7 @@ from fastdistill_assets.canonical import canonicalize
 from fastdistill_assets.config import DatasetConfig, RunConfig
 from fastdistill_assets.datasets import spider
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.teacher.prompts import build_messages
+from fastdistill_assets.prompt_format import build_messages
 from fastdistill_assets_tests.wikisql_fixture import TABLE, write_spider
 
 SCHOOLS = [("Lincoln High", "Springfield", 1200), ("Oak Ridge", "Shelbyville", 640)]

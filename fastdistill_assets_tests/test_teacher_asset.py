@@ -4,7 +4,7 @@ import pytest
 
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.candidates import accounting
+from fastdistill_assets.teacher.candidates import accounting
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.generation import GenerationResult
 from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher

@@ -1,7 +1,8 @@
 import pytest
 
 from fastdistill_assets.teacher import baseline
-from fastdistill_assets.teacher.prompts import build_messages, parse_user_prompt, split_rationale
+from fastdistill_assets.prompt_format import build_messages, parse_user_prompt, split_rationale
+from fastdistill_assets.schema_text import parse_schema
 
 SCHEMA = ("CREATE TABLE table_1 (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL, -- Goals\n"
           "  col3 REAL -- Age\n)")
@@ -27,7 +28,7 @@ def test_baseline_makes_real_mistakes_on_unmatched_headers():
 
 
 def test_parse_schema_reads_plain_ddl():
-    table, columns = baseline.parse_schema('CREATE TABLE player (name TEXT, team_name TEXT, goals INTEGER)')
+    table, columns = parse_schema('CREATE TABLE player (name TEXT, team_name TEXT, goals INTEGER)')
     assert table == "player"
     assert [(c.name, c.kind, c.phrase) for c in columns] == [
         ("name", "text", "name"), ("team_name", "text", "team name"), ("goals", "real", "goals")]

@@ -16,7 +16,7 @@ from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher import baseline, errors
 from fastdistill_assets.teacher.generation import GenerationRequest
-from fastdistill_assets.teacher.prompts import build_messages, prompt_hash, split_rationale
+from fastdistill_assets.prompt_format import build_messages, prompt_hash, split_rationale
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway
 
 SCHEMA = ("CREATE TABLE table_1 (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL, -- Goals\n"

@@ -6,7 +6,7 @@ import pytest
 
 from fastdistill_assets.datasets import wikisql
 from fastdistill_assets.training.linear import Ranker
-from fastdistill_assets.teacher.baseline import parse_schema
+from fastdistill_assets.schema_text import parse_schema
 from fastdistill_assets.training.sketch import Example, SketchModel, train_sketch
 from fastdistill_assets.sqlsketch import Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
 

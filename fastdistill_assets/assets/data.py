@@ -12,7 +12,7 @@ from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.timing import StageTimer
 
 
-@dg.asset(partitions_def=run_partitions, group_name="data", kinds={"polars"})
+@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "data"}, kinds={"polars"})
 def raw(context: dg.AssetExecutionContext, run_config: RunConfigResource) -> pl.DataFrame:
     """Questions loaded from the run's dataset, every split, bad rows kept as reject records.
 
@@ -47,7 +47,7 @@ def raw(context: dg.AssetExecutionContext, run_config: RunConfigResource) -> pl.
     return frame
 
 
-@dg.asset(partitions_def=run_partitions, group_name="data", kinds={"polars"})
+@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "data"}, kinds={"polars"})
 def canonical(context: dg.AssetExecutionContext, run_config: RunConfigResource, raw: pl.DataFrame) -> pl.DataFrame:
     """Good raw rows under the data contract, exact duplicates (same sample_id) dropped.
 

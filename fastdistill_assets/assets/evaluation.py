@@ -19,7 +19,8 @@ from fastdistill_assets.timing import StageTimer
 from fastdistill_assets.training.students import load_student
 
 
-@dg.asset(partitions_def=run_partitions, group_name="evaluation", kinds={"matplotlib"}, pool=TEACHER_POOL)
+@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "evaluation"}, kinds={"matplotlib"},
+          pool=TEACHER_POOL)
 def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
                 canonical: pl.DataFrame, filtered: StageOutput, student_model: StageOutput,
                 baseline_model: StageOutput) -> StageOutput:

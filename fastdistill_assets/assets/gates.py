@@ -5,13 +5,13 @@ import json
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets import distill
+from fastdistill_assets.gates import sft_export
 from fastdistill_assets.gates.consistency import apply_consistency
-from fastdistill_assets.gates.judging import run_judge
+from fastdistill_assets.gates.judge import run_judge
 from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.gates.select import attach_judge, select
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
-from fastdistill_assets.reports import markdown_table, quality_report
+from fastdistill_assets.gates.quality_report import markdown_table, quality_report
 from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.storage import StageOutput
 from fastdistill_assets.teacher.gateway import ProviderGateway
@@ -20,7 +20,8 @@ from fastdistill_assets.timing import StageTimer
 PARALLEL_ROWS = 20_000
 
 
-@dg.asset(partitions_def=run_partitions, group_name="gates", kinds={"sqlglot", "sqlite"}, pool=TEACHER_POOL)
+@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "gates"}, kinds={"sqlglot", "sqlite"},
+          pool=TEACHER_POOL)
 def filtered(context: dg.AssetExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
              teacher_candidates: pl.DataFrame) -> StageOutput:
     """Every candidate with each gate's verdict and reason; nothing is dropped.
@@ -59,7 +60,7 @@ def filtered(context: dg.AssetExecutionContext, run_config: RunConfigResource, t
     return StageOutput(frame, {"quality_report.json": json.dumps(report, indent=2)})
 
 
-@dg.asset(partitions_def=run_partitions, group_name="gates", kinds={"polars"})
+@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "gates"}, kinds={"polars"})
 def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, filtered: StageOutput) -> StageOutput:
     """Kept samples only, plus `sft.jsonl` (chat format) and, by recipe, preference pairs.
 
@@ -71,11 +72,11 @@ def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, 
     recipe = run_config.for_partition(context).config.recipe
     kept = filtered.frame.filter(pl.col("kept"))
     files: dict[str, str | bytes] = {
-        "sft.jsonl": distill.to_jsonl([distill.sft_record(r, recipe.rationale) for r in kept.iter_rows(named=True)])}
-    pairs = distill.preference_pairs(filtered.frame) if recipe.preference_pairs else []
+        "sft.jsonl": sft_export.to_jsonl([sft_export.sft_record(r, recipe.rationale) for r in kept.iter_rows(named=True)])}
+    pairs = sft_export.preference_pairs(filtered.frame) if recipe.preference_pairs else []
     if recipe.preference_pairs:
-        files["preference_pairs.jsonl"] = distill.to_jsonl(pairs)
-        files["preference_pairs.parquet"] = distill.pairs_parquet(pairs)
+        files["preference_pairs.jsonl"] = sft_export.to_jsonl(pairs)
+        files["preference_pairs.parquet"] = sft_export.pairs_parquet(pairs)
     context.add_output_metadata({**timer.metadata(rows=kept.height), "kept": kept.height,
                                  "preference_pairs": len(pairs)})
-    return StageOutput(distill.distilled_frame(filtered.frame), files)
+    return StageOutput(sft_export.distilled_frame(filtered.frame), files)

@@ -5,14 +5,15 @@ import time
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets.candidates import accounting, build_requests, candidate_frame
+from fastdistill_assets.teacher.candidates import accounting, build_requests, candidate_frame
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.timing import StageTimer
 
 
-@dg.asset(partitions_def=run_partitions, group_name="teacher", kinds={"openai"}, pool=TEACHER_POOL)
+@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "teacher"}, kinds={"openai"},
+          pool=TEACHER_POOL)
 def teacher_candidates(context: dg.AssetExecutionContext, run_config: RunConfigResource,
                        teacher: ProviderGateway, canonical: pl.DataFrame) -> pl.DataFrame:
     """One row per (sample, generation) from the teacher; failures are rows with `error` set.

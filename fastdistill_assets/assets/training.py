@@ -32,7 +32,7 @@ def _train(context: dg.AssetExecutionContext, run_config: RunConfigResource, fra
     return StageOutput(pl.DataFrame([summary]), {"model": folder})
 
 
-@dg.asset(partitions_def=run_partitions, group_name="training", kinds={"numpy"})
+@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "training"}, kinds={"numpy"})
 def student_model(context: dg.AssetExecutionContext, run_config: RunConfigResource,
                   distilled: StageOutput) -> StageOutput:
     """A student trained on the distilled set with the run's trainer (sketch or hf-sft).
@@ -43,7 +43,7 @@ def student_model(context: dg.AssetExecutionContext, run_config: RunConfigResour
     return _train(context, run_config, distilled.frame, "sql", "student_model")
 
 
-@dg.asset(partitions_def=run_partitions, group_name="training", kinds={"numpy"})
+@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "training"}, kinds={"numpy"})
 def baseline_model(context: dg.AssetExecutionContext, run_config: RunConfigResource,
                    filtered: StageOutput) -> StageOutput:
     """The baseline eval_report compares the student with (configs/quality_gates.yaml eval.baseline.kind).

@@ -64,7 +64,7 @@ def _pick(options: list[str]) -> Gen:
 
 
 @dataclass(frozen=True)
-class Column:
+class DemoColumn:
     header: str
     kind: str  # "text" | "real"
     gen: Gen
@@ -78,72 +78,72 @@ class Column:
 @dataclass(frozen=True)
 class Domain:
     name: str
-    columns: tuple[Column, ...]
+    columns: tuple[DemoColumn, ...]
 
 
 DOMAINS: tuple[Domain, ...] = (
     Domain("football", (
-        Column("Player", "text", _name), Column("Position", "text", _pick(["Goalkeeper", "Defender", "Midfielder", "Forward"])),
-        Column("Club", "text", lambda r: f"{r.choice(CITIES)} {r.choice(['United', 'Rovers', 'Athletic', 'City'])}"),
-        Column("Age", "real", _int(17, 38)), Column("Goals", "real", _int(0, 35)), Column("Appearances", "real", _int(1, 52)),
-        Column("Nationality", "text", _pick(COUNTRIES)))),
+        DemoColumn("Player", "text", _name), DemoColumn("Position", "text", _pick(["Goalkeeper", "Defender", "Midfielder", "Forward"])),
+        DemoColumn("Club", "text", lambda r: f"{r.choice(CITIES)} {r.choice(['United', 'Rovers', 'Athletic', 'City'])}"),
+        DemoColumn("Age", "real", _int(17, 38)), DemoColumn("Goals", "real", _int(0, 35)), DemoColumn("Appearances", "real", _int(1, 52)),
+        DemoColumn("Nationality", "text", _pick(COUNTRIES)))),
     Domain("cities", (
-        Column("City", "text", _pick(CITIES)), Column("Country", "text", _pick(COUNTRIES)),
-        Column("Population", "real", _int(40_000, 9_000_000)), Column("Area (km2)", "real", _real(20, 1500), "area"),
-        Column("Founded", "real", _int(800, 1950), "founding year"), Column("Elevation (m)", "real", _int(0, 2800), "elevation"))),
+        DemoColumn("City", "text", _pick(CITIES)), DemoColumn("Country", "text", _pick(COUNTRIES)),
+        DemoColumn("Population", "real", _int(40_000, 9_000_000)), DemoColumn("Area (km2)", "real", _real(20, 1500), "area"),
+        DemoColumn("Founded", "real", _int(800, 1950), "founding year"), DemoColumn("Elevation (m)", "real", _int(0, 2800), "elevation"))),
     Domain("movies", (
-        Column("Title", "text", _title), Column("Director", "text", _name),
-        Column("Genre", "text", _pick(["Drama", "Comedy", "Thriller", "Documentary", "Animation", "Horror", "Western"])),
-        Column("Year", "real", _int(1960, 2024)), Column("Runtime (min)", "real", _int(72, 190), "runtime"),
-        Column("Box office ($M)", "real", _real(0.5, 900.0), "box office"))),
+        DemoColumn("Title", "text", _title), DemoColumn("Director", "text", _name),
+        DemoColumn("Genre", "text", _pick(["Drama", "Comedy", "Thriller", "Documentary", "Animation", "Horror", "Western"])),
+        DemoColumn("Year", "real", _int(1960, 2024)), DemoColumn("Runtime (min)", "real", _int(72, 190), "runtime"),
+        DemoColumn("Box office ($M)", "real", _real(0.5, 900.0), "box office"))),
     Domain("cars", (
-        Column("Model", "text", lambda r: f"{r.choice(['Astra', 'Corsa', 'Vega', 'Nova', 'Orion', 'Pulse', 'Terra'])} {r.randint(100, 990)}"),
-        Column("Manufacturer", "text", _pick(["Volvo", "Fiat", "Skoda", "Mazda", "Kia", "Seat", "Dacia", "Tesla"])),
-        Column("Body style", "text", _pick(["Sedan", "Hatchback", "Wagon", "Coupe", "SUV", "Van"])),
-        Column("Horsepower", "real", _int(70, 520)), Column("Price ($)", "real", _int(12_000, 110_000), "price"),
-        Column("Year", "real", _int(1995, 2025)))),
+        DemoColumn("Model", "text", lambda r: f"{r.choice(['Astra', 'Corsa', 'Vega', 'Nova', 'Orion', 'Pulse', 'Terra'])} {r.randint(100, 990)}"),
+        DemoColumn("Manufacturer", "text", _pick(["Volvo", "Fiat", "Skoda", "Mazda", "Kia", "Seat", "Dacia", "Tesla"])),
+        DemoColumn("Body style", "text", _pick(["Sedan", "Hatchback", "Wagon", "Coupe", "SUV", "Van"])),
+        DemoColumn("Horsepower", "real", _int(70, 520)), DemoColumn("Price ($)", "real", _int(12_000, 110_000), "price"),
+        DemoColumn("Year", "real", _int(1995, 2025)))),
     Domain("books", (
-        Column("Title", "text", _title), Column("Author", "text", _name),
-        Column("Publisher", "text", _pick(["Penguin", "Harper", "Vintage", "Faber", "Picador", "Orbit", "Tor"])),
-        Column("Pages", "real", _int(96, 1100)), Column("Published", "real", _int(1900, 2024), "publication year"),
-        Column("Rating", "real", _real(2.0, 5.0, 2)))),
+        DemoColumn("Title", "text", _title), DemoColumn("Author", "text", _name),
+        DemoColumn("Publisher", "text", _pick(["Penguin", "Harper", "Vintage", "Faber", "Picador", "Orbit", "Tor"])),
+        DemoColumn("Pages", "real", _int(96, 1100)), DemoColumn("Published", "real", _int(1900, 2024), "publication year"),
+        DemoColumn("Rating", "real", _real(2.0, 5.0, 2)))),
     Domain("employees", (
-        Column("Name", "text", _name),
-        Column("Department", "text", _pick(["Sales", "Finance", "Engineering", "Legal", "Marketing", "Support", "Research"])),
-        Column("Job title", "text", _pick(["Analyst", "Manager", "Engineer", "Director", "Intern", "Consultant"]), "job title"),
-        Column("Salary", "real", _int(28_000, 210_000)), Column("Age", "real", _int(21, 66)),
-        Column("Office", "text", _pick(CITIES)))),
+        DemoColumn("Name", "text", _name),
+        DemoColumn("Department", "text", _pick(["Sales", "Finance", "Engineering", "Legal", "Marketing", "Support", "Research"])),
+        DemoColumn("Job title", "text", _pick(["Analyst", "Manager", "Engineer", "Director", "Intern", "Consultant"]), "job title"),
+        DemoColumn("Salary", "real", _int(28_000, 210_000)), DemoColumn("Age", "real", _int(21, 66)),
+        DemoColumn("Office", "text", _pick(CITIES)))),
     Domain("mountains", (
-        Column("Peak", "text", lambda r: f"Mount {r.choice(LAST)}"),
-        Column("Range", "text", _pick(["Alps", "Andes", "Rockies", "Pyrenees", "Caucasus", "Atlas", "Dolomites"])),
-        Column("Country", "text", _pick(COUNTRIES)), Column("Height (m)", "real", _int(1200, 8800), "height"),
-        Column("Prominence (m)", "real", _int(100, 4800), "prominence"),
-        Column("First ascent", "real", _int(1786, 1990), "first ascent year"))),
+        DemoColumn("Peak", "text", lambda r: f"Mount {r.choice(LAST)}"),
+        DemoColumn("Range", "text", _pick(["Alps", "Andes", "Rockies", "Pyrenees", "Caucasus", "Atlas", "Dolomites"])),
+        DemoColumn("Country", "text", _pick(COUNTRIES)), DemoColumn("Height (m)", "real", _int(1200, 8800), "height"),
+        DemoColumn("Prominence (m)", "real", _int(100, 4800), "prominence"),
+        DemoColumn("First ascent", "real", _int(1786, 1990), "first ascent year"))),
     Domain("songs", (
-        Column("Song", "text", _title), Column("Artist", "text", _name), Column("Album", "text", _title),
-        Column("Length (s)", "real", _int(120, 480), "length"), Column("Chart position", "real", _int(1, 100)),
-        Column("Year", "real", _int(1965, 2024)))),
+        DemoColumn("Song", "text", _title), DemoColumn("Artist", "text", _name), DemoColumn("Album", "text", _title),
+        DemoColumn("Length (s)", "real", _int(120, 480), "length"), DemoColumn("Chart position", "real", _int(1, 100)),
+        DemoColumn("Year", "real", _int(1965, 2024)))),
     Domain("airports", (
-        Column("Airport", "text", lambda r: f"{r.choice(CITIES)} {r.choice(['International', 'Regional', 'Central', 'Airfield'])}"),
-        Column("City", "text", _pick(CITIES)), Column("Country", "text", _pick(COUNTRIES)),
-        Column("Passengers (millions)", "real", _real(0.2, 80.0), "passengers"), Column("Runways", "real", _int(1, 6)),
-        Column("Opened", "real", _int(1920, 2020), "opening year"))),
+        DemoColumn("Airport", "text", lambda r: f"{r.choice(CITIES)} {r.choice(['International', 'Regional', 'Central', 'Airfield'])}"),
+        DemoColumn("City", "text", _pick(CITIES)), DemoColumn("Country", "text", _pick(COUNTRIES)),
+        DemoColumn("Passengers (millions)", "real", _real(0.2, 80.0), "passengers"), DemoColumn("Runways", "real", _int(1, 6)),
+        DemoColumn("Opened", "real", _int(1920, 2020), "opening year"))),
     Domain("elections", (
-        Column("District", "text", lambda r: f"{r.choice(CITIES)} {r.choice(['North', 'South', 'East', 'West', 'Central'])}"),
-        Column("Candidate", "text", _name),
-        Column("Party", "text", _pick(["Green", "Labour", "Liberal", "Conservative", "Independent", "Social Democrat"])),
-        Column("Votes", "real", _int(800, 95_000)), Column("Vote share (%)", "real", _real(1.0, 72.0), "vote share"),
-        Column("Year", "real", _int(1990, 2024)))),
+        DemoColumn("District", "text", lambda r: f"{r.choice(CITIES)} {r.choice(['North', 'South', 'East', 'West', 'Central'])}"),
+        DemoColumn("Candidate", "text", _name),
+        DemoColumn("Party", "text", _pick(["Green", "Labour", "Liberal", "Conservative", "Independent", "Social Democrat"])),
+        DemoColumn("Votes", "real", _int(800, 95_000)), DemoColumn("Vote share (%)", "real", _real(1.0, 72.0), "vote share"),
+        DemoColumn("Year", "real", _int(1990, 2024)))),
     Domain("restaurants", (
-        Column("Restaurant", "text", lambda r: f"{r.choice(['Casa', 'Bistro', 'Chez', 'Taverna', 'Cafe'])} {r.choice(LAST)}"),
-        Column("Cuisine", "text", _pick(["Italian", "Thai", "Mexican", "Japanese", "Indian", "French", "Greek"])),
-        Column("City", "text", _pick(CITIES)), Column("Rating", "real", _real(2.5, 5.0, 1)),
-        Column("Seats", "real", _int(12, 240)), Column("Price level", "real", _int(1, 4)))),
+        DemoColumn("Restaurant", "text", lambda r: f"{r.choice(['Casa', 'Bistro', 'Chez', 'Taverna', 'Cafe'])} {r.choice(LAST)}"),
+        DemoColumn("Cuisine", "text", _pick(["Italian", "Thai", "Mexican", "Japanese", "Indian", "French", "Greek"])),
+        DemoColumn("City", "text", _pick(CITIES)), DemoColumn("Rating", "real", _real(2.5, 5.0, 1)),
+        DemoColumn("Seats", "real", _int(12, 240)), DemoColumn("Price level", "real", _int(1, 4)))),
     Domain("athletics", (
-        Column("Athlete", "text", _name), Column("Country", "text", _pick(COUNTRIES)),
-        Column("Event", "text", _pick(["100m", "200m", "400m", "800m", "1500m", "5000m", "Marathon"])),
-        Column("Time (s)", "real", _real(9.6, 8000.0, 2), "time"), Column("Rank", "real", _int(1, 40)),
-        Column("Year", "real", _int(1980, 2024)))),
+        DemoColumn("Athlete", "text", _name), DemoColumn("Country", "text", _pick(COUNTRIES)),
+        DemoColumn("Event", "text", _pick(["100m", "200m", "400m", "800m", "1500m", "5000m", "Marathon"])),
+        DemoColumn("Time (s)", "real", _real(9.6, 8000.0, 2), "time"), DemoColumn("Rank", "real", _int(1, 40)),
+        DemoColumn("Year", "real", _int(1980, 2024)))),
 )
 
 AGG_TEMPLATES: dict[int, tuple[list[str], list[str]]] = {  # agg -> (with conditions, without)

@@ -66,7 +66,7 @@ def _literal(value: Any, col_type: str, lower: bool) -> exp.Expression:
     return literal(text.lower() if lower else text, numeric=False)
 
 
-def sketch_to_sql(table_id: str, sketch: dict[str, Any], types: list[str], lower_values: bool = False) -> str:
+def wikisql_to_sql(table_id: str, sketch: dict[str, Any], types: list[str], lower_values: bool = False) -> str:
     """Turn a WikiSQL ``{sel, agg, conds}`` sketch into SQLite SQL.
 
     Raises:
@@ -197,7 +197,7 @@ def _load_question(item: dict[str, Any], table: dict[str, Any], conn: sqlite3.Co
                    split: str, db_path: Path, lower_values: bool,
                    samples: Callable[[str], list[list[Any]]]) -> dict[str, Any]:
     try:
-        gold_sql = sketch_to_sql(item["table_id"], item["sql"], table["types"], lower_values)
+        gold_sql = wikisql_to_sql(item["table_id"], item["sql"], table["types"], lower_values)
     except (ValueError, TypeError, KeyError) as err:
         return records.rejected(source_id=source_id, split=split, reason=str(err).split(":")[0], record=item,
                                 detail=str(err))

@@ -10,7 +10,7 @@ from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.config import GoldGates
 from fastdistill_assets.gates.gold import matches_gold
-from fastdistill_assets.teacher.prompts import build_messages
+from fastdistill_assets.prompt_format import build_messages
 
 Z95 = 1.959963984540054
 

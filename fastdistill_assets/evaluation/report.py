@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastdistill_assets.config import EvalGates, FrozenRun
-from fastdistill_assets.reports import paths_table
+from fastdistill_assets.gates.quality_report import paths_table
 from fastdistill_assets.evaluation.metrics import Accuracy, PairedComparison, WinRate, parity_lower_bound
 
 

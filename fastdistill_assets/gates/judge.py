@@ -1,94 +1,74 @@
-"""LLM judge: prompt building and score parsing (pure), plus the deterministic fallback."""
+"""Ask the LLM judge about candidates that executed (through the provider gateway)."""
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-JUDGE_SYSTEM = ("You are a strict SQL reviewer. Given a question, a schema, a candidate SQLite query and the "
-                "first rows of its result, judge whether the query answers the question. Reply with "
-                "'Score: N', N from 1 (wrong) to 5 (certainly correct).")
-_SCORE = re.compile(r"score\s*[:=]?\s*([1-5])\b", re.IGNORECASE)
-_BARE = re.compile(r"^\s*([1-5])\s*(?:/\s*5)?\s*$")
+import polars as pl
+
+from fastdistill_assets.config import ConfigError, DecodeProfile, JudgeGates, TeacherConfig
+from fastdistill_assets.judge_format import judge_messages, parse_judge_score, preview_rows
+from fastdistill_assets.gates.select import JudgeScores
+from fastdistill_assets.teacher.gateway import ProviderGateway
+from fastdistill_assets.teacher.generation import GenerationRequest
+from fastdistill_assets.prompt_format import prompt_hash
+
+JUDGE_DECODE = DecodeProfile(name="judge", temperature=0.0, max_tokens=16)
+CANNOT_JUDGE = ("student",)   # providers that only write SQL: a trained student answers no judge prompt
 
 
-PREVIEW_ROWS = 5          # rows of a result kept in ``result_preview`` (what the judge sees)
-PREVIEW_COLUMNS = 16      # columns kept per row; more become one "... N more columns" cell
-PREVIEW_CELL_CHARS = 80   # longer text cells are cut, ending in "..."
+@dataclass(frozen=True)
+class JudgeEndpoint:
+    """Who judges: a gateway provider, its model (None: the provider's) and the run's endpoint
+    overrides (used only when the judge is the run's teacher provider)."""
+
+    provider: str
+    model: str | None
+    overrides: dict[str, Any] | None
 
 
-def _preview_cell(value: Any, max_chars: int) -> Any:
-    """A result cell as a JSON value: numbers and null as they are, a blob as its size, anything
-    else as text cut to ``max_chars``."""
-    if value is None or isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
-        return value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return f"<{len(value)} bytes>"
-    text = str(value)
-    return text if len(text) <= max_chars else text[:max_chars] + "..."
+def judge_endpoint(config: JudgeGates, teacher: TeacherConfig) -> JudgeEndpoint:
+    """The judge's provider: ``judge.provider``, or with none the run's teacher provider at the run's
+    endpoint. Used by run_judge and by preflight, so a run that cannot judge is refused before it starts.
+
+    Raises:
+        ConfigError: the provider chosen cannot judge (a student).
+    """
+    provider = config.provider or teacher.provider
+    if provider in CANNOT_JUDGE:
+        source = "judge.provider is" if config.provider else "judge.provider is null and the teacher provider is"
+        raise ConfigError(f"quality_gates.yaml: {source} {provider!r}, which cannot judge: set judge.provider "
+                          "in quality_gates.yaml to a teacher provider (e.g. embedded)")
+    return JudgeEndpoint(provider, config.model, None if config.provider else teacher.endpoint_overrides())
 
 
-def result_preview(rows: Sequence[Sequence[Any]], max_rows: int = PREVIEW_ROWS,
-                   max_columns: int = PREVIEW_COLUMNS, max_chars: int = PREVIEW_CELL_CHARS) -> str:
-    """The first rows of a result as a JSON list of lists, bounded by rows, columns and cell length
-    (never by cutting the JSON text); an empty result is ``[]``."""
-    preview = []
-    for row in rows[:max_rows]:
-        cells = [_preview_cell(v, max_chars) for v in row[:max_columns]]
-        if len(row) > max_columns:
-            cells.append(f"... {len(row) - max_columns} more columns")
-        preview.append(cells)
-    return json.dumps(preview, ensure_ascii=False)
+def judge_requests(frame: pl.DataFrame) -> list[GenerationRequest]:
+    """One judge request per candidate that executed, showing it the result's first rows (``[]``
+    for an empty result); nothing for the rest (short-circuit)."""
+    requests = []
+    for row in frame.filter(pl.col("exec_ok").fill_null(False)).iter_rows(named=True):
+        messages = judge_messages(row["question"], row["schema"], row["cleaned_sql"],
+                                  preview_rows(row["result_preview"]))
+        requests.append(GenerationRequest(row["candidate_id"], messages, prompt_hash(messages)))
+    return requests
 
 
-def preview_rows(preview: str | None) -> list[Any]:
-    """The rows stored by :func:`result_preview` (none stored: no rows)."""
-    return json.loads(preview) if preview else []
+def run_judge(frame: pl.DataFrame, gateway: ProviderGateway, config: JudgeGates,
+              teacher: TeacherConfig) -> tuple[JudgeScores, int]:
+    """Scores by candidate_id, and the number of calls made (cached verdicts cost none).
 
-
-def judge_messages(question: str, schema: str, sql: str, preview: list[Any]) -> list[dict[str, str]]:
-    rows = json.dumps(preview[:5], default=str, ensure_ascii=False)
-    user = f"### Question\n{question}\n\n### Schema\n{schema}\n\n### Candidate SQL\n{sql}\n\n### Result rows\n{rows}"
-    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
-
-
-def is_judge_prompt(messages: list[dict[str, Any]]) -> bool:
-    return any(m.get("role") == "system" and m.get("content") == JUDGE_SYSTEM for m in messages)
-
-
-def parse_judge_score(text: str | None) -> tuple[float | None, str | None]:
-    """Score in [0, 1] from a 'Score: N' reply, or (None, reason)."""
-    if not text:
-        return None, "judge_empty"
-    match = _SCORE.search(text) or _BARE.match(text)
-    if not match:
-        return None, "judge_unparseable"
-    return (int(match.group(1)) - 1) / 4, None
-
-
-def deterministic_score(exec_ok: bool, gold_match: bool | None, n_rows: int) -> float:
-    """Without a judge: 1.0 gold match, 0.5 executed with rows, 0.25 executed empty, 0.0 otherwise."""
-    if not exec_ok:
-        return 0.0
-    if gold_match:
-        return 1.0
-    return 0.5 if n_rows else 0.25
-
-
-def embedded_judge_reply(messages: list[dict[str, Any]]) -> str:
-    """The offline judge: agrees when the candidate matches the baseline's own reading."""
-    from fastdistill_assets.teacher import baseline
-
-    user = next(m["content"] for m in messages if m.get("role") == "user")
-    sections = dict(re.findall(r"### ([A-Za-z ]+)\n(.*?)(?=\n\n### |\Z)", user, re.DOTALL))
-    try:
-        own = baseline.predict_sql(sections["Question"].strip(), sections["Schema"].strip())
-    except (KeyError, ValueError):
-        return "Score: 3"
-    empty = sections.get("Result rows", "[]").strip() == "[]"
-    if own.lower() == sections.get("Candidate SQL", "").strip().lower():
-        return "Score: 4" if empty else "Score: 5"
-    return "Score: 2"
+    Raises:
+        ConfigError: the judge's provider cannot judge (see :func:`judge_endpoint`).
+    """
+    endpoint = judge_endpoint(config, teacher)
+    requests = judge_requests(frame)
+    if not requests:
+        return {}, 0
+    results, _, calls = gateway.generate(requests, endpoint.provider, endpoint.model, JUDGE_DECODE,
+                                         concurrency=config.concurrency, overrides=endpoint.overrides)
+    scores = {}
+    for result in results:
+        score, reason = parse_judge_score(result.content) if result.error is None else (None, "judge_call_failed")
+        scores[result.request_id] = (score, reason)
+    return scores, calls

@@ -19,10 +19,10 @@ from fastdistill_assets.config import GatesConfig
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.gold import matches_gold, result_signature
-from fastdistill_assets.gates.judge import result_preview
+from fastdistill_assets.judge_format import result_preview
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
-from fastdistill_assets.teacher.prompts import split_rationale
+from fastdistill_assets.prompt_format import split_rationale
 
 GATE_SCHEMA: dict[str, pl.DataType] = {
     "rationale": pl.String(), "cleaned_sql": pl.String(), "clean_actions": pl.String(),

@@ -7,7 +7,16 @@ from collections.abc import Mapping
 import polars as pl
 
 from fastdistill_assets.config import GatesConfig
-from fastdistill_assets.gates.judge import deterministic_score
+
+
+def deterministic_score(exec_ok: bool, gold_match: bool | None, n_rows: int) -> float:
+    """Without a judge: 1.0 gold match, 0.5 executed with rows, 0.25 executed empty, 0.0 otherwise."""
+    if not exec_ok:
+        return 0.0
+    if gold_match:
+        return 1.0
+    return 0.5 if n_rows else 0.25
+
 
 JudgeScores = Mapping[str, tuple[float | None, str | None]]  # candidate_id -> (score, error reason)
 

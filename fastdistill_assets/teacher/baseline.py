@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlglot import exp
 
+from fastdistill_assets.prompt_format import parse_user_prompt
+from fastdistill_assets.schema_text import COND_START, FILLER, SchemaColumn, parse_schema
 from fastdistill_assets.sqlsketch import literal, select_sql
-from fastdistill_assets.teacher.prompts import parse_user_prompt
 
 AGG_KEYWORDS: list[tuple[str, re.Pattern[str]]] = [
     ("COUNT", re.compile(r"\b(how many|number of|count)\b")),
@@ -32,44 +33,7 @@ OP_KEYWORDS: list[tuple[str, re.Pattern[str]]] = [
     (">", re.compile(r"\b(greater than|more than|above|over|larger than|higher than)\b")),
     ("<", re.compile(r"\b(less than|under|below|smaller than|fewer than|lower than)\b")),
 ]
-COND_START = re.compile(r"\b(when|where|with|for|has|have|whose)\b")
-FILLER = re.compile(r"^(is|of|the|a|an|=|equal to|equals|as)\s+")
-_COLUMN_DEF = re.compile(r"^([\"`\[]?[\w ]+?[\"`\]]?)(?:\s+(\w+).*)?$")
-_NUMERIC = {"REAL", "INTEGER", "INT", "NUMERIC", "FLOAT", "DOUBLE", "DECIMAL", "BIGINT", "NUMBER"}
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    kind: str
-    phrase: str
-
-
-def parse_schema(schema: str) -> tuple[str, list[Column]]:
-    """Table name and columns of the first CREATE TABLE (statements end with ``;``);
-    ``-- comments`` name the column."""
-    match = re.search(r"CREATE TABLE\s+(\"?[\w.]+\"?)\s*\((.*?)\)\s*(?:;|\Z)", schema, re.IGNORECASE | re.DOTALL)
-    if not match:
-        raise ValueError("no CREATE TABLE in schema")
-    table, body = match.group(1).strip('"'), match.group(2)
-    columns: list[Column] = []
-    for line in body.splitlines():
-        code, _, comment = line.partition("--")
-        defs = [d.strip() for d in re.split(r",(?![^()]*\))", code) if d.strip()]
-        for i, definition in enumerate(defs):
-            m = _COLUMN_DEF.match(definition)
-            if not m or m.group(1).upper() in {"PRIMARY", "FOREIGN", "UNIQUE", "CONSTRAINT", "CHECK"}:
-                continue
-            name = m.group(1).strip('"`[]')
-            header = comment.strip() if comment.strip() and i == len(defs) - 1 else name.replace("_", " ")
-            kind = "real" if (m.group(2) or "").upper() in _NUMERIC else "text"
-            columns.append(Column(name, kind, re.sub(r"\s*\(.*?\)", "", header).lower().strip()))
-    if not columns:
-        raise ValueError("no columns in schema")
-    return table, columns
-
-
-def _find_column(text: str, columns: list[Column]) -> tuple[Column, int, int] | None:
+def _find_column(text: str, columns: list[SchemaColumn]) -> tuple[SchemaColumn, int, int] | None:
     """The column whose phrase occurs in text (longest phrase first); returns (column, start, end)."""
     best = None
     for col in sorted(columns, key=lambda c: -len(c.phrase)):
@@ -79,7 +43,7 @@ def _find_column(text: str, columns: list[Column]) -> tuple[Column, int, int] | 
     return best
 
 
-def _literal(raw: str, col: Column) -> exp.Expression:
+def _literal(raw: str, col: SchemaColumn) -> exp.Expression:
     value = raw.strip().strip("?.!\"'").strip()
     if col.kind == "real":
         try:
@@ -90,7 +54,7 @@ def _literal(raw: str, col: Column) -> exp.Expression:
     return literal(value, numeric=False)
 
 
-def _condition(piece: str, original: str, columns: list[Column]) -> tuple[str, str, exp.Expression] | None:
+def _condition(piece: str, original: str, columns: list[SchemaColumn]) -> tuple[str, str, exp.Expression] | None:
     found = _find_column(piece, columns)
     if found is None:
         return None
@@ -114,7 +78,7 @@ _AGG_WORDS = {"highest", "maximum", "largest", "most", "lowest", "minimum", "sma
               "average", "mean", "number", "max", "min"}
 
 
-def _guess_column(head: str, columns: list[Column]) -> str:
+def _guess_column(head: str, columns: list[SchemaColumn]) -> str:
     """No header matched: like an LLM, name the column after the asked-for noun (it may not exist)."""
     for match in _ASKED.finditer(head):
         words = [w for w in match.group(1).split() if w not in _AGG_WORDS and w not in {"entries", "values"}]
@@ -131,7 +95,7 @@ class Prediction:
     """The baseline's reading of a question: table, columns, SELECT column, aggregate, conditions."""
 
     table: str
-    columns: tuple[Column, ...]
+    columns: tuple[SchemaColumn, ...]
     column: str
     agg: str
     conditions: tuple[Condition, ...]
@@ -208,7 +172,7 @@ def format_reply(sql: str, question: str, rationale: bool = False) -> str:
 @dataclass(frozen=True)
 class Prompt:
     """What the baseline reads from a chat request: the user prompt, its parsed sections
-    (``prompts.parse_user_prompt``) and whether the rationale format is asked for."""
+    (``prompt_format.parse_user_prompt``) and whether the rationale format is asked for."""
 
     user: str
     sections: dict[str, Any]
@@ -224,7 +188,7 @@ class Prompt:
 
 
 def read_prompt(messages: list[dict[str, Any]]) -> Prompt:
-    """The prompt of a chat request built by ``prompts.build_messages``."""
+    """The prompt of a chat request built by ``prompt_format.build_messages``."""
     user = next(m["content"] for m in reversed(messages) if m.get("role") == "user")
     rationale = any("### RATIONALE" in str(m.get("content", "")) for m in messages if m.get("role") == "system")
     return Prompt(user, parse_user_prompt(user), rationale)
@@ -237,7 +201,7 @@ def decode_params(params: dict[str, Any] | None) -> tuple[float, int | None]:
 
 
 def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> str:
-    """The baseline's chat reply to a prompt built by ``prompts.build_messages``.
+    """The baseline's chat reply to a prompt built by ``prompt_format.build_messages``.
 
     ``params`` are the request's decode parameters (temperature, seed).
     """

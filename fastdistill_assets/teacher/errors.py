@@ -32,9 +32,10 @@ from typing import Any
 from sqlglot import exp
 
 from fastdistill_assets.config import TeacherErrorProfile
+from fastdistill_assets.schema_text import SchemaColumn
 from fastdistill_assets.sqlsketch import literal
 from fastdistill_assets.teacher import baseline
-from fastdistill_assets.teacher.baseline import Column, Prediction
+from fastdistill_assets.teacher.baseline import Prediction
 
 AGGREGATES = ("COUNT", "MAX", "MIN", "SUM", "AVG")
 HALLUCINATED_SUFFIXES = ("name", "id", "value", "total")
@@ -66,7 +67,7 @@ def draw_kinds(profile: TeacherErrorProfile, rng: random.Random) -> tuple[str, .
     return tuple(kind for kind, rate in profile.rates().items() if rng.random() < rate)
 
 
-def _other_columns(prediction: Prediction, exclude: set[str]) -> list[Column]:
+def _other_columns(prediction: Prediction, exclude: set[str]) -> list[SchemaColumn]:
     return [c for c in prediction.columns if c.name not in exclude]
 
 

@@ -33,6 +33,7 @@ from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationR
                                                    ProgressFn)
 from fastdistill_assets.teacher.provider_config import (LOCAL_PROVIDERS, GatewayConfig, ProviderSettings,
                                                         load_gateway_config)
+from fastdistill_assets.teacher.server import ChatServer, embedded_teacher
 
 API_KEY_ENV = "FASTDISTILL_API_KEY"  # the resource's api_key (an EnvVar), for any provider
 _RESOURCE_OVERRIDES = ("base_url", "timeout_s", "concurrency", "max_retries", "requests_per_minute",
@@ -58,13 +59,29 @@ def endpoint_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: value for key, value in (overrides or {}).items() if key != ERROR_PROFILE_KEY}
 
 
+class LocalStudents(dg.ConfigurableResource):
+    """Serves the ``student`` provider: a run's trained student behind a local server.
+
+    The teacher plane does not load students. The training plane passes its implementation in
+    (``training.serving.StudentServers`` as the gateway's ``students``); this base serves none.
+    """
+
+    def start(self, run_id: str) -> tuple[ChatServer, str]:
+        """A server (not yet started) for the student trained in ``run_id``, and its cache identity.
+
+        Raises:
+            ConfigError: no student can be served here.
+        """
+        raise ConfigError("the student provider is not available: the teacher resource has no students server")
+
+
 class ProviderGateway(dg.ConfigurableResource):
     """Calls a teacher (or judge) through an OpenAI-compatible ``/chat/completions``."""
 
     config_path: str = Field(default_factory=lambda: str(settings.configs_dir() / "provider_gateway.yaml"))
     cache_path: str = Field(default_factory=lambda: str(settings.artifacts_dir() / "_cache" / "responses.sqlite"))
-    artifacts_dir: str = Field(default_factory=lambda: str(settings.artifacts_dir()),
-                               description="where the `student` provider finds a run's trained student")
+    students: LocalStudents | None = Field(
+        default=None, description="serves the `student` provider (the training plane passes in StudentServers)")
     api_key: str | None = Field(default=None, description="API key (use an EnvVar); overrides api_key_env")
     base_url: str | None = None
     timeout_s: float | None = None
@@ -155,16 +172,10 @@ class ProviderGateway(dg.ConfigurableResource):
             yield self.endpoint(provider, model, decode, overrides)
             return
         if provider == "student":
-            from fastdistill_assets.config import RunRegistry
-            from fastdistill_assets.training.serving import folder_server, student_folder, student_identity
-
             if not model:
                 raise ConfigError("the student provider needs teacher.model = the parent run_id")
-            folder = student_folder(RunRegistry(Path(self.artifacts_dir), Path(self.config_path).parent), model)
-            server, identity = folder_server(folder, model), student_identity(folder)
+            server, identity = (self.students or LocalStudents()).start(model)
         else:
-            from fastdistill_assets.teacher.server import embedded_teacher
-
             profile = error_profile(overrides)
             server = embedded_teacher(error_profile=profile)
             identity = local_identity(provider, profile.fingerprint() if profile else None)

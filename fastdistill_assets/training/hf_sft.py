@@ -4,7 +4,7 @@ Needs the ``train`` extra (torch, transformers, peft, trl). The model is a local
 folder or a GGUF file (loaded by transformers with the ``gguf`` package); nothing is downloaded.
 Runs on a GPU when one is there (bf16 where it is supported, else fp16), else on the CPU (fp32).
 The data are prompt-completion pairs and the loss covers the completion only: the SQL, after
-its rationale in the step-by-step recipe (``distill.assistant_target``, as in ``sft.jsonl``).
+its rationale in the step-by-step recipe (``prompt_format.assistant_target``, as in ``sft.jsonl``).
 With a ``checkpoint_dir``, checkpoints are saved there and a killed run of the same training
 (same config and rows) resumes from the last one.
 """
@@ -28,7 +28,7 @@ from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
 from fastdistill_assets.config import TrainingConfig
-from fastdistill_assets.distill import assistant_target
+from fastdistill_assets.prompt_format import assistant_target
 
 MAX_NEW_TOKENS = 128
 FINGERPRINT_FILE = "fingerprint.txt"

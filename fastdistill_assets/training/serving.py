@@ -7,9 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from fastdistill_assets import settings
 from fastdistill_assets.config import RunRegistry
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.cache import local_identity
+from fastdistill_assets.teacher.gateway import LocalStudents
 from fastdistill_assets.teacher.server import ChatServer, FaultConfig
 from fastdistill_assets.training.students import Student, load_student
 
@@ -68,3 +72,17 @@ def student_server(registry: RunRegistry, run_id: str, faults: FaultConfig | Non
         FileNotFoundError: the run has no materialized student_model.
     """
     return folder_server(student_folder(registry, run_id), run_id, faults, host, port)
+
+
+class StudentServers(LocalStudents):
+    """The gateway's ``students``: serves the student a run trained, found through the run registry."""
+
+    artifacts_dir: str = Field(default_factory=lambda: str(settings.artifacts_dir()))
+    configs_dir: str = Field(default_factory=lambda: str(settings.configs_dir()))
+
+    def start(self, run_id: str) -> tuple[ChatServer, str]:
+        """Raises:
+            FileNotFoundError: the run has no materialized student_model.
+            RunConfigError: no such run."""
+        folder = student_folder(RunRegistry(Path(self.artifacts_dir), Path(self.configs_dir)), run_id)
+        return folder_server(folder, run_id), student_identity(folder)

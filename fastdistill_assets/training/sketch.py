@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdistill_assets.teacher.baseline import COND_START, FILLER, Column, parse_schema
+from fastdistill_assets.schema_text import COND_START, FILLER, SchemaColumn, parse_schema
 from fastdistill_assets.training.linear import DIM, Ranker, classifier_candidates, hash_features
 from fastdistill_assets.sqlsketch import AGGS, OPS, Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
 
@@ -57,11 +57,11 @@ def _split_question(question: str) -> tuple[str, str, list[tuple[str, str]]]:
     return head, conds_lower, pieces
 
 
-def _phrase_in(text: str, column: Column) -> bool:
+def _phrase_in(text: str, column: SchemaColumn) -> bool:
     return re.search(rf"\b{re.escape(column.phrase)}\b", text) is not None
 
 
-def _column_features(text_words: list[str], text: str, column: Column, index: int, tag: str) -> list[str]:
+def _column_features(text_words: list[str], text: str, column: SchemaColumn, index: int, tag: str) -> list[str]:
     tokens = column.phrase.split()
     feats = [f"{tag}phrase={_phrase_in(text, column)}", f"{tag}kind={column.kind}", f"{tag}first={index == 0}",
              f"{tag}overlap={min(3, len(set(tokens) & set(text_words)))}"]
@@ -69,7 +69,7 @@ def _column_features(text_words: list[str], text: str, column: Column, index: in
     return feats
 
 
-def _value(piece_lower: str, piece_orig: str, column: Column) -> str:
+def _value(piece_lower: str, piece_orig: str, column: SchemaColumn) -> str:
     match = re.search(rf"\b{re.escape(column.phrase)}\b", piece_lower)
     low, orig = (piece_lower[match.end():], piece_orig[match.end():]) if match else (piece_lower, piece_orig)
     low, orig = low.lstrip(), orig[len(orig) - len(orig.lstrip()):]
@@ -95,13 +95,13 @@ class SketchModel:
         return classifier_candidates(_ngrams(_words(head), "h") + _ngrams(_words(question), "q"), len(AGGS))
 
     @staticmethod
-    def sel_candidates(head: str, columns: list[Column], agg: str) -> list[np.ndarray]:
+    def sel_candidates(head: str, columns: list[SchemaColumn], agg: str) -> list[np.ndarray]:
         words = _words(head)
         return [hash_features(_column_features(words, head, c, i, "s") + [f"s:agg={agg}|kind={c.kind}"])
                 for i, c in enumerate(columns)]
 
     @staticmethod
-    def cond_candidates(piece: str, columns: list[Column]) -> list[np.ndarray]:
+    def cond_candidates(piece: str, columns: list[SchemaColumn]) -> list[np.ndarray]:
         words = _words(piece)
         has_number = any(w[0].isdigit() for w in words)
         return [hash_features(_column_features(words, piece, c, i, "c") + [f"c:num={has_number}|kind={c.kind}"])
@@ -112,7 +112,7 @@ class SketchModel:
         return classifier_candidates(_ngrams(_words(piece)[:6], "o"), len(OPS))
 
     # inference --------------------------------------------------------------------------
-    def predict_sketch(self, question: str, columns: list[Column]) -> Sketch:
+    def predict_sketch(self, question: str, columns: list[SchemaColumn]) -> Sketch:
         head, _, pieces = _split_question(question)
         agg = AGGS[self.agg.predict(self.agg_candidates(head, question))]
         conds = []
@@ -164,7 +164,7 @@ class TrainReport:
         return round(self.train_tokens / self.train_s, 1) if self.train_s else 0.0
 
 
-def _find_piece(pieces: list[tuple[str, str]], cond: Cond, columns: list[Column]) -> int | None:
+def _find_piece(pieces: list[tuple[str, str]], cond: Cond, columns: list[SchemaColumn]) -> int | None:
     value = cond.value.lower()
     for i, (lower, _) in enumerate(pieces):
         if value and value in lower and (_phrase_in(lower, columns[cond.column]) or len(pieces) == 1):

@@ -11,13 +11,13 @@ from typing import Any, Protocol
 import polars as pl
 
 from fastdistill_assets.config import TrainingConfig
-from fastdistill_assets.teacher.prompts import parse_user_prompt
+from fastdistill_assets.prompt_format import parse_user_prompt
 from fastdistill_assets.training.sketch import Example, SketchModel, TrainReport, train_sketch
 
 
 class Student(Protocol):
     def answer(self, messages: list[dict[str, str]]) -> str:
-        """The student's reply to a prompt built by ``prompts.build_messages`` (the training format)."""
+        """The student's reply to a prompt built by ``prompt_format.build_messages`` (the training format)."""
         ...
 
     def answer_many(self, prompts: list[list[dict[str, str]]], batch_size: int) -> list[str | None]:

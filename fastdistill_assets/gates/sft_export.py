@@ -8,14 +8,11 @@ from typing import Any
 
 import polars as pl
 
+from fastdistill_assets.prompt_format import assistant_target
+
 
 DISTILLED_COLUMNS = ["sample_id", "candidate_id", "split", "db_id", "question", "schema", "sql", "rationale",
                      "judge_score", "messages"]
-
-
-def assistant_target(sql: str, rationale: str | None) -> str:
-    """What the student learns to say: the SQL, after its rationale in the step-by-step recipe."""
-    return f"### RATIONALE\n{rationale}\n### ANSWER\n{sql}" if rationale else sql
 
 
 def sft_record(row: dict[str, Any], rationale: bool) -> dict[str, Any]:

@@ -79,3 +79,8 @@ def parse_user_prompt(content: str) -> dict[str, Any]:
             rows.append(json.loads(line))
     return {"schema": sections.get(SCHEMA_HEADER, ""), "rows": by_table or rows,
             "evidence": sections.get(EVIDENCE_HEADER), "question": sections.get(QUESTION_HEADER, "")}
+
+
+def assistant_target(sql: str, rationale: str | None) -> str:
+    """What the student learns to say: the SQL, after its rationale in the step-by-step recipe."""
+    return f"### RATIONALE\n{rationale}\n### ANSWER\n{sql}" if rationale else sql

@@ -11,7 +11,7 @@ import polars as pl
 from fastdistill_assets.config import RunConfig
 from fastdistill_assets.hashing import sha256_text
 from fastdistill_assets.teacher.generation import GenerationRequest, GenerationResult
-from fastdistill_assets.teacher.prompts import build_messages, prompt_hash
+from fastdistill_assets.prompt_format import build_messages, prompt_hash
 from fastdistill_assets.timing import percentiles
 
 CARRIED = ["sample_id", "split", "db_id", "question", "schema", "gold_sql", "db_path", "dialect", "decode_profile"]
