@@ -6,6 +6,11 @@ blocking (the downstream assets do not run) and WARN otherwise (they run). A met
 entry is not a check: its value stays in the quality report and the asset's metadata. The
 hard-gate checks on ``eval_report`` are blocking when ``eval.blocking`` is.
 
+The gate checks of one asset run together: one ``@multi_asset_check`` step (``filtered_gates``,
+``eval_report_hard_gates``) loads the asset once and reports every check as its own evaluation;
+when any blocking one failed, the step fails after reporting all of them, and the downstream
+assets do not run.
+
 The checks are declared when the definitions load, from the gates file. At step time each check
 reads its run's frozen gates, which equal the file (a run whose gates changed is refused); if
 the loaded definitions were built from another version of the file (a code location that was
@@ -13,8 +18,10 @@ not reloaded), the check fails and says so rather than apply a label it no longe
 """
 
 import json
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import dagster as dg
 
@@ -27,14 +34,25 @@ from fastdistill_assets.partitions import run_partitions
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.storage import StageOutput
 
-# Partition-aware checks are a Dagster preview feature; they are what per-run gates need.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
-
 # Metrics of one path are null in a run without that path's samples: nothing to gate there.
 PATH_METRICS = {"gold_match_rate": "labeled", "labeled_p_keep": "labeled", "gold_free_p_keep": "gold_free",
                 "agreement_p50": "gold_free", "agreement_p90": "gold_free"}
 HARD_GATES = ("test_exec_accuracy_vs_baseline", "online_win_rate")
 RELOAD = "reload the code location (the checks are declared from configs/quality_gates.yaml when it loads)"
+GATES_STEP, HARD_GATES_STEP = "filtered_gates", "eval_report_hard_gates"   # the checks' op (step) names
+
+# Partition-aware checks are a Dagster preview feature; they are what per-run gates need. Dagster
+# warns for each check spec given a partitions_def: that warning alone is ignored, only there.
+PARTITIONED_CHECK_WARNING = "Specifying a partitions_def on an AssetCheckSpec is currently in preview"
+
+
+@contextmanager
+def partitioned_checks() -> Iterator[None]:
+    """Declare run-partitioned check specs without Dagster's preview warning about them; any
+    other warning, and that one outside this block, is left as it is."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(PARTITIONED_CHECK_WARNING), category=dg.PreviewWarning)
+        yield
 
 
 def severity(blocking: bool) -> dg.AssetCheckSeverity:
@@ -87,32 +105,55 @@ def stale_result(what: str, blocking: bool) -> dg.AssetCheckResult:
         metadata={"stale_definition": True, "declared_blocking": blocking})
 
 
-def _gate_check(name: str, threshold: CheckThreshold,
-                declared: Mapping[str, CheckThreshold]) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=filtered, name=name, blocking=threshold.blocking, partitions_def=run_partitions,
-                    description=f"quality gate {describe_threshold(threshold)}; configs/quality_gates.yaml "
-                                f"checks.{name}")
-    def check(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
-              filtered: StageOutput) -> dg.AssetCheckResult:
-        frozen = run_config.for_partition(context).gates.checks
-        if changed := changed_checks(declared, frozen):
-            return stale_result(f"checks {', '.join(changed)} differ", threshold.blocking)
-        report = json.loads(filtered.files["quality_report.json"].read_text())
-        return evaluate_threshold(threshold, report.get(threshold.metric))
+def gate_spec(name: str, threshold: CheckThreshold) -> dg.AssetCheckSpec:
+    """The check on ``filtered`` of one ``checks:`` entry (blocking as the entry is)."""
+    with partitioned_checks():
+        return dg.AssetCheckSpec(name, asset=filtered, blocking=threshold.blocking, partitions_def=run_partitions,
+                                 description=f"quality gate {describe_threshold(threshold)}; "
+                                             f"configs/quality_gates.yaml checks.{name}")
 
-    return check
+
+def _selected(context: dg.AssetCheckExecutionContext, specs: list[dg.AssetCheckSpec]) -> list[dg.AssetCheckSpec]:
+    """The specs this step runs (all of them, or those selected, e.g. one check run from the UI)."""
+    return [spec for spec in specs if spec.key in context.selected_asset_check_keys]
+
+
+def for_spec(spec: dg.AssetCheckSpec, result: dg.AssetCheckResult) -> dg.AssetCheckResult:
+    """``result`` addressed to ``spec``'s check (a multi-asset check names each of its results)."""
+    return dg.AssetCheckResult(passed=result.passed, asset_key=spec.asset_key, check_name=spec.name,
+                               metadata=result.metadata, severity=result.severity, description=result.description)
 
 
 def build_gate_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:
-    """One check on ``filtered`` per configured entry of ``gates.checks``."""
-    return [_gate_check(name, threshold, gates.checks) for name, threshold in gates.checks.items()]
+    """The checks on ``filtered`` of the configured entries of ``gates.checks``: one step that
+    loads ``filtered`` once and reports one evaluation per entry (none when there is no entry)."""
+    declared = dict(gates.checks)
+    if not declared:
+        return []
+    specs = [gate_spec(name, threshold) for name, threshold in declared.items()]
+
+    @dg.multi_asset_check(specs=specs, name=GATES_STEP, can_subset=True,
+                          description="the quality gates of configs/quality_gates.yaml checks, on one load of filtered")
+    def filtered_gates(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
+                       filtered: StageOutput) -> Iterator[dg.AssetCheckResult]:
+        frozen = run_config.for_partition(context).gates.checks
+        changed = changed_checks(declared, frozen)
+        report = None if changed else json.loads(filtered.files["quality_report.json"].read_text())
+        for spec in _selected(context, specs):
+            threshold = declared[spec.name]
+            result = stale_result(f"checks {', '.join(changed)} differ", threshold.blocking) if changed else \
+                evaluate_threshold(threshold, report.get(threshold.metric))
+            yield for_spec(spec, result)
+
+    return [filtered_gates]
 
 
-@dg.asset_check(asset=distilled, blocking=True, partitions_def=run_partitions,
-                description="at least one sample survived the gates (blocking)")
-def distilled_not_empty(distilled: StageOutput) -> dg.AssetCheckResult:
-    count = distilled.frame.height
-    return dg.AssetCheckResult(passed=count > 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"count": count})
+with partitioned_checks():
+    @dg.asset_check(asset=distilled, blocking=True, partitions_def=run_partitions,
+                    description="at least one sample survived the gates (blocking)")
+    def distilled_not_empty(distilled: StageOutput) -> dg.AssetCheckResult:
+        count = distilled.frame.height
+        return dg.AssetCheckResult(passed=count > 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"count": count})
 
 
 def paired_metadata(gate: Mapping) -> dict[str, float | int]:
@@ -145,25 +186,34 @@ def hard_gate_result(name: str, gate: Mapping, blocking: bool) -> dg.AssetCheckR
                   "blocking": blocking, **paired_metadata(gate)})
 
 
-def _hard_gate(name: str, blocking: bool) -> dg.AssetChecksDefinition:
+def hard_gate_spec(name: str, blocking: bool) -> dg.AssetCheckSpec:
+    """The check on ``eval_report`` of one hard gate (blocking when ``eval.blocking`` is)."""
     kind = "blocking" if blocking else "warning: a failure does not fail the run"
-
-    @dg.asset_check(asset=eval_report, name=name, blocking=blocking, partitions_def=run_partitions,
-                    description=f"hard gate {name} ({kind}); configs/quality_gates.yaml eval, frozen per run")
-    def check(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
-              eval_report: StageOutput) -> dg.AssetCheckResult:
-        frozen = run_config.for_partition(context).gates.eval.blocking
-        if frozen != blocking:
-            return stale_result(f"eval.blocking is {frozen}, declared {blocking}", blocking)
-        gate = json.loads(eval_report.files["eval_report.json"].read_text())["hard_gates"][name]
-        return hard_gate_result(name, gate, blocking)
-
-    return check
+    with partitioned_checks():
+        return dg.AssetCheckSpec(name, asset=eval_report, blocking=blocking, partitions_def=run_partitions,
+                                 description=f"hard gate {name} ({kind}); configs/quality_gates.yaml eval, "
+                                             "frozen per run")
 
 
 def build_hard_gate_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:
-    """The hard-gate checks on ``eval_report``, blocking when ``gates.eval.blocking`` is."""
-    return [_hard_gate(name, gates.eval.blocking) for name in HARD_GATES]
+    """The hard-gate checks on ``eval_report``, blocking when ``gates.eval.blocking`` is: one step
+    that reads ``eval_report.json`` once and reports one evaluation per gate."""
+    blocking = gates.eval.blocking
+    specs = [hard_gate_spec(name, blocking) for name in HARD_GATES]
+
+    @dg.multi_asset_check(specs=specs, name=HARD_GATES_STEP, can_subset=True,
+                          description="the hard gates of configs/quality_gates.yaml eval, on one load of eval_report")
+    def eval_report_hard_gates(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
+                               eval_report: StageOutput) -> Iterator[dg.AssetCheckResult]:
+        frozen = run_config.for_partition(context).gates.eval.blocking
+        gates = None if frozen != blocking else \
+            json.loads(eval_report.files["eval_report.json"].read_text())["hard_gates"]
+        for spec in _selected(context, specs):
+            result = stale_result(f"eval.blocking is {frozen}, declared {blocking}", blocking) if gates is None else \
+                hard_gate_result(spec.name, gates[spec.name], blocking)
+            yield for_spec(spec, result)
+
+    return [eval_report_hard_gates]
 
 
 def build_asset_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:

@@ -120,7 +120,7 @@ def test_blocking_check_failure_alerts_once_per_check_and_once_for_the_run_and_p
     assert sorted(f"{a['asset']}.{a['check']}" for a in alerts[:-1]) == failed
     run_alert = alerts[-1]
     assert run_alert["failed_checks"] == failed and run_alert["partition"] == "strict"
-    assert run_alert["failed_steps"] == ["eval_report_test_exec_accuracy_vs_baseline"]
+    assert run_alert["failed_steps"] == ["eval_report_hard_gates"]  # both hard gates run in one step
     assert run_alert["error"].startswith("DagsterAssetCheckFailedError: 1 blocking asset check failed")
     assert run_alert["artifacts_path"] == str(project.artifacts / "strict")
     assert len(received) == len(alerts)
