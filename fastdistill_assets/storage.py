@@ -54,7 +54,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets.hashing import sha256_json, sha256_text
+from fastdistill_assets.manifest import build_manifest
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -81,24 +81,6 @@ class StageOutput:
     files: dict[str, Any] = field(default_factory=dict)
 
 
-def build_manifest(frame: pl.DataFrame) -> dict[str, Any]:
-    """count, field_hash (column names and types), content_hash, min/max sample_id, columns."""
-    columns = [{"name": n, "dtype": str(t)} for n, t in frame.schema.items()]
-    manifest: dict[str, Any] = {
-        "count": frame.height,
-        "columns": [c["name"] for c in columns],
-        "field_hash": sha256_json(columns),
-        "min_sample_id": None,
-        "max_sample_id": None,
-    }
-    if "sample_id" in frame.columns and frame.height:
-        ids = frame.get_column("sample_id").drop_nulls().sort()
-        manifest["min_sample_id"] = ids.first()
-        manifest["max_sample_id"] = ids.last()
-        manifest["content_hash"] = sha256_text("\n".join(ids.to_list()))
-    return manifest
-
-
 def manifest_metadata(manifest: dict[str, Any], frame: pl.DataFrame, location: Path) -> dict[str, Any]:
     """The manifest as Dagster metadata values (row count and column schema for the UI)."""
     return {
@@ -108,6 +90,7 @@ def manifest_metadata(manifest: dict[str, Any], frame: pl.DataFrame, location: P
         ),
         "count": dg.MetadataValue.int(manifest["count"]),
         "field_hash": dg.MetadataValue.text(manifest["field_hash"]),
+        "content_hash": dg.MetadataValue.text(manifest.get("content_hash") or ""),  # absent in old manifests
         "min_sample_id": dg.MetadataValue.text(manifest["min_sample_id"] or ""),
         "max_sample_id": dg.MetadataValue.text(manifest["max_sample_id"] or ""),
         "columns": dg.MetadataValue.json(manifest["columns"]),

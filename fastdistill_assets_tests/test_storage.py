@@ -3,6 +3,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +19,9 @@ from fastdistill_assets.storage import (
     ParquetIOManager,
     StageOutput,
     build_manifest,
+    manifest_metadata,
 )
+from fastdistill_assets.manifest import ManifestBuilder, canonical_rows
 
 
 def _frame():
@@ -54,6 +57,150 @@ def test_manifest_fields():
     assert manifest["columns"] == ["sample_id", "n"]
     assert manifest["field_hash"] == build_manifest(_frame().with_columns(pl.col("n") * 2))["field_hash"]
     assert manifest["field_hash"] != build_manifest(_frame().with_columns(pl.col("n").cast(pl.Float64)))["field_hash"]
+
+
+def _rich_frame() -> pl.DataFrame:
+    """Six rows, every cell of each column different from the next row's; all the dtype kinds."""
+    utc = timezone.utc
+    return pl.DataFrame({
+        "sample_id": ["s3", "s1", None, "s2", "s5", "s4"],
+        "text": ['say "hi"\n', "", None, "a\\b", "ünï", "x" * 150],
+        "n": [1, -2, None, 0, 2**62, 7],
+        "x": [0.5, -0.0, None, float("nan"), 0.0, 1e300],
+        "ok": [True, False, None, True, False, True],
+        "day": [date(2024, 1, 2), None, date(1969, 12, 31), date(2024, 1, 3), date(2000, 2, 29), date(2024, 1, 2)],
+        "at": [datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=utc), None, datetime(2024, 1, 2, tzinfo=utc),
+               datetime(1970, 1, 1, tzinfo=utc), datetime(2030, 6, 7, tzinfo=utc), datetime(2024, 1, 2, 3, tzinfo=utc)],
+        "blob": [b"\x00\xff", b"", None, b"a", b"\x00", b"\xff"],
+        "tags": [["a", "b"], [], None, ["b", "a"], [None], ["a"]],
+        "meta": [{"k": 1, "v": "a"}, {"k": None, "v": "a"}, None, {"k": 1, "v": "b"}, {"k": 2, "v": None},
+                 {"k": 3, "v": "c"}],
+        "cat": pl.Series(["u", "v", None, "v", "u", "w"], dtype=pl.Categorical),
+    }, schema_overrides={"n": pl.Int64})
+
+
+def _chunked(frame: pl.DataFrame, sizes: list[int]) -> dict:
+    builder, start = ManifestBuilder(), 0
+    for size in sizes:
+        builder.update(frame.slice(start, size))
+        start += size
+    assert start == frame.height
+    return builder.finish()
+
+
+@pytest.mark.parametrize("frame", [_rich_frame(), _rich_frame().drop("sample_id"), _frame()],
+                         ids=["rich", "no_sample_id", "small"])
+@pytest.mark.parametrize("sizes", [[None], [0, None], [1, 0, None], [2, 0, 0, None], "ones", [None, 0]])
+def test_chunked_manifest_equals_the_whole_frame_manifest(frame, sizes):
+    if sizes == "ones":
+        sizes = [1] * frame.height
+    else:
+        rest = frame.height - sum(s for s in sizes if s is not None)
+        sizes = [rest if s is None else s for s in sizes]
+    assert _chunked(frame, sizes) == build_manifest(frame)
+
+
+def test_shards_merged_equal_the_whole_frame_manifest():
+    frame = _rich_frame()
+    first, second, empty = ManifestBuilder(), ManifestBuilder(), ManifestBuilder()
+    first.update(frame.slice(4, 2))
+    second.update(frame.slice(0, 4))
+    first.merge(empty)
+    first.merge(second)
+    assert first.finish() == build_manifest(frame)
+    empty.merge(first)
+    assert empty.finish() == build_manifest(frame)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_row_order_does_not_change_the_content_hash(seed):
+    frame = _rich_frame()
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=seed)
+    assert build_manifest(shuffled) == build_manifest(frame)
+    assert build_manifest(frame.reverse()) == build_manifest(frame)
+
+
+@pytest.mark.parametrize("column", _rich_frame().columns)
+@pytest.mark.parametrize("to_null", [False, True])
+def test_changing_one_cell_changes_the_content_hash(column, to_null):
+    frame = _rich_frame()
+    first_row = pl.int_range(pl.len()) == 0
+    value = pl.lit(None, frame.schema[column]) if to_null else pl.col(column).shift(-1)  # row 1's value
+    changed = frame.with_columns(pl.when(first_row).then(value).otherwise(pl.col(column)).alias(column))
+    assert changed.row(0) != frame.row(0) and changed.slice(1).equals(frame.slice(1))
+    assert build_manifest(changed)["content_hash"] != build_manifest(frame)["content_hash"]
+    assert build_manifest(changed)["field_hash"] == build_manifest(frame)["field_hash"]
+
+
+@pytest.mark.parametrize("pair", [
+    ({"a": ["ab"], "b": ["c"]}, {"a": ["a"], "b": ["bc"]}),  # where one string ends and the next starts
+    ({"a": [""]}, {"a": [None]}),
+    ({"x": [0.0]}, {"x": [-0.0]}),
+    ({"x": [float("nan")]}, {"x": [None]}),
+    ({"a": ["1"], "b": [None]}, {"a": [None], "b": ["1"]}),
+], ids=["boundary", "empty_vs_null", "signed_zero", "nan_vs_null", "null_position"])
+def test_near_identical_rows_hash_differently(pair):
+    left, right = (pl.DataFrame(data, schema_overrides={"b": pl.String} if "b" in data else None) for data in pair)
+    assert build_manifest(left)["content_hash"] != build_manifest(right)["content_hash"]
+
+
+def test_a_duplicate_row_changes_the_content_hash():
+    frame = _rich_frame()
+    assert build_manifest(pl.concat([frame, frame.head(1)]))["content_hash"] != build_manifest(frame)["content_hash"]
+    assert build_manifest(pl.concat([frame, frame]))["content_hash"] != build_manifest(frame)["content_hash"]
+
+
+@pytest.mark.parametrize(("second", "column"), [
+    (_frame().with_columns(pl.col("n").cast(pl.Float64)), "1 'n'"),
+    (_frame().rename({"n": "m"}), "1 'm'"),
+    (_frame().select("n", "sample_id"), "0 'n'"),
+    (_frame().with_columns(pl.lit(1).alias("extra")), "2 'extra'"),
+    (_frame().drop("n"), "1 'n'"),
+], ids=["dtype", "name", "order", "extra", "missing"])
+def test_chunks_with_another_schema_are_refused(second, column):
+    builder = ManifestBuilder()
+    builder.update(_frame())
+    with pytest.raises(ValueError, match=f"at column {column}:"):
+        builder.update(second.head(0))
+    other = ManifestBuilder()
+    other.update(second)
+    with pytest.raises(ValueError, match="schema differs"):
+        builder.merge(other)
+
+
+@pytest.mark.parametrize("frame", [pl.DataFrame(), _frame().head(0), _frame().drop("sample_id"),
+                                   _rich_frame().drop("sample_id").head(0),
+                                   pl.DataFrame({"sample_id": [None, None]}, schema={"sample_id": pl.String})],
+                         ids=["no_columns", "empty", "no_sample_id", "empty_no_sample_id", "null_ids"])
+def test_content_hash_is_always_present(frame):
+    manifest = build_manifest(frame)
+    assert len(manifest["content_hash"]) == 64 and manifest["count"] == frame.height
+    if frame.height == 0 or "sample_id" not in frame.columns or frame["sample_id"].null_count() == frame.height:
+        assert manifest["min_sample_id"] is None and manifest["max_sample_id"] is None
+    assert ManifestBuilder().finish() == build_manifest(pl.DataFrame())
+
+
+def test_empty_frames_with_different_schemas_hash_differently():
+    hashes = {build_manifest(f)["content_hash"] for f in (pl.DataFrame(), _frame().head(0), _frame().drop("n").head(0))}
+    assert len(hashes) == 3
+
+
+def test_canonical_rows_and_content_hash_are_pinned():
+    """The encoding is part of the manifest format: a change here changes every stored content_hash."""
+    frame = pl.DataFrame({"sample_id": ["a", None], "n": [1, None], "x": [0.5, None], "ok": [True, None],
+                          "d": [date(2024, 1, 2), None], "b": [b"\x00\xff", None], "tags": [["x", "y"], None],
+                          "meta": [{"k": 1, "a": "q"}, None]})
+    assert canonical_rows(frame).to_list() == [
+        '1:a1:119:46026788191726469124:true5:197244:00ff9:["x","y"]15:{"a":"q","k":1}',
+        "--------",
+    ]
+    assert build_manifest(frame)["content_hash"] == "a14efb35b436241c8534b9a12b2eade78151f7739d9c147955f4f9275a7acd5b"
+
+
+def test_metadata_of_a_manifest_without_content_hash():
+    manifest = {**build_manifest(_frame()), "version": "v1"}
+    del manifest["content_hash"]  # written before content_hash was in every manifest
+    assert manifest_metadata(manifest, _frame(), Path("/tmp/v1"))["content_hash"].text == ""
 
 
 def test_frame_round_trip_with_manifest_on_disk(tmp_path):
@@ -189,3 +336,6 @@ def test_io_manager_metadata_points_at_the_published_version(tmp_path):
     folder = ArtifactStore(tmp_path).current_dir("_unpartitioned", "numbers")
     assert metadata["path"].path == str(folder)
     assert metadata["version"].text == folder.name
+    assert metadata["field_hash"].text == build_manifest(_frame())["field_hash"]
+    assert metadata["content_hash"].text == build_manifest(_frame())["content_hash"]
+    assert json.loads((folder / "manifest.json").read_text())["content_hash"] == metadata["content_hash"].text
