@@ -2,15 +2,19 @@
 
 Candidates are teacher-style replies (fenced, with prose, sampled variants, some broken) to
 the demo dataset's questions, run against the demo SQLite databases. Prints samples/s for
-one and for two worker processes (target: >= 2,000 samples/s on 2 cores) and peak memory.
+1, 2 and 4 worker processes (counts above the CPUs this process may use are skipped, and
+said so), each count's per-worker efficiency (samples/s ÷ (workers × the 1-worker rate)),
+the worker count ``gate_workers`` picks by default here (target: >= 2,000 samples/s on
+2 cores) and peak memory.
 
-    .venv/bin/python benchmarks/gates_throughput.py [--n 100000]
+    .venv/bin/python benchmarks/gates_throughput.py [--n 100000] [--workers 1,2,4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -21,7 +25,7 @@ import polars as pl
 from fastdistill_assets.config import GatesConfig
 from fastdistill_assets.datasets import wikisql
 from fastdistill_assets.datasets.demo import SPLITS, ensure_demo_dataset
-from fastdistill_assets.gates.pipeline import gate_frame
+from fastdistill_assets.gates.pipeline import gate_frame, gate_workers
 from fastdistill_assets.teacher import baseline
 
 BROKEN = ["", "SELECT FROM WHERE", "DROP TABLE x", "I cannot answer that."]
@@ -48,20 +52,34 @@ def build_candidates(n: int, data_dir: Path) -> pl.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--workers", default="1,2,4", help="worker counts to time (comma-separated)")
     args = parser.parse_args()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    counts = [int(w) for w in args.workers.split(",")]
+    skipped = [w for w in counts if w > cpus]
+    counts = [w for w in counts if w <= cpus]
+    rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         candidates = build_candidates(args.n, Path(tmp))
         print(f"candidates               {candidates.height} built in {time.perf_counter() - t0:.1f} s")
         gates = GatesConfig()
-        for workers in (1, 2):
+        for workers in counts:
             t0 = time.perf_counter()
             out = gate_frame(candidates, gates, workers=workers)
             elapsed = time.perf_counter() - t0
+            rates[workers] = candidates.height / elapsed
             kept = int(out["gold_match"].fill_null(False).sum())
             reasons = dict(out.group_by("reject_reason").len().iter_rows())
-            print(f"workers={workers}                {elapsed:.2f} s  {candidates.height / elapsed:,.0f} samples/s  "
+            print(f"workers={workers:<16}{elapsed:.2f} s  {rates[workers]:,.0f} samples/s  "
                   f"(gold match {kept}, reasons {json.dumps({str(k): v for k, v in reasons.items()})})")
+    if 1 in rates:
+        for workers, rate in rates.items():
+            print(f"efficiency workers={workers:<5}{rate / (workers * rates[1]):.0%} per worker "
+                  f"({rate / rates[1]:.2f}x the 1-worker rate)")
+    if skipped:
+        print(f"skipped                  workers={','.join(map(str, skipped))} (this process may use {cpus} CPUs)")
+    print(f"default                  gate_workers(None, {args.n}) = {gate_workers(None, args.n)} workers")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak memory              {own:.0f} MiB (main), {children:.0f} MiB (largest worker)")

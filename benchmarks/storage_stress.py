@@ -34,8 +34,8 @@ from fastdistill_assets.storage import (
     VERSIONS_DIR,
     ArtifactStore,
     StageOutput,
-    build_manifest,
 )
+from fastdistill_assets.manifest import build_manifest
 
 RUN_ID, STAGE, TAG_FILE = "stress", "stage", "tag.txt"
 STARTUP_TIMEOUT_S = 120.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import polars as pl
@@ -12,6 +13,7 @@ from fastdistill_assets.config import RunConfig
 CANONICAL_COLUMNS = ["sample_id", "task_id", "split", "source_id", "db_id", "question", "evidence", "canonical_input",
                      "schema", "schema_hash", "decode_profile", "gold_sql", "withheld_gold_sql", "db_path", "dialect",
                      "sample_rows", "difficulty"]
+CANONICAL_SCHEMA: dict[str, pl.DataType] = {c: pl.String() for c in CANONICAL_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,12 @@ class CanonicalResult:
     raw_rejected: dict[str, int]
 
 
-def canonicalize(raw: pl.DataFrame, config: RunConfig) -> CanonicalResult:
+def canonicalize(raw: pl.DataFrame, config: RunConfig, seen: set[bytes] | None = None) -> CanonicalResult:
     """Good raw rows with contract ids, first occurrence kept per sample_id.
+
+    ``seen``: the :func:`id_digest` of the sample_ids kept from earlier chunks of the same stage
+    (a row with one of them is a duplicate); the ids kept here are added to it. Canonicalizing
+    a stage chunk by chunk with one ``seen`` keeps exactly the rows a whole-frame call keeps.
 
     Reads raw columns: question, db_id, schema, reject_reason, and the rest of the raw record.
     Writes: CANONICAL_COLUMNS.
@@ -32,16 +38,26 @@ def canonicalize(raw: pl.DataFrame, config: RunConfig) -> CanonicalResult:
     good = raw.filter(pl.col("reject_reason").is_null())
     decode_profile = config.decode.key()
     fields = config.dataset.input_fields
+    seen = set() if seen is None else seen
     rows = []
+    duplicates = 0
     for rec in good.iter_rows(named=True):
         rec["question"] = contract.normalize_text(rec["question"])
         canonical = contract.canonical_input(rec, fields)
         s_hash = contract.schema_hash(rec["schema"])
+        sample_id = contract.sample_id(config.task_id, s_hash, canonical, decode_profile)
+        digest = id_digest(sample_id)
+        if digest in seen:
+            duplicates += 1
+            continue
+        seen.add(digest)
         rows.append({**rec, "task_id": config.task_id, "canonical_input": canonical, "schema_hash": s_hash,
-                     "decode_profile": decode_profile,
-                     "sample_id": contract.sample_id(config.task_id, s_hash, canonical, decode_profile)})
+                     "decode_profile": decode_profile, "sample_id": sample_id})
     frame = pl.DataFrame(rows, schema_overrides={c: pl.String for c in CANONICAL_COLUMNS}) if rows else \
-        pl.DataFrame(schema={c: pl.String for c in CANONICAL_COLUMNS})
-    frame = frame.select(CANONICAL_COLUMNS)
-    deduped = frame.unique(subset="sample_id", keep="first", maintain_order=True)
-    return CanonicalResult(frame=deduped, duplicates_dropped=frame.height - deduped.height, raw_rejected=counts)
+        pl.DataFrame(schema=CANONICAL_SCHEMA)
+    return CanonicalResult(frame=frame.select(CANONICAL_COLUMNS), duplicates_dropped=duplicates, raw_rejected=counts)
+
+
+def id_digest(sample_id: str) -> bytes:
+    """16 bytes standing for a sample_id in a set of seen ids (a third of the memory of the text)."""
+    return hashlib.blake2b(sample_id.encode(), digest_size=16).digest()

@@ -157,6 +157,14 @@ class RecipeConfig(_Strict):
     preference_pairs: bool = False
 
 
+class ScaleConfig(_Strict):
+    """How a large run is processed; none of it changes a result (same rows, same verdicts)."""
+
+    chunk_rows: int = Field(default=10_000, ge=1)        # samples per chunk of the streamed stages
+    workers: int | None = Field(default=None, ge=1)      # processes for the gates and loading (null: the step's CPUs)
+    shards: int = Field(default=1, ge=1, le=64)          # steps the teacher and gate stages are split into
+
+
 class TrainingConfig(_Strict):
     trainer: Literal["sketch", "hf-sft"] = "sketch"
     epochs: int = Field(default=30, ge=1)
@@ -183,6 +191,7 @@ class RunConfig(_Strict):
     decode: DecodeProfile = Field(default_factory=DecodeProfile)
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
     eval_split: str | None = "test"     # null: distill and train without evaluating
     parent_run_id: str | None = None
 

@@ -7,6 +7,7 @@ import dagster as dg
 from fastdistill_assets import checks, sensors
 from fastdistill_assets.alerts import AlertSinks
 from fastdistill_assets.assets import data, evaluation, gates, teacher, training
+from fastdistill_assets.assets.sharding import STEP_IO
 from fastdistill_assets.jobs import distill_job
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.settings import artifacts_dir
@@ -22,6 +23,7 @@ defs = dg.Definitions(
     jobs=[distill_job],
     resources={
         "io_manager": ParquetIOManager(root=str(artifacts_dir())),
+        STEP_IO: dg.FilesystemIOManager(),  # between the steps of a sharded stage (shard numbers, counts)
         "run_config": RunConfigResource(),
         "teacher": ProviderGateway(api_key=dg.EnvVar(API_KEY_ENV) if os.environ.get(API_KEY_ENV) else None,
                                    students=StudentServers()),

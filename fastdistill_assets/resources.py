@@ -37,13 +37,15 @@ class RunConfigResource(dg.ConfigurableResource):
     def registry(self) -> RunRegistry:
         return RunRegistry(Path(self.artifacts_dir), Path(self.configs_dir))
 
-    def for_partition(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> FrozenRun:
+    def for_partition(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | dg.OpExecutionContext,
+                      writer: bool | None = None) -> FrozenRun:
         """The frozen config of the partition being materialized.
 
         A partition added from the UI has no frozen config yet: the current configs are frozen
         for it on first use. A run whose gate config changed since creation is refused. An asset
-        step first takes the run's writer lock (waiting for another materialization of the same
-        run_id) and, in a step process of its own, exits if its run worker dies.
+        step (or, with ``writer=True``, the op that publishes a sharded stage) first takes the
+        run's writer lock (waiting for another materialization of the same run_id); every step,
+        in a process of its own, exits if its run worker dies.
         """
         from fastdistill_assets.preflight import preflight
 
@@ -61,26 +63,44 @@ class RunConfigResource(dg.ConfigurableResource):
                     context.log.info(f"run {run_id!r} had no frozen config; froze the current configs for it")
             frozen = registry.load(run_id)
             registry.assert_gates_unchanged(frozen)
-        if isinstance(context, dg.AssetExecutionContext):
+        if writer if writer is not None else isinstance(context, dg.AssetExecutionContext):
             self._hold_writer_lock(context, run_id)
         return frozen
 
-    def _hold_writer_lock(self, context: dg.AssetExecutionContext, run_id: str) -> None:
+    def _hold_writer_lock(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, run_id: str) -> None:
         if self._lock is not None and self._lock.run_id == run_id:
             return  # in-process executor: held since this run's first step
         self._release()
         lock = RunWriterLock(Path(self.artifacts_dir), run_id)
-        if not lock.acquire({"dagster_run_id": context.run.run_id}):
-            # Wait by retrying rather than blocking: a blocked step would keep its `teacher` pool
-            # slot, which the lock's holder may need to finish.
-            tries = math.ceil(self.writer_wait_s / self.writer_retry_s)
-            busy = f"run {run_id!r} is being materialized elsewhere ({describe_holder(lock.holder())})"
-            if context.retry_number >= tries:
-                raise dg.Failure(description=f"{busy}; waited {self.writer_wait_s:g}s (writer_wait_s): let it "
-                                 "finish or cancel it, then materialize again", metadata={"run_id": run_id})
-            context.log.warning(f"{busy}; trying again in {self.writer_retry_s:g}s")
-            raise dg.RetryRequested(max_retries=tries, seconds_to_wait=self.writer_retry_s)
+        self._acquire_or_retry(context, lock, f"run {run_id!r}")
         self._lock = lock
+
+    def _acquire_or_retry(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, lock: RunWriterLock,
+                          what: str) -> None:
+        """Take ``lock`` or ask Dagster to retry the step in ``writer_retry_s`` (failing after
+        ``writer_wait_s``). It waits by retrying rather than blocking: a blocked step would keep
+        its `teacher` pool slot, which the lock's holder may need to finish."""
+        if lock.acquire({"dagster_run_id": context.run.run_id}):
+            return
+        tries = math.ceil(self.writer_wait_s / self.writer_retry_s)
+        busy = f"{what} is being materialized elsewhere ({describe_holder(lock.holder())})"
+        if context.retry_number >= tries:
+            raise dg.Failure(description=f"{busy}; waited {self.writer_wait_s:g}s (writer_wait_s): let it "
+                             "finish or cancel it, then materialize again", metadata={"run_id": context.partition_key})
+        context.log.warning(f"{busy}; trying again in {self.writer_retry_s:g}s")
+        raise dg.RetryRequested(max_retries=tries, seconds_to_wait=self.writer_retry_s)
+
+    @contextlib.contextmanager
+    def shard_lock(self, context: dg.OpExecutionContext, shard: str) -> Iterator[None]:
+        """One writer per shard of a run's stage (``<run_id>.<shard>`` under the locks folder):
+        the shards of one Dagster run work side by side, while another run of the same run_id
+        waits for each shard as it would for the whole run."""
+        lock = RunWriterLock(Path(self.artifacts_dir), f"{context.partition_key}.{shard}")
+        self._acquire_or_retry(context, lock, f"{shard} of run {context.partition_key!r}")
+        try:
+            yield
+        finally:
+            lock.release()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self._release()

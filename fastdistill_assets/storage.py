@@ -34,7 +34,11 @@ Guarantees:
 
 Assets return a polars frame (or a :class:`StageOutput` when they also produce side files such
 as a report or a model) and never build paths; downstream assets receive exactly the type that
-was returned.
+was returned. A stage too large for memory is returned as a ``chunks.ChunkedFrame`` (parquet
+parts, streamed into ``data.parquet`` one row group per part, with the manifest built chunk by
+chunk), and a downstream input annotated :class:`StageScan` gets the stage without loading it
+(row groups, a lazy frame or chosen columns). Frames are written in row groups of
+``ROW_GROUP_ROWS`` rows, the unit a scan streams.
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+import pyarrow.parquet as pq
 
-from fastdistill_assets.manifest import build_manifest
+from fastdistill_assets.chunks import ChunkedFrame, iter_row_groups
+from fastdistill_assets.manifest import ManifestBuilder
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -67,6 +73,7 @@ WRITER_LOCK_FILE = ".writer.lock"
 SUPERSEDED_MARKER = ".superseded"
 DEFAULT_GRACE_S = 3600.0
 READ_ATTEMPTS = 5
+ROW_GROUP_ROWS = 10_000  # rows per parquet row group of a frame written whole
 
 
 @dataclass
@@ -81,12 +88,48 @@ class StageOutput:
     files: dict[str, Any] = field(default_factory=dict)
 
 
-def manifest_metadata(manifest: dict[str, Any], frame: pl.DataFrame, location: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StageScan:
+    """A stored stage, not loaded: what an input annotated ``StageScan`` receives.
+
+    ``folder`` is the version that was current when the step started; it stays readable for
+    the store's grace period even if a newer version is published meanwhile.
+    """
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    @property
+    def data(self) -> Path:
+        return self.folder / DATA_FILE
+
+    @property
+    def count(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return {name: self.folder / name for name in self.manifest.get("files", [])}
+
+    def lazy(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.data)
+
+    def collect(self, columns: list[str] | None = None) -> pl.DataFrame:
+        """The whole stage, or only ``columns`` of it."""
+        return pl.read_parquet(self.data, columns=columns)
+
+    def row_groups(self, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The stage's row groups in order, one frame each."""
+        return iter_row_groups(self.data, columns)
+
+
+def manifest_metadata(manifest: dict[str, Any], frame: pl.DataFrame | pl.Schema, location: Path) -> dict[str, Any]:
     """The manifest as Dagster metadata values (row count and column schema for the UI)."""
+    schema = frame.schema if isinstance(frame, pl.DataFrame) else frame
     return {
         "dagster/row_count": dg.MetadataValue.int(manifest["count"]),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=n, type=str(t)) for n, t in frame.schema.items()]
+            columns=[dg.TableColumn(name=n, type=str(t)) for n, t in schema.items()]
         ),
         "count": dg.MetadataValue.int(manifest["count"]),
         "field_hash": dg.MetadataValue.text(manifest["field_hash"]),
@@ -131,14 +174,15 @@ class ArtifactStore:
             f"stage {stage!r} of run {run_id!r} has not been materialized (no {root / CURRENT_FILE})"
         )
 
-    def write(self, run_id: str, stage: str, obj: pl.DataFrame | StageOutput) -> tuple[Path, dict[str, Any]]:
+    def write(self, run_id: str, stage: str,
+              obj: pl.DataFrame | StageOutput | ChunkedFrame) -> tuple[Path, dict[str, Any]]:
         """Write a new version and publish it, then clean up. Returns (version folder, manifest)."""
-        output = obj if isinstance(obj, StageOutput) else StageOutput(frame=obj)
+        output = obj if isinstance(obj, (StageOutput, ChunkedFrame)) else StageOutput(frame=obj)
         root = self.stage_dir(run_id, stage)
         (root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
         version = new_version_name()
         with _temp_version(root, version) as tmp:
-            manifest = _fill_version(tmp, output, version, bundle=isinstance(obj, StageOutput))
+            manifest = _fill_version(tmp, output, version, bundle=isinstance(obj, StageOutput) or bool(output.files))
             _fsync_tree(tmp)
             with _locked(root / STAGE_LOCK_FILE):
                 folder = _publish(root, tmp, version)
@@ -164,6 +208,15 @@ class ArtifactStore:
         raise FileNotFoundError(
             f"stage {stage!r} of run {run_id!r} was replaced and deleted during each of {READ_ATTEMPTS} reads"
         )
+
+    def scan(self, run_id: str, stage: str) -> StageScan:
+        """The current version, not loaded.
+
+        Raises:
+            FileNotFoundError: the stage has not been materialized.
+        """
+        folder = self.current_dir(run_id, stage)
+        return StageScan(folder, json.loads((folder / MANIFEST_FILE).read_text()))
 
     def cleanup(self, run_id: str, stage: str) -> None:
         """Delete versions superseded longer than the grace period and dead writers' temp folders."""
@@ -224,12 +277,38 @@ def _temp_version(root: Path, version: str) -> Iterator[Path]:
         os.close(fd)
 
 
-def _fill_version(folder: Path, output: StageOutput, version: str, bundle: bool) -> dict[str, Any]:
+def _write_parts(path: Path, output: ChunkedFrame, builder: ManifestBuilder) -> None:
+    """Stream the parts into one parquet file, a row group per part, each cast to the first
+    part's schema (a part whose column is all null has no type of its own)."""
+    writer: pq.ParquetWriter | None = None
+    try:
+        for part in output.parts:
+            table = pq.read_table(part)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            table = table.cast(writer.schema)
+            builder.update(pl.from_arrow(table))  # type: ignore[arg-type]
+            writer.write_table(table, row_group_size=max(table.num_rows, 1))
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        empty = pl.DataFrame(schema=output.schema)
+        empty.write_parquet(path)
+        builder.update(empty)
+
+
+def _fill_version(folder: Path, output: StageOutput | ChunkedFrame, version: str, bundle: bool) -> dict[str, Any]:
     """Write data.parquet, the side files and manifest.json into ``folder``; returns the manifest."""
-    output.frame.write_parquet(folder / DATA_FILE)
+    builder = ManifestBuilder()
+    if isinstance(output, ChunkedFrame):
+        _write_parts(folder / DATA_FILE, output, builder)
+    else:
+        output.frame.write_parquet(folder / DATA_FILE, row_group_size=ROW_GROUP_ROWS)
+        builder.update(output.frame)
     for name, content in output.files.items():
         _write_side_file(folder / name, content)
-    manifest = build_manifest(output.frame)
+    manifest = builder.finish()
     manifest["files"] = sorted(output.files)
     manifest["bundle"] = bundle
     manifest["version"] = version
@@ -350,15 +429,19 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     def _store(self) -> ArtifactStore:
         return ArtifactStore(Path(self.root), self.grace_s)
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | StageOutput) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | StageOutput | ChunkedFrame) -> None:
         stage = context.asset_key.path[-1]
         location, manifest = self._store().write(_run_id(context), stage, obj)
-        frame = obj.frame if isinstance(obj, StageOutput) else obj
-        metadata = manifest_metadata(manifest, frame, location)
+        if isinstance(obj, ChunkedFrame) and obj.spool is not None:
+            obj.spool.clear()  # published: the parts are in data.parquet now
+        schema = pl.read_parquet_schema(location / DATA_FILE)
+        metadata = manifest_metadata(manifest, pl.Schema(schema), location)
         for name in manifest["files"]:
             metadata[f"file/{name}"] = dg.MetadataValue.path(str(location / name))
         context.add_output_metadata(metadata)
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame | StageOutput:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | StageOutput | StageScan:
         stage = context.upstream_output.asset_key.path[-1] if context.upstream_output else context.asset_key.path[-1]
+        if context.dagster_type.typing_type is StageScan:
+            return self._store().scan(_run_id(context), stage)
         return self._store().read(_run_id(context), stage)

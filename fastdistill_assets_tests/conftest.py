@@ -74,11 +74,13 @@ def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def project_resources(project: Project, **extra) -> dict:
+    from fastdistill_assets.assets.sharding import STEP_IO
     from fastdistill_assets.resources import RunConfigResource
     from fastdistill_assets.storage import ParquetIOManager
 
     return {
         "io_manager": ParquetIOManager(root=str(project.artifacts)),
+        STEP_IO: dg.FilesystemIOManager(),
         "run_config": RunConfigResource(artifacts_dir=str(project.artifacts), configs_dir=str(project.configs)),
         **extra,
     }

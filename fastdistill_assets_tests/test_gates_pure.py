@@ -121,3 +121,33 @@ def test_the_judge_is_its_own_provider_or_the_teacher_at_the_runs_endpoint():
         "vllm", None, {"base_url": "http://gpu:8000/v1", "concurrency": 3})
     assert judge_endpoint(JudgeGates(enabled=True, provider="openai", model="gpt-4o"), teacher) == JudgeEndpoint(
         "openai", "gpt-4o", None)
+
+
+@pytest.mark.parametrize("configured, rows, cpus, expected", [
+    (4, 0, 8, 1),              # nothing to gate
+    (4, 1999, 8, 1),           # below the pool threshold
+    (4, 2000, 8, 2),           # one worker per 1,000 rows at most
+    (4, 3999, 8, 3),
+    (4, 100_000, 8, 4),        # configured wins over the CPUs
+    (1, 100_000, 8, 1),
+    (None, 100_000, 8, 8),     # None: the CPUs this process may run on
+    (None, 100_000, 1, 1),
+    (None, 5000, 16, 5),
+])
+def test_gate_workers(monkeypatch, configured, rows, cpus, expected):
+    import os
+
+    from fastdistill_assets.gates.pipeline import gate_workers
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert gate_workers(configured, rows) == expected
+
+
+def test_gate_workers_without_affinity(monkeypatch):
+    import os
+
+    from fastdistill_assets.gates.pipeline import gate_workers
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert gate_workers(None, 50_000) == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert gate_workers(None, 50_000) == 1

@@ -150,10 +150,13 @@ def test_shipped_instance_settings_queue_runs_per_run_id_and_pool_the_teacher(tm
     assert settings["concurrency"]["runs"]["tag_concurrency_limits"] == [
         {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
     assert settings["concurrency"]["pools"]["default_limit"] == 1
-    pools = {key.to_user_string(): node.pool for key, node in
-             ((k, defs.resolve_assets_def(k).op) for k in defs.resolve_all_asset_keys())}
-    assert pools == {"raw": None, "canonical": None, "teacher_candidates": "teacher", "filtered": "teacher",
-                     "distilled": None, "student_model": None, "baseline_model": None, "eval_report": "teacher"}
+    def pools(node) -> set[str]:  # a sharded stage is a graph: its pools are its ops'
+        ops = node.iterate_op_defs() if isinstance(node, dg.GraphDefinition) else [node]
+        return {op.pool for op in ops if op.pool}
+
+    assert {k.to_user_string(): pools(defs.resolve_assets_def(k).node_def) for k in defs.resolve_all_asset_keys()} == {
+        "raw": set(), "canonical": set(), "teacher_candidates": {"teacher"}, "filtered": {"teacher"},
+        "distilled": set(), "student_model": set(), "baseline_model": set(), "eval_report": {"teacher"}}
 
 
 # --- the documented commands ------------------------------------------------------------------------------------
@@ -256,3 +259,40 @@ def test_killed_materialization_is_marked_failed_and_its_step_stops(project):
     assert frame["cache_hit"].sum() == answered_before
     assert len(server.stats.calls) == n
     assert sum(k - 1 for k in server.stats.calls.values()) <= 4  # at most the in-flight window at the kill
+
+
+def test_a_killed_teacher_step_resumes_from_the_chunks_it_finished(project):
+    """Chunks of 4 samples: SIGKILL the whole materialization once 3 chunks are written. With the
+    response cache deleted, only the finished chunks can spare teacher calls: the re-run asks
+    for exactly the other samples, and the stage has every sample once."""
+    import polars as pl
+
+    from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
+
+    project.edit_config("run_config", dataset={"limit_per_split": 40, "splits": ["train"]}, eval_split=None,
+                        scale={"chunk_rows": 4})
+    project.edit_config("provider_gateway", defaults={"concurrency": 2})
+    env = _instance_home(project)
+    spool = project.artifacts / "resume" / "_work" / "teacher_candidates"
+    with embedded_teacher(FaultConfig(latency_ms=150)) as server:
+        _new_run("resume", env, project, server.base_url)
+        proc = subprocess.Popen(_materialize_command("resume"), env=env, cwd=project.root, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_until(lambda: len(list(spool.glob("*/part-*.json"))) >= 3, 180, "three finished chunks")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished = pl.concat([pl.read_parquet(p.with_suffix(".parquet")) for p in spool.glob("*/part-*.json")])
+        calls_before = server.stats.total_calls
+        for cache_file in (project.artifacts / "_cache").glob("responses.sqlite*"):
+            cache_file.unlink()
+        subprocess.run(_materialize_command("resume"), env=env, cwd=project.root, check=True, capture_output=True,
+                       timeout=300)
+    store = ArtifactStore(project.artifacts)
+    n = store.read("resume", "canonical").height
+    frame = store.read("resume", "teacher_candidates")
+    assert 3 * 4 <= finished.height < n
+    assert frame.height == n and frame["candidate_id"].n_unique() == n
+    assert server.stats.total_calls - calls_before == n - finished.height
+    kept = frame.join(finished.select("candidate_id", "raw_output"), on="candidate_id")
+    assert kept.height == finished.height and (kept["raw_output"] == kept["raw_output_right"]).all()
+    assert not list(spool.rglob("part-*"))  # published: the spool is cleared

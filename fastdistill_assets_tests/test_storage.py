@@ -18,10 +18,9 @@ from fastdistill_assets.storage import (
     ArtifactStore,
     ParquetIOManager,
     StageOutput,
-    build_manifest,
     manifest_metadata,
 )
-from fastdistill_assets.manifest import ManifestBuilder, canonical_rows
+from fastdistill_assets.manifest import ManifestBuilder, build_manifest, canonical_rows
 
 
 def _frame():

@@ -1,82 +1,113 @@
 """Gate assets: filtered (every verdict) and distilled (kept samples and exports)."""
 
 import json
+from typing import ContextManager
 
 import dagster as dg
 import polars as pl
 
+from fastdistill_assets.assets.sharding import ShardedStage, plain, sharded_asset, stage_span_s
+from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork, rechunk, spool_fingerprint
+from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
-from fastdistill_assets.gates.consistency import apply_consistency
-from fastdistill_assets.gates.judge import run_judge
-from fastdistill_assets.gates.pipeline import gate_frame
-from fastdistill_assets.gates.select import attach_judge, select
+from fastdistill_assets.gates.pipeline import gate_workers
+from fastdistill_assets.gates.quality_report import markdown_table, quality_report, report_frame
+from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
-from fastdistill_assets.gates.quality_report import markdown_table, quality_report
-from fastdistill_assets.resources import RunConfigResource, step_errors
-from fastdistill_assets.storage import StageOutput
+from fastdistill_assets.resources import RunConfigResource
+from fastdistill_assets.storage import StageScan
 from fastdistill_assets.teacher.gateway import ProviderGateway
-from fastdistill_assets.timing import StageTimer
-
-PARALLEL_ROWS = 20_000
+from fastdistill_assets.timing import StageTimer, percentiles
 
 
-@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "gates"}, kinds={"sqlglot", "sqlite"},
-          pool=TEACHER_POOL)
-def filtered(context: dg.AssetExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
-             teacher_candidates: pl.DataFrame) -> StageOutput:
-    """Every candidate with each gate's verdict and reason; nothing is dropped.
+def _gate(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway) -> ContextManager[ChunkWork]:
+    gates, config = frozen.gates, frozen.config
+    workers = gate_workers(config.scale.workers, _chunk_rows(frozen))
 
-    Samples with gold pass the gold match; samples without gold (gold_sql null) pass
-    self-consistency across their candidates instead.
+    def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        frame, judge_calls = gate_chunk(chunk, gates, config.recipe, teacher, config.teacher, workers)
+        context.log.info(f"gates: chunk {index} done ({frame.height} candidates)")
+        return frame, {"judge_calls": judge_calls, "workers": workers}
+    return plain(work)
 
-    Reads teacher_candidates: candidate_id, sample_id, raw_output, error, db_path, dialect,
-    gold_sql, question, schema, messages. Adds: rationale, cleaned_sql, clean_actions, rule_ok,
-    rule_reason, parse_ok, parse_error, exec_ok, exec_error, exec_error_detail, exec_ms,
-    result_rows, result_signature, result_preview, gold_signature, gold_match, agreement,
-    judge_score, judge_source, judge_error, reject_reason, kept, gate_ms. Side file:
-    quality_report.json (overall and per path: labeled, gold_free).
-    """
-    timer = StageTimer()
-    frozen = run_config.for_partition(context)
-    gates, recipe = frozen.gates, frozen.config.recipe
-    workers = 2 if teacher_candidates.height >= PARALLEL_ROWS else 1
-    gated = apply_consistency(gate_frame(teacher_candidates, gates, rationale=recipe.rationale, workers=workers),
-                              gates.consistency)
-    scores, judge_calls = None, 0
-    if gates.judge.enabled:
-        with step_errors():
-            scores, judge_calls = run_judge(gated, teacher, gates.judge, frozen.config.teacher)
-    frame = select(attach_judge(gated, scores), gates, recipe.multi_decode_select)
-    report = quality_report(frame)
+
+def _publish(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway, spool: ChunkSpool,
+             count: int) -> ChunkedFrame:
+    parts = spool.parts(count)
+    report = quality_report(report_frame(pl.scan_parquet(parts)))
+    wall = stage_span_s(spool, count)
+    summaries = [spool.summary(i) for i in range(count)]
     context.add_output_metadata({
-        **timer.metadata(rows=frame.height, row_latencies_ms=frame["gate_ms"].to_list()),
+        "timing_wall_s": round(wall, 4), **({"timing_rows_per_s": round(report["candidates"] / wall, 2)} if wall else {}),
+        **{f"timing_row_{k}": v for k, v in percentiles(
+            pl.scan_parquet(parts).select("gate_ms").collect()["gate_ms"]).items()},
         **{k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None},
         "reject_reason_counts": dg.MetadataValue.json(report["reject_reason_counts"]),
         "exec_error_counts": dg.MetadataValue.json(report["exec_error_counts"]),
         "cleaning_counts": dg.MetadataValue.json(report["cleaning_counts"]),
-        "judge_calls": judge_calls,
+        "judge_calls": sum(s["judge_calls"] for s in summaries),
+        "gate_workers": max(s["workers"] for s in summaries), "chunks": count, "shards": frozen.config.scale.shards,
         "quality_report": dg.MetadataValue.md(markdown_table(report)),
     })
-    return StageOutput(frame, {"quality_report.json": json.dumps(report, indent=2)})
+    return ChunkedFrame(parts, files={"quality_report.json": json.dumps(report, indent=2)}, spool=spool)
+
+
+def _chunk_rows(frozen: FrozenRun) -> int:
+    """Candidates per chunk: ``scale.chunk_rows`` samples' worth."""
+    return frozen.config.scale.chunk_rows * frozen.config.decode.num_generations
+
+
+GATES_STAGE = ShardedStage(
+    name="filtered",
+    rows=_chunk_rows,
+    key="sample_id",
+    depends_on=lambda frozen, candidates: {"config": frozen.config_hash, "gates": frozen.gates_hash,
+                                           "rows": _chunk_rows(frozen),
+                                           "candidates": candidates.manifest.get("content_hash")},
+    work=_gate,
+    finish=_publish,
+)
+
+filtered = sharded_asset(GATES_STAGE, "teacher_candidates", pool=TEACHER_POOL, partitions_def=run_partitions,
+                         tags={"plane": "gates"}, kinds={"sqlglot", "sqlite"}, description="""
+Every candidate with each gate's verdict and reason; nothing is dropped.
+
+Samples with gold pass the gold match; samples without gold (gold_sql null) pass self-consistency
+across their candidates instead. Streams in chunks of whole samples (`scale.chunk_rows` samples),
+resuming from the chunks a killed step finished; with `scale.shards` K the chunks are spread over
+K Dagster steps (`filtered_shard`). Its steps are in the `teacher` pool because of the LLM judge.
+
+Reads teacher_candidates: candidate_id, sample_id, raw_output, error, db_path, dialect,
+gold_sql, question, schema, messages. Adds: rationale, cleaned_sql, clean_actions, rule_ok,
+rule_reason, parse_ok, parse_error, exec_ok, exec_error, exec_error_detail, exec_ms,
+result_rows, result_signature, result_preview, gold_signature, gold_match, agreement,
+judge_score, judge_source, judge_error, reject_reason, kept, gate_ms. Side file:
+quality_report.json (overall and per path: labeled, gold_free).
+""".strip())
 
 
 @dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "gates"}, kinds={"polars"})
-def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, filtered: StageOutput) -> StageOutput:
+def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, filtered: StageScan) -> ChunkedFrame:
     """Kept samples only, plus `sft.jsonl` (chat format) and, by recipe, preference pairs.
+    Streams filtered chunk by chunk (whole samples), writing the side files as it goes.
 
     Reads filtered: kept, cleaned_sql, rationale, messages, judge_score and ids.
     Writes: sample_id, candidate_id, split, db_id, question, schema, sql, rationale,
     judge_score, messages. Side files: sft.jsonl, preference_pairs.jsonl/.parquet.
     """
     timer = StageTimer()
-    recipe = run_config.for_partition(context).config.recipe
-    kept = filtered.frame.filter(pl.col("kept"))
-    files: dict[str, str | bytes] = {
-        "sft.jsonl": sft_export.to_jsonl([sft_export.sft_record(r, recipe.rationale) for r in kept.iter_rows(named=True)])}
-    pairs = sft_export.preference_pairs(filtered.frame) if recipe.preference_pairs else []
-    if recipe.preference_pairs:
-        files["preference_pairs.jsonl"] = sft_export.to_jsonl(pairs)
-        files["preference_pairs.parquet"] = sft_export.pairs_parquet(pairs)
-    context.add_output_metadata({**timer.metadata(rows=kept.height), "kept": kept.height,
-                                 "preference_pairs": len(pairs)})
-    return StageOutput(sft_export.distilled_frame(filtered.frame), files)
+    frozen = run_config.for_partition(context)
+    recipe, chunk_rows = frozen.config.recipe, frozen.config.scale.chunk_rows * frozen.config.decode.num_generations
+    spool = ChunkSpool(run_config.work_dir(context, "distilled"), spool_fingerprint(
+        config=frozen.config_hash, filtered=filtered.manifest.get("content_hash"), rows=chunk_rows))
+    exports = sft_export.Exports(spool.folder / "exports", recipe.rationale, recipe.preference_pairs)
+    count = 0
+    with exports:
+        for index, chunk in enumerate(rechunk(filtered.row_groups(), chunk_rows, key="sample_id")):
+            count += 1
+            exports.add(chunk)
+            if not spool.done(index):
+                spool.write(index, sft_export.distilled_frame(chunk))
+    context.add_output_metadata({**timer.metadata(rows=exports.kept), "kept": exports.kept,
+                                 "preference_pairs": exports.pairs, "chunks": count})
+    return ChunkedFrame(spool.parts(count), schema=sft_export.DISTILLED_SCHEMA, files=exports.files(), spool=spool)

@@ -1,48 +1,73 @@
-"""Inference plane asset: teacher_candidates."""
+"""Inference plane asset: teacher_candidates (a sharded stage, see ``assets.sharding``)."""
 
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets.teacher.candidates import accounting, build_requests, candidate_frame
+from fastdistill_assets.assets.sharding import ShardedStage, sharded_asset, stage_span_s
+from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork
+from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
-from fastdistill_assets.resources import RunConfigResource, step_errors
+from fastdistill_assets.teacher.candidates import CANDIDATE_SCHEMA, TeacherAccount, generate_part
 from fastdistill_assets.teacher.gateway import ProviderGateway
-from fastdistill_assets.timing import StageTimer
+from fastdistill_assets.timing import percentiles
 
 
-@dg.asset(partitions_def=run_partitions, group_name="distill", tags={"plane": "teacher"}, kinds={"openai"},
-          pool=TEACHER_POOL)
-def teacher_candidates(context: dg.AssetExecutionContext, run_config: RunConfigResource,
-                       teacher: ProviderGateway, canonical: pl.DataFrame) -> pl.DataFrame:
-    """One row per (sample, generation) from the teacher; failures are rows with `error` set.
+@contextmanager
+def _generate(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway) -> Iterator[ChunkWork]:
+    config = frozen.config
+    with teacher.session(config.teacher.provider, config.teacher.model, config.decode,
+                         overrides=config.teacher.endpoint_overrides()) as generator:
+        def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+            frame, account = generate_part(chunk, config, generator, config.teacher.provider)
+            context.log.info(f"teacher: chunk {index} done ({frame.height} candidates)")
+            return frame, {"account": account.to_json(), "model": generator.settings.model}
+        yield work
 
-    Reads canonical: sample_id, split, question, evidence, schema, sample_rows, gold_sql, db_path, dialect.
-    Writes: candidate_id, sample_id, generation_index, prompt_hash, messages, raw_output, provider,
-    model, decode_profile, prompt_tokens, completion_tokens, latency_ms, attempts, cache_hit,
-    retries, error, error_detail, plus the canonical fields the gates need.
-    """
-    timer = StageTimer()
-    config = run_config.for_partition(context).config
-    requests, carried = build_requests(canonical, config)
-    provider = config.teacher.provider
 
-    def progress(done: int, total: int, elapsed: float) -> None:
-        rate = done / elapsed if elapsed else 0.0
-        eta = (total - done) / rate if rate else float("inf")
-        context.log.info(f"teacher: {done}/{total} done, {rate:.1f}/s, ETA {eta:.0f}s")
-
-    started = time.perf_counter()
-    with step_errors():
-        results, endpoint, calls = teacher.generate(requests, provider, config.teacher.model, config.decode, progress,
-                                                    overrides=config.teacher.endpoint_overrides())
-    wall = time.perf_counter() - started
-    frame = candidate_frame(carried, results, provider, endpoint.model)
-    acc = accounting(results, wall, calls, teacher.prices(provider))
+def _publish(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway, spool: ChunkSpool,
+             count: int) -> ChunkedFrame:
+    provider = frozen.config.teacher.provider
+    account, models = TeacherAccount(), set()
+    for index in range(count):
+        summary = spool.summary(index)
+        account.merge(TeacherAccount.from_json(summary["account"]))
+        models.add(summary["model"])
+    wall = stage_span_s(spool, count)
+    acc = account.metadata(teacher.prices(provider))
     context.add_output_metadata({
-        **timer.metadata(rows=frame.height, row_latencies_ms=frame["latency_ms"].drop_nulls().to_list()),
+        "timing_wall_s": round(wall, 4), **({"timing_rows_per_s": round(account.requests / wall, 2)} if wall else {}),
+        **{f"timing_row_{k}": v for k, v in percentiles(account.fresh_latencies_ms).items()},
         **{k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in acc.items()},
-        "provider": provider, "model": endpoint.model,
+        "provider": provider, "model": ", ".join(sorted(models)), "chunks": count,
+        "shards": frozen.config.scale.shards,
     })
-    return frame
+    return ChunkedFrame(spool.parts(count), schema=CANDIDATE_SCHEMA, spool=spool)
+
+
+TEACHER_STAGE = ShardedStage(
+    name="teacher_candidates",
+    rows=lambda frozen: frozen.config.scale.chunk_rows,
+    key=None,
+    depends_on=lambda frozen, canonical: {"config": frozen.config_hash, "rows": frozen.config.scale.chunk_rows,
+                                          "canonical": canonical.manifest.get("content_hash")},
+    work=_generate,
+    finish=_publish,
+)
+
+teacher_candidates = sharded_asset(TEACHER_STAGE, "canonical", pool=TEACHER_POOL, partitions_def=run_partitions,
+                                   tags={"plane": "teacher"}, kinds={"openai"}, description="""
+One row per (sample, generation) from the teacher; failures are rows with `error` set.
+
+Streams: canonical is read in chunks of `scale.chunk_rows` samples, and each chunk's candidates
+are written as a part as soon as they are back, so memory stays bounded and a killed step
+resumes from the parts it finished (the response cache covers the chunk in flight). With
+`scale.shards` K the chunks are spread over K Dagster steps (`teacher_candidates_shard`).
+
+Reads canonical: sample_id, split, question, evidence, schema, sample_rows, gold_sql, db_path, dialect.
+Writes: candidate_id, sample_id, generation_index, prompt_hash, messages, raw_output, provider,
+model, decode_profile, prompt_tokens, completion_tokens, latency_ms, attempts, cache_hit,
+retries, error, error_detail, plus the canonical fields the gates need.
+""".strip())

@@ -209,7 +209,9 @@ def _make_question(r: random.Random, domain: Domain, rows: list[list[Any]]) -> t
     return question[0].upper() + question[1:], {"sel": sel, "agg": agg, "conds": conds}
 
 
-def _write_split(folder: Path, split: str, tables_per_domain: int, questions_per_table: int, seed: int) -> None:
+def write_split(folder: Path, split: str, tables_per_domain: int, questions_per_table: int, seed: int) -> None:
+    """Write one split in WikiSQL format: `<split>.jsonl`, `<split>.tables.jsonl` and `<split>.db`
+    (tables_per_domain tables of every domain, questions_per_table questions each)."""
     r = random.Random(f"{seed}:{split}")
     db = sqlite3.connect(folder / f"{split}.db")
     with (folder / f"{split}.jsonl").open("w") as questions, (folder / f"{split}.tables.jsonl").open("w") as tables:
@@ -236,7 +238,7 @@ def generate(folder: Path, seed: int = 7) -> Path:
     """Write the demo dataset into ``folder`` (which must not exist yet)."""
     folder.mkdir(parents=True)
     for split, (tables_per_domain, questions_per_table) in SPLITS.items():
-        _write_split(folder, split, tables_per_domain, questions_per_table, seed)
+        write_split(folder, split, tables_per_domain, questions_per_table, seed)
     (folder / "VERSION").write_text(GENERATOR_VERSION)
     return folder
 

@@ -1,7 +1,11 @@
-"""Choose and run the loader a run's dataset config names."""
+"""Choose and run the loader a run's dataset config names, whole or as a stream of batches."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +15,7 @@ import polars as pl
 from fastdistill_assets.config import DatasetConfig, ExecutionGates
 from fastdistill_assets.datasets import questions, records, spider, wikisql
 from fastdistill_assets.datasets.demo import ensure_demo_dataset
+from fastdistill_assets.datasets.workers import LoadPool
 from fastdistill_assets.hashing import sha256_text
 
 
@@ -22,37 +27,115 @@ class Loaded:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive raw records of the dataset: the ``index``-th batch (of at most ``chunk_rows``;
+    a batch never spans two splits of a WikiSQL or Spider dataset). ``frame``: the records with
+    ``reject_empty_gold`` and ``withhold_gold`` applied, or None for a batch the caller skipped
+    (not loaded). ``gold_empty``: its gold queries with an empty result (before any reject)."""
+
+    index: int
+    frame: pl.DataFrame | None
+    gold_empty: int = 0
+
+
+class DatasetStream:
+    """The dataset as batches of at most ``chunk_rows`` questions, in the order and with the
+    records :func:`load_dataset` gives. A WikiSQL (and demo) split is read line by line, its
+    tables once, and each batch's gold validated at once, in ``workers`` processes (None:
+    ``os.cpu_count()``) when the batch is large; a Spider/BIRD questions file (a JSON list) and a
+    CSV or parquet questions file are read whole and validated a batch at a time.
+
+    ``facts`` (filled while iterating): ``lower_values`` per WikiSQL split.
+    """
+
+    def __init__(self, config: DatasetConfig, data_dir: Path, limits: ExecutionGates | None = None,
+                 chunk_rows: int = 10_000, workers: int | None = None) -> None:
+        self.config, self.data_dir, self.limits = config, data_dir, limits
+        self.chunk_rows, self.workers = chunk_rows, workers
+        self.facts: dict[str, Any] = {}
+
+    def batches(self, skip: Callable[[int], bool] = lambda index: False) -> Iterator[Batch]:
+        """Every batch in order; a batch whose index ``skip`` accepts is counted (its questions
+        are read) but not loaded: its ``frame`` is None.
+
+        Raises:
+            ValueError: wikisql/spider/questions without a ``path``; a questions file that cannot be read.
+            FileNotFoundError: a file the dataset needs is missing.
+        """
+        index = 0
+        with LoadPool(self.workers) as pool:
+            for load, items in self._sources(pool):
+                while batch := list(itertools.islice(items, self.chunk_rows)):
+                    yield Batch(index, None) if skip(index) else self._batch(index, load(batch))
+                    index += 1
+
+    def _batch(self, index: int, rows: list[dict[str, Any]]) -> Batch:
+        frame = records.to_frame(rows)
+        gold_empty = int(frame["gold_empty"].fill_null(False).sum())
+        if self.config.gold_empty_result == "reject":
+            frame = reject_empty_gold(frame)
+        return Batch(index, withhold_gold(frame, self.config), gold_empty)
+
+    def _sources(self, pool: LoadPool) -> Iterator[tuple[Callable[[list[Any]], list[dict[str, Any]]], Iterator[Any]]]:
+        """(load a batch, the questions) per split, each open while its questions are consumed."""
+        config = self.config
+        if config.kind == "questions":
+            with questions.QuestionsSource(config, self.limits) as source:
+                yield source.load, source.questions()
+            return
+        folder = dataset_folder(config, self.data_dir)
+        for split in config.splits:
+            if config.kind == "spider":
+                with spider.SplitSource(folder, split, sample_rows=config.sample_rows,
+                                        sample_rows_total=config.sample_rows_total, limits=self.limits) as source:
+                    yield source.load, source.questions(config.limit_per_split)
+                continue
+            with wikisql.SplitReader(folder, split, lower_values=config.lower_values,
+                                     sample_rows=config.sample_rows) as reader:
+                self.facts.setdefault("lower_values", {})[split] = reader.lower_values_fact
+                yield (lambda batch, reader=reader: reader.load(batch, pool.executor(len(batch)), pool.workers),
+                       reader.questions(config.limit_per_split))
+
+
 def load_dataset(config: DatasetConfig, data_dir: Path, limits: ExecutionGates | None = None) -> Loaded:
     """Raw records for every configured split (good rows and reject records). ``limits``: the
     run's execution gates, which gold SQL must pass. Facts: ``lower_values`` per WikiSQL split
     (and whether it was detected) and ``gold_empty_result``, the gold queries that returned no
     rows or only NULLs (kept, or rejected with that reason per ``dataset.gold_empty_result``).
+    The whole dataset in memory, loaded in-process: the ``raw`` asset streams
+    :class:`DatasetStream` instead.
 
     Raises:
         ValueError: wikisql/spider/questions without a ``path``.
         FileNotFoundError: a file the dataset needs is missing.
     """
-    facts: dict[str, Any] = {}
+    stream = DatasetStream(config, data_dir, limits, chunk_rows=sys.maxsize, workers=1)
+    batches = list(stream.batches())
+    frames = [b.frame for b in batches if b.frame is not None]
+    frame = pl.concat(frames) if frames else records.to_frame([])
+    return Loaded(frame, {**stream.facts, "gold_empty_result": sum(b.gold_empty for b in batches)})
+
+
+def dataset_files(config: DatasetConfig, data_dir: Path) -> list[Path]:
+    """The files a dataset is read from that exist (questions, tables and WikiSQL databases;
+    not the databases a Spider or questions dataset names per row): what identifies its content.
+
+    Raises:
+        ValueError: wikisql/spider/questions without a ``path``.
+    """
     if config.kind == "questions":
-        rows = questions.load(config, limits)
+        found = [questions.questions_path(config), *([Path(config.db_path)] if config.db_path else [])]
     else:
         folder = dataset_folder(config, data_dir)
-        rows = []
+        found = []
         for split in config.splits:
             if config.kind == "spider":
-                rows += spider.load_split(folder, split, sample_rows=config.sample_rows,
-                                          sample_rows_total=config.sample_rows_total, limit=config.limit_per_split,
-                                          limits=limits)
-                continue
-            split_facts: dict[str, Any] = {}
-            rows += wikisql.load_split(folder, split, lower_values=config.lower_values, sample_rows=config.sample_rows,
-                                       limit=config.limit_per_split, facts=split_facts)
-            facts.setdefault("lower_values", {})[split] = split_facts["lower_values"]
-    frame = records.to_frame(rows)
-    facts["gold_empty_result"] = int(frame["gold_empty"].fill_null(False).sum())
-    if config.gold_empty_result == "reject":
-        frame = reject_empty_gold(frame)
-    return Loaded(withhold_gold(frame, config), facts)
+                with contextlib.suppress(FileNotFoundError):
+                    found.append(spider.questions_file(folder, split))
+            else:
+                found += [folder / f"{split}.jsonl", folder / f"{split}.tables.jsonl", folder / f"{split}.db"]
+    return [path for path in found if path.is_file()]
 
 
 def dataset_folder(config: DatasetConfig, data_dir: Path) -> Path:

@@ -79,6 +79,58 @@ def questions_path(config: DatasetConfig) -> Path:
     return Path(config.path)
 
 
+class QuestionsSource:
+    """The questions file open for loading a batch at a time: rows read as :func:`read_rows`
+    reads them (a JSONL line by line; a CSV or parquet file whole), databases described once.
+
+    Raises:
+        ValueError: ``dataset.path`` is not set.
+    """
+
+    def __init__(self, config: DatasetConfig, limits: ExecutionGates | None = None) -> None:
+        self.config = config
+        self.path = questions_path(config)
+        self.databases = Path(config.databases) if config.databases else None
+        self.default_db = Path(config.db_path) if config.db_path else None
+        self.catalog = DatabaseCatalog(config.sample_rows, config.sample_rows_total, limits)
+
+    def questions(self) -> Iterator[tuple[str, str, Any]]:
+        """(position, split, item) for the rows whose split is in ``config.splits``, at most
+        ``config.limit_per_split`` per split; a row whose split cannot be read is in split ``unknown``.
+
+        Raises:
+            ValueError: not a supported file.
+            FileNotFoundError: the questions file does not exist.
+        """
+        per_split: dict[str, int] = {}
+        limit = self.config.limit_per_split
+        for position, item in read_rows(self.path):
+            if not isinstance(item, dict):
+                yield position, UNKNOWN_SPLIT, item
+                continue
+            split = _text(item, "split") or DEFAULT_SPLIT
+            if split not in self.config.splits:
+                continue
+            if limit is not None and per_split.get(split, 0) >= limit:
+                continue
+            per_split[split] = per_split.get(split, 0) + 1
+            yield position, split, item
+
+    def load(self, batch: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
+        """Raw records of a batch of :meth:`questions`, in order."""
+        return [_load_row(item, position, split, self.path.parent, self.databases, self.default_db, self.catalog)
+                for position, split, item in batch]
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> QuestionsSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def load(config: DatasetConfig, limits: ExecutionGates | None = None) -> list[dict[str, Any]]:
     """Raw records for the rows whose split is in ``config.splits``, at most
     ``config.limit_per_split`` per split. A row whose split cannot be read (a malformed line) is
@@ -88,24 +140,8 @@ def load(config: DatasetConfig, limits: ExecutionGates | None = None) -> list[di
         ValueError: ``dataset.path`` is not set or not a supported file.
         FileNotFoundError: the questions file does not exist.
     """
-    path = questions_path(config)
-    databases = Path(config.databases) if config.databases else None
-    default_db = Path(config.db_path) if config.db_path else None
-    rows: list[dict[str, Any]] = []
-    per_split: dict[str, int] = {}
-    with DatabaseCatalog(config.sample_rows, config.sample_rows_total, limits) as catalog:
-        for position, item in read_rows(path):
-            if not isinstance(item, dict):
-                rows.append(_load_row(item, position, UNKNOWN_SPLIT, path.parent, databases, default_db, catalog))
-                continue
-            split = _text(item, "split") or DEFAULT_SPLIT
-            if split not in config.splits:
-                continue
-            if config.limit_per_split is not None and per_split.get(split, 0) >= config.limit_per_split:
-                continue
-            per_split[split] = per_split.get(split, 0) + 1
-            rows.append(_load_row(item, position, split, path.parent, databases, default_db, catalog))
-    return rows
+    with QuestionsSource(config, limits) as source:
+        return source.load(list(source.questions()))
 
 
 def _load_row(item: Any, position: str, split: str, base: Path, databases: Path | None, default_db: Path | None,

@@ -14,6 +14,7 @@ the teacher and ``canonical_input``; its ``difficulty`` is kept as a column.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,40 @@ def read_items(path: Path) -> list[Any]:
     return items
 
 
+class SplitSource:
+    """One split open for loading a batch at a time: its questions file read whole (a JSON
+    list cannot be read item by item), each database described once by one catalog.
+
+    Raises:
+        FileNotFoundError: the split has no questions file.
+        ValueError: the questions file is not a JSON list.
+    """
+
+    def __init__(self, folder: Path, split: str, *, sample_rows: int = 3, sample_rows_total: int = 30,
+                 limits: ExecutionGates | None = None) -> None:
+        self.folder, self.split = folder, split
+        self.items = read_items(questions_file(folder, split))
+        self.catalog = DatabaseCatalog(sample_rows, sample_rows_total, limits)
+
+    def questions(self, limit: int | None = None) -> Iterator[tuple[int, Any]]:
+        """(position, item) for the first ``limit`` questions."""
+        return enumerate(self.items[:limit] if limit is not None else self.items)
+
+    def load(self, batch: list[tuple[int, Any]]) -> list[dict[str, Any]]:
+        """Raw records of a batch of :meth:`questions`, in order."""
+        return [_load_item(item, f"{self.split}:{index}", self.split, self.folder, self.catalog)
+                for index, item in batch]
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> SplitSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def load_split(folder: Path, split: str, *, sample_rows: int = 3, sample_rows_total: int = 30,
                limit: int | None = None, limits: ExecutionGates | None = None) -> list[dict[str, Any]]:
     """Load one split into raw records, validating each gold query by executing it read-only
@@ -69,12 +104,9 @@ def load_split(folder: Path, split: str, *, sample_rows: int = 3, sample_rows_to
         FileNotFoundError: the split has no questions file.
         ValueError: the questions file is not a JSON list.
     """
-    items = read_items(questions_file(folder, split))
-    rows: list[dict[str, Any]] = []
-    with DatabaseCatalog(sample_rows, sample_rows_total, limits) as catalog:
-        for index, item in enumerate(items[:limit] if limit is not None else items):
-            rows.append(_load_item(item, f"{split}:{index}", split, folder, catalog))
-    return rows
+    with SplitSource(folder, split, sample_rows=sample_rows, sample_rows_total=sample_rows_total,
+                     limits=limits) as source:
+        return source.load(list(source.questions(limit)))
 
 
 def _text(item: dict[str, Any], key: str) -> str | None:

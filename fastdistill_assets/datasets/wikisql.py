@@ -10,6 +10,10 @@ The official Salesforce release stores text lower-cased in the ``.db`` while the
 keeps the original case; :func:`detect_lower_values` tells the two layouts apart, so string
 condition values are lower-cased only where the database needs it. Sample rows shown to the
 teacher come from the database the gates run against, not from the tables file.
+
+A split is read as a stream (:class:`SplitReader`, :func:`iter_split`): the questions file line
+by line, never whole; the tables once per split (only their header and types kept after the
+detection); gold validated a batch at a time, in worker processes when the batch is large.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import functools
 import itertools
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,7 @@ from sqlglot import exp
 
 from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.sqlite_schema import connect_read_only, quote_identifier, table_names
+from fastdistill_assets.datasets.workers import LoadPool
 from fastdistill_assets.sqlsketch import AGGS, literal, select_sql
 
 COND_OPS = ["=", ">", "<", "OP"]  # WikiSQL's operator codes; "OP" is unused in the data
@@ -144,6 +151,133 @@ def _check_question(item: Any, tables: dict[str, dict[str, Any]]) -> str | None:
     return None
 
 
+class SplitReader:
+    """One WikiSQL split open for streaming: the tables file read once (header and types kept),
+    the database connected once, ``lower_values`` decided once; the questions are read line by
+    line (:meth:`questions`) and loaded a batch at a time (:meth:`load`).
+
+    Raises:
+        FileNotFoundError: one of the three split files is missing.
+    """
+
+    def __init__(self, folder: Path, split: str, *, lower_values: bool | None = None, sample_rows: int = 3) -> None:
+        self.split, self.sample_rows = split, sample_rows
+        self.questions_path = folder / f"{split}.jsonl"
+        tables_path, self.db_path = folder / f"{split}.tables.jsonl", folder / f"{split}.db"
+        for path in (self.questions_path, tables_path, self.db_path):
+            if not path.exists():
+                raise FileNotFoundError(f"WikiSQL split {split!r} needs {path}")
+        tables = load_tables(tables_path)
+        self.conn = connect_read_only(self.db_path)
+        try:
+            self.existing = set(table_names(self.conn))
+            self.lower = detect_lower_values(tables, self.conn) if lower_values is None else lower_values
+        except BaseException:
+            self.conn.close()
+            raise
+        self.lower_values_fact = f"{str(self.lower).lower()} ({'detected' if lower_values is None else 'set'})"
+        # the rows of the tables file are only needed for the detection: sample rows come from the database
+        self.tables = {table_id: {"header": t["header"], "types": t["types"]} for table_id, t in tables.items()}
+        self.samples = functools.cache(self._samples)  # thousands of questions share a table
+
+    def _samples(self, table: str) -> list[list[Any]]:
+        return _first_rows(self.conn, table, self.sample_rows)
+
+    def questions(self, limit: int | None = None) -> Iterator[tuple[int, Any]]:
+        """(line number, parsed question or ValueError) per non-blank line, the first ``limit``."""
+        lines = records.read_jsonl(self.questions_path)
+        return lines if limit is None else itertools.islice(lines, limit)
+
+    def load(self, batch: list[tuple[int, Any]], pool: ProcessPoolExecutor | None = None,
+             workers: int = 1) -> list[dict[str, Any]]:
+        """Raw records of a batch of :meth:`questions`, in order; with ``pool``, ``workers``
+        contiguous slices of it are loaded in worker processes (the same records)."""
+        if pool is None or workers <= 1 or len(batch) < 2:
+            return _load_items(batch, self.tables, self.existing, self.conn, self.split, self.db_path, self.lower,
+                               self.samples)
+        size = -(-len(batch) // workers)
+        futures = [pool.submit(_load_slice, self._task(batch[start:start + size]), batch[start:start + size])
+                   for start in range(0, len(batch), size)]
+        return [row for future in futures for row in future.result()]
+
+    def _task(self, items: list[tuple[int, Any]]) -> _SliceTask:
+        """What a worker needs to load ``items``: only the tables they name."""
+        named = {item["table_id"] for _, item in items if isinstance(item, dict)
+                 and isinstance(item.get("table_id"), str) and item["table_id"] in self.tables}
+        return _SliceTask(self.split, self.db_path, self.lower, self.sample_rows,
+                          {t: self.tables[t] for t in named},
+                          frozenset(table_name(t) for t in named) & self.existing)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> SplitReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _SliceTask:
+    split: str
+    db_path: Path
+    lower: bool
+    sample_rows: int
+    tables: dict[str, dict[str, Any]]
+    existing: frozenset[str]
+
+
+def _load_slice(task: _SliceTask, items: list[tuple[int, Any]]) -> list[dict[str, Any]]:
+    """In a worker process: raw records of a slice of one split's questions."""
+    conn = connect_read_only(task.db_path)
+    try:
+        samples = functools.cache(lambda table: _first_rows(conn, table, task.sample_rows))
+        return _load_items(items, task.tables, set(task.existing), conn, task.split, task.db_path, task.lower,
+                           samples)
+    finally:
+        conn.close()
+
+
+def _load_items(items: list[tuple[int, Any]], tables: dict[str, dict[str, Any]], existing: set[str],
+                conn: sqlite3.Connection, split: str, db_path: Path, lower: bool,
+                samples: Callable[[str], list[list[Any]]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for line_no, item in items:
+        source_id = f"{split}:{line_no}"
+        if isinstance(item, ValueError):
+            rows.append(records.rejected(source_id=source_id, split=split, reason="malformed_json",
+                                         record=item.args[1], detail=str(item.args[0])))
+            continue
+        reason = _check_question(item, tables)
+        if reason is None and table_name(item["table_id"]) not in existing:
+            reason = "unknown_table"
+        if reason is not None:
+            rows.append(records.rejected(source_id=source_id, split=split, reason=reason, record=item))
+            continue
+        rows.append(_load_question(item, tables[item["table_id"]], conn, source_id, split, db_path, lower, samples))
+    return rows
+
+
+def iter_split(folder: Path, split: str, chunk_rows: int, *, lower_values: bool | None = None, sample_rows: int = 3,
+               limit: int | None = None, facts: dict[str, Any] | None = None,
+               pool: LoadPool | None = None) -> Iterator[list[dict[str, Any]]]:
+    """One WikiSQL split as batches of at most ``chunk_rows`` raw records, in file order: the
+    questions file is read line by line and never held whole. Same records as :func:`load_split`.
+    ``pool``: loads a large batch in worker processes.
+
+    Raises:
+        FileNotFoundError: one of the three split files is missing.
+    """
+    with SplitReader(folder, split, lower_values=lower_values, sample_rows=sample_rows) as reader:
+        if facts is not None:
+            facts["lower_values"] = reader.lower_values_fact
+        questions = reader.questions(limit)
+        while batch := list(itertools.islice(questions, chunk_rows)):
+            executor = pool.executor(len(batch)) if pool is not None else None
+            yield reader.load(batch, executor, pool.workers if pool is not None else 1)
+
+
 def load_split(folder: Path, split: str, *, lower_values: bool | None = None, sample_rows: int = 3,
                limit: int | None = None, facts: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Load one WikiSQL split into raw records (good ones and reject records).
@@ -155,42 +289,10 @@ def load_split(folder: Path, split: str, *, lower_values: bool | None = None, sa
     Raises:
         FileNotFoundError: one of the three split files is missing.
     """
-    questions, tables_path, db_path = folder / f"{split}.jsonl", folder / f"{split}.tables.jsonl", folder / f"{split}.db"
-    for path in (questions, tables_path, db_path):
-        if not path.exists():
-            raise FileNotFoundError(f"WikiSQL split {split!r} needs {path}")
-    tables = load_tables(tables_path)
-    rows: list[dict[str, Any]] = []
-    conn = connect_read_only(db_path)
-    try:
-        existing = set(table_names(conn))
-        lower = detect_lower_values(tables, conn) if lower_values is None else lower_values
+    with SplitReader(folder, split, lower_values=lower_values, sample_rows=sample_rows) as reader:
         if facts is not None:
-            facts["lower_values"] = f"{str(lower).lower()} ({'detected' if lower_values is None else 'set'})"
-
-        @functools.cache
-        def samples(table: str) -> list[list[Any]]:  # thousands of questions share a table
-            return _first_rows(conn, table, sample_rows)
-
-        for line_no, item in records.read_jsonl(questions):
-            if limit is not None and len(rows) >= limit:
-                break
-            source_id = f"{split}:{line_no}"
-            if isinstance(item, ValueError):
-                rows.append(records.rejected(source_id=source_id, split=split, reason="malformed_json",
-                                             record=item.args[1], detail=str(item.args[0])))
-                continue
-            reason = _check_question(item, tables)
-            if reason is None and table_name(item["table_id"]) not in existing:
-                reason = "unknown_table"
-            if reason is not None:
-                rows.append(records.rejected(source_id=source_id, split=split, reason=reason, record=item))
-                continue
-            rows.append(_load_question(item, tables[item["table_id"]], conn, source_id, split, db_path, lower,
-                                       samples))
-    finally:
-        conn.close()
-    return rows
+            facts["lower_values"] = reader.lower_values_fact
+        return reader.load(list(reader.questions(limit)))
 
 
 def _load_question(item: dict[str, Any], table: dict[str, Any], conn: sqlite3.Connection, source_id: str,

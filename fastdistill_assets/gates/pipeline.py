@@ -9,6 +9,7 @@ afterwards over the whole frame, since they compare a sample's candidates.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -81,6 +82,21 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     return done(None if out["gold_match"] else "gold_mismatch")
 
 
+MIN_PARALLEL_ROWS = 2000   # below this a process pool costs more than it saves
+ROWS_PER_WORKER = 1000     # at least this many rows for each worker
+
+
+def gate_workers(configured: int | None, rows: int) -> int:
+    """Worker processes for gating ``rows`` candidates: ``configured`` (``scale.workers``) or, for
+    None, the CPUs this process may run on; 1 below MIN_PARALLEL_ROWS, never more than one
+    worker per ROWS_PER_WORKER rows."""
+    if configured is None:
+        configured = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if rows < MIN_PARALLEL_ROWS:
+        return 1
+    return max(1, min(configured, rows // ROWS_PER_WORKER))
+
+
 def _gate_rows(rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) -> list[dict[str, Any]]:
     with Executor(gates.execution.timeout_ms, gates.execution.max_rows) as executor:
         return [gate_row(row, gates, rationale, executor) for row in rows]
@@ -93,7 +109,7 @@ def gate_frame(candidates: pl.DataFrame, gates: GatesConfig, rationale: bool = F
     connections), then put back in the input order.
     """
     rows = candidates.select(NEEDED).to_dicts()
-    if workers > 1 and len(rows) >= 2000:
+    if workers > 1 and len(rows) >= MIN_PARALLEL_ROWS:
         order = sorted(range(len(rows)), key=lambda i: rows[i]["db_path"] or "")
         chunks = [order[k::workers] for k in range(workers)]
         chunks = [sorted(c, key=lambda i: rows[i]["db_path"] or "") for c in chunks]

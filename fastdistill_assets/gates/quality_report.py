@@ -30,6 +30,17 @@ def path_report(frame: pl.DataFrame) -> dict[str, Any]:
             "reject_reason_counts": _counts(frame, "reject_reason")}
 
 
+REPORT_COLUMNS = ["sample_id", "gold_sql", "kept", "agreement", "error", "rule_reason", "rule_ok", "parse_ok", "exec_ok",
+                  "gold_match", "judge_score", "reject_reason", "exec_error", "clean_actions"]
+
+
+def report_frame(filtered: pl.LazyFrame) -> pl.DataFrame:
+    """The columns :func:`quality_report` reads, with ``gold_sql`` reduced to whether there is
+    one (``""``: gold, null: none): what a large stage's report needs in memory."""
+    return filtered.select(REPORT_COLUMNS).with_columns(
+        pl.when(pl.col("gold_sql").is_null()).then(None).otherwise(pl.lit("")).alias("gold_sql")).collect()
+
+
 def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
     """kept, rejected, p_keep, pass rates per gate, judge stats, reason counts, and the same
     per path: ``labeled`` (samples with gold, gold-match gate) and ``gold_free`` (samples

@@ -1,12 +1,14 @@
-"""filtered -> distilled exports: chat-format SFT records and preference pairs (pure)."""
+"""filtered -> distilled exports: chat-format SFT records and preference pairs (pure functions),
+and :class:`Exports`, which writes them chunk by chunk."""
 
 from __future__ import annotations
 
-import io
 import json
+from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from fastdistill_assets.prompt_format import assistant_target
 
@@ -21,9 +23,15 @@ def sft_record(row: dict[str, Any], rationale: bool) -> dict[str, Any]:
     return {"id": row["candidate_id"], "messages": [*prompt, {"role": "assistant", "content": target}]}
 
 
+DISTILLED_SCHEMA: dict[str, pl.DataType] = {
+    **{c: pl.String() for c in DISTILLED_COLUMNS}, "judge_score": pl.Float64()}
+PAIRS_SCHEMA: dict[str, pl.DataType] = {c: pl.String() for c in ("sample_id", "prompt", "chosen", "rejected",
+                                                                 "rejected_reason")}
+
+
 def distilled_frame(filtered: pl.DataFrame) -> pl.DataFrame:
     kept = filtered.filter(pl.col("kept"))
-    return kept.rename({"cleaned_sql": "sql"}).select(DISTILLED_COLUMNS)
+    return kept.rename({"cleaned_sql": "sql"}).select(DISTILLED_COLUMNS).cast(DISTILLED_SCHEMA)  # type: ignore[arg-type]
 
 
 def to_jsonl(records: list[dict[str, Any]]) -> str:
@@ -55,10 +63,50 @@ def preference_pairs(filtered: pl.DataFrame) -> list[dict[str, Any]]:
     return pairs
 
 
-def pairs_parquet(pairs: list[dict[str, Any]]) -> bytes:
-    frame = pl.DataFrame([{**p, "prompt": json.dumps(p["prompt"], ensure_ascii=False)} for p in pairs],
-                         schema={"sample_id": pl.String, "prompt": pl.String, "chosen": pl.String,
-                                 "rejected": pl.String, "rejected_reason": pl.String})
-    buffer = io.BytesIO()
-    frame.write_parquet(buffer)
-    return buffer.getvalue()
+def pairs_frame(pairs: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame([{**p, "prompt": json.dumps(p["prompt"], ensure_ascii=False)} for p in pairs],
+                        schema=PAIRS_SCHEMA)
+
+
+class Exports:
+    """The distilled stage's side files, written chunk by chunk into ``folder``: ``sft.jsonl``
+    and, with ``pairs``, ``preference_pairs.jsonl`` / ``.parquet``. Each chunk must hold whole
+    samples. Use as a context manager; :meth:`files` names the finished files."""
+
+    def __init__(self, folder: Path, rationale: bool, pairs: bool) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.rationale, self.with_pairs = folder, rationale, pairs
+        self.kept = self.pairs = 0
+        self._sft = (folder / "sft.jsonl").open("w")
+        self._pairs_jsonl = (folder / "preference_pairs.jsonl").open("w") if pairs else None
+        self._pairs_parquet: pq.ParquetWriter | None = None
+
+    def add(self, filtered: pl.DataFrame) -> None:
+        kept = filtered.filter(pl.col("kept"))
+        self.kept += kept.height
+        self._sft.write(to_jsonl([sft_record(r, self.rationale) for r in kept.iter_rows(named=True)]))
+        if self._pairs_jsonl is None:
+            return
+        pairs = preference_pairs(filtered)
+        self.pairs += len(pairs)
+        self._pairs_jsonl.write(to_jsonl(pairs))
+        table = pairs_frame(pairs).to_arrow()
+        if self._pairs_parquet is None:
+            self._pairs_parquet = pq.ParquetWriter(self.folder / "preference_pairs.parquet", table.schema)
+        self._pairs_parquet.write_table(table)
+
+    def files(self) -> dict[str, Path]:
+        names = ["sft.jsonl", *(["preference_pairs.jsonl", "preference_pairs.parquet"] if self.with_pairs else [])]
+        return {name: self.folder / name for name in names}
+
+    def __enter__(self) -> Exports:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sft.close()
+        if self._pairs_jsonl is not None:
+            self._pairs_jsonl.close()
+            if self._pairs_parquet is None:
+                pairs_frame([]).write_parquet(self.folder / "preference_pairs.parquet")
+            else:
+                self._pairs_parquet.close()

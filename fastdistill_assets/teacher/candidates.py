@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from fastdistill_assets.config import RunConfig
 from fastdistill_assets.hashing import sha256_text
-from fastdistill_assets.teacher.generation import GenerationRequest, GenerationResult
+from fastdistill_assets.teacher.generation import GenerationRequest, GenerationResult, Generator
 from fastdistill_assets.prompt_format import build_messages, prompt_hash
 from fastdistill_assets.timing import percentiles
 
@@ -37,9 +40,18 @@ def build_requests(canonical: pl.DataFrame, config: RunConfig) -> tuple[list[Gen
     return requests, carried
 
 
+CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
+    **{c: pl.String() for c in CARRIED}, "candidate_id": pl.String(), "generation_index": pl.Int32(),
+    "prompt_hash": pl.String(), "messages": pl.String(), "provider": pl.String(), "model": pl.String(),
+    "raw_output": pl.String(), "prompt_tokens": pl.Int64(), "completion_tokens": pl.Int64(),
+    "latency_ms": pl.Float64(), "attempts": pl.Int32(), "cache_hit": pl.Boolean(), "retries": pl.String(),
+    "error": pl.String(), "error_detail": pl.String(),
+}
+
+
 def candidate_frame(carried: list[dict[str, Any]], results: list[GenerationResult], provider: str,
                     model: str) -> pl.DataFrame:
-    """Join carried fields with results (same order, one each)."""
+    """Join carried fields with results (same order, one each), in :data:`CANDIDATE_SCHEMA`."""
     rows = []
     for base, res in zip(carried, results, strict=True):
         assert base["candidate_id"] == res.request_id
@@ -48,64 +60,123 @@ def candidate_frame(carried: list[dict[str, Any]], results: list[GenerationResul
                      "latency_ms": res.latency_ms, "attempts": res.attempts, "cache_hit": res.cache_hit,
                      "retries": json.dumps(res.retries_by_reason), "error": res.error,
                      "error_detail": res.error_detail})
-    schema = {"generation_index": pl.Int32, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
-              "latency_ms": pl.Float64, "attempts": pl.Int32, "cache_hit": pl.Boolean, "raw_output": pl.String,
-              "error": pl.String, "error_detail": pl.String}
-    return pl.DataFrame(rows, schema_overrides=schema) if rows else pl.DataFrame(schema={**{c: pl.String for c in CARRIED}, **schema})
+    return pl.DataFrame(rows, schema=CANDIDATE_SCHEMA)
 
 
-def cold_tokens_per_sec(results: list[GenerationResult]) -> float | None:
-    """Throughput (input + output tokens per second) of the run(s) that produced the cached answers.
+def generate_part(canonical: pl.DataFrame, config: RunConfig, generator: Generator,
+                  provider: str) -> tuple[pl.DataFrame, TeacherAccount]:
+    """One chunk of teacher_candidates: the requests of ``canonical``'s rows through ``generator``
+    (a gateway session), and the chunk's accounting."""
+    requests, carried = build_requests(canonical, config)
+    started, calls_before = time.perf_counter(), generator.calls
+    results = generator.run(requests) if requests else []
+    account = TeacherAccount().add(results, time.perf_counter() - started, generator.calls - calls_before)
+    return candidate_frame(carried, results, provider, generator.settings.model), account
 
-    Over the cache hits that know when they arrived: their tokens / (last arrival - earliest
-    request), where a request time is its arrival minus its latency: from when the first of them
-    was requested to when the last came back. Answers produced by several runs (a resumed run) count the pause between them, so
-    the figure is then a lower bound. None when no hit has an arrival time or the span is zero.
+
+@dataclass
+class TeacherAccount:
+    """The teacher's accounting, built chunk by chunk (:meth:`add`) and mergeable across chunks
+    that were produced by earlier attempts or other shards (:meth:`merge`, JSON round trip with
+    :meth:`to_json` / :meth:`from_json`); :meth:`metadata` gives the stage's figures.
+
+    Tokens, cost, latencies and ``teacher_tokens_per_sec`` / ``teacher_output_tokens_per_sec``
+    count fresh (uncached, successful) calls over the generation wall time (summed over the
+    chunks); the two rates are left out when no fresh call succeeded (a fully cached re-run
+    measures no teacher). ``teacher_cached_share`` is cache hits / requests (0.0 for no
+    requests), and ``teacher_tokens_per_sec_cold``, present when some answers came from the
+    cache, is the throughput of the run that produced them: their tokens / (last arrival -
+    earliest request), a request time being its arrival minus its latency. Answers produced by
+    several runs (a resumed run) count the pause between them, so the figure is then a lower bound.
     """
-    hits = [(r.cached_at, r) for r in results if r.cache_hit and r.cached_at is not None]
-    if not hits:
-        return None
-    start = min(at - (r.latency_ms or 0.0) / 1000 for at, r in hits)
-    span = max(at for at, _ in hits) - start
-    tokens = sum(r.prompt_tokens + r.completion_tokens for _, r in hits)
-    return round(tokens / span, 2) if span > 0 else None
+
+    requests: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    wall_s: float = 0.0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+    retries_by_reason: dict[str, int] = field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    fresh: int = 0
+    fresh_latencies_ms: list[float] = field(default_factory=list)
+    cold_tokens: int = 0
+    cold_start: float | None = None
+    cold_end: float | None = None
+
+    def add(self, results: list[GenerationResult], wall_s: float = 0.0, calls: int = 0) -> TeacherAccount:
+        self.requests += len(results)
+        self.calls += calls
+        self.wall_s += wall_s
+        errors, retries = Counter(self.errors_by_reason), Counter(self.retries_by_reason)
+        for r in results:
+            retries.update(r.retries_by_reason)
+            if r.error:
+                errors[r.error] += 1
+            if r.cache_hit:
+                self.cache_hits += 1
+                if r.cached_at is not None:
+                    start = r.cached_at - (r.latency_ms or 0.0) / 1000
+                    self.cold_start = start if self.cold_start is None else min(self.cold_start, start)
+                    self.cold_end = r.cached_at if self.cold_end is None else max(self.cold_end, r.cached_at)
+                    self.cold_tokens += r.prompt_tokens + r.completion_tokens
+            elif r.error is None:
+                self.fresh += 1
+                self.input_tokens += r.prompt_tokens
+                self.output_tokens += r.completion_tokens
+                if r.latency_ms is not None:
+                    self.fresh_latencies_ms.append(r.latency_ms)
+        self.errors_by_reason, self.retries_by_reason = dict(errors), dict(retries)
+        return self
+
+    def merge(self, other: TeacherAccount) -> TeacherAccount:
+        for name in ("requests", "calls", "cache_hits", "wall_s", "input_tokens", "output_tokens", "fresh",
+                     "cold_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors_by_reason = dict(Counter(self.errors_by_reason) + Counter(other.errors_by_reason))
+        self.retries_by_reason = dict(Counter(self.retries_by_reason) + Counter(other.retries_by_reason))
+        self.fresh_latencies_ms += other.fresh_latencies_ms
+        starts = [v for v in (self.cold_start, other.cold_start) if v is not None]
+        ends = [v for v in (self.cold_end, other.cold_end) if v is not None]
+        self.cold_start, self.cold_end = (min(starts) if starts else None), (max(ends) if ends else None)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TeacherAccount:
+        return cls(**data)
+
+    def cold_tokens_per_sec(self) -> float | None:
+        if self.cold_start is None or self.cold_end is None:
+            return None
+        span = self.cold_end - self.cold_start
+        return round(self.cold_tokens / span, 2) if span > 0 else None
+
+    def metadata(self, prices: tuple[float | None, float | None]) -> dict[str, Any]:
+        acc: dict[str, Any] = {
+            "requests": self.requests, "calls": self.calls, "cache_hits": self.cache_hits,
+            "errors": sum(self.errors_by_reason.values()),
+            "errors_by_reason": self.errors_by_reason, "retries_by_reason": self.retries_by_reason,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "teacher_cached_share": round(self.cache_hits / self.requests, 4) if self.requests else 0.0,
+            "generation_wall_s": round(self.wall_s, 3),
+            **{f"latency_{k}": v for k, v in percentiles(self.fresh_latencies_ms).items()},
+        }
+        if self.fresh and self.wall_s > 0:
+            acc["teacher_tokens_per_sec"] = round((self.input_tokens + self.output_tokens) / self.wall_s, 2)
+            acc["teacher_output_tokens_per_sec"] = round(self.output_tokens / self.wall_s, 2)
+        cold = self.cold_tokens_per_sec()
+        if cold is not None:
+            acc["teacher_tokens_per_sec_cold"] = cold
+        price_in, price_out = prices
+        if price_in is not None and price_out is not None:
+            acc["cost_usd"] = round(self.input_tokens * price_in / 1e6 + self.output_tokens * price_out / 1e6, 6)
+        return acc
 
 
 def accounting(results: list[GenerationResult], wall_s: float, calls: int,
                prices: tuple[float | None, float | None]) -> dict[str, Any]:
-    """Per-run teacher accounting for metadata.
-
-    Tokens, cost, latencies and ``teacher_tokens_per_sec`` / ``teacher_output_tokens_per_sec``
-    count this run's fresh (uncached, successful) calls over the run's wall time; the two rates
-    are left out when no fresh call succeeded (a fully cached re-run measures no teacher).
-    ``teacher_cached_share`` is cache hits / requests (0.0 for no requests), and
-    ``teacher_tokens_per_sec_cold``, present when some answers came from the cache, is the
-    throughput of the run that produced them (:func:`cold_tokens_per_sec`).
-    """
-    fresh = [r for r in results if not r.cache_hit and r.error is None]
-    hits = sum(r.cache_hit for r in results)
-    out_tokens = sum(r.completion_tokens for r in fresh)
-    in_tokens = sum(r.prompt_tokens for r in fresh)
-    retries: Counter[str] = Counter()
-    for r in results:
-        retries.update(r.retries_by_reason)
-    acc: dict[str, Any] = {
-        "requests": len(results), "calls": calls, "cache_hits": hits,
-        "errors": sum(r.error is not None for r in results),
-        "errors_by_reason": dict(Counter(r.error for r in results if r.error)),
-        "retries_by_reason": dict(retries),
-        "input_tokens": in_tokens, "output_tokens": out_tokens,
-        "teacher_cached_share": round(hits / len(results), 4) if results else 0.0,
-        "generation_wall_s": round(wall_s, 3),
-        **{f"latency_{k}": v for k, v in percentiles(r.latency_ms for r in fresh).items()},
-    }
-    if fresh and wall_s > 0:
-        acc["teacher_tokens_per_sec"] = round((in_tokens + out_tokens) / wall_s, 2)
-        acc["teacher_output_tokens_per_sec"] = round(out_tokens / wall_s, 2)
-    cold = cold_tokens_per_sec(results)
-    if cold is not None:
-        acc["teacher_tokens_per_sec_cold"] = cold
-    price_in, price_out = prices
-    if price_in is not None and price_out is not None:
-        acc["cost_usd"] = round(in_tokens * price_in / 1e6 + out_tokens * price_out / 1e6, 6)
-    return acc
+    """The accounting of one batch of results (see :class:`TeacherAccount`)."""
+    return TeacherAccount().add(results, wall_s, calls).metadata(prices)

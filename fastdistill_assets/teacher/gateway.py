@@ -182,18 +182,25 @@ class ProviderGateway(dg.ConfigurableResource):
         with server:
             yield self.endpoint(provider, model, decode, overrides, base_url=server.base_url, cache_identity=identity)
 
-    def generate(self, requests: Sequence[GenerationRequest], provider: str, model: str | None,
-                 decode: DecodeProfile, progress: ProgressFn | None = None, concurrency: int | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> tuple[list[GenerationResult], EndpointSettings, int]:
-        """Run requests through the cache and the provider. Returns (results, settings, calls made).
+    @contextlib.contextmanager
+    def session(self, provider: str, model: str | None, decode: DecodeProfile, progress: ProgressFn | None = None,
+                concurrency: int | None = None, overrides: Mapping[str, Any] | None = None) -> Iterator[Generator]:
+        """A generator over the cache and the provider, for several batches of requests (a local
+        provider's server stays up between them). ``generator.calls`` counts the calls made.
         ``overrides``: the run's frozen endpoint settings (see ``TeacherConfig.endpoint_overrides``)."""
         cache = ResponseCache(Path(self.cache_path))
         try:
             with self.open(provider, model, decode, overrides) as endpoint:
                 if concurrency:
                     endpoint = dataclasses.replace(endpoint, concurrency=concurrency)
-                generator = Generator(endpoint, cache, decode.key(), progress)
-                results = generator.run(requests)
+                yield Generator(endpoint, cache, decode.key(), progress)
         finally:
             cache.close()
-        return results, endpoint, generator.calls
+
+    def generate(self, requests: Sequence[GenerationRequest], provider: str, model: str | None,
+                 decode: DecodeProfile, progress: ProgressFn | None = None, concurrency: int | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> tuple[list[GenerationResult], EndpointSettings, int]:
+        """Run one batch of requests through a :meth:`session`. Returns (results, settings, calls made)."""
+        with self.session(provider, model, decode, progress, concurrency, overrides) as generator:
+            results = generator.run(requests)
+        return results, generator.settings, generator.calls

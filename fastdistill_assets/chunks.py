@@ -1,0 +1,157 @@
+"""Chunked stages: a stage too large for memory is produced chunk by chunk into a spool.
+
+A :class:`ChunkSpool` is a work folder (``artifacts/<run_id>/_work/<stage>/``) of parquet
+parts, one per input chunk, each written to a temporary name, fsynced and renamed, so a part
+either exists whole or not at all. Parts live under a fingerprint of what produced them (the
+run's frozen config and the input stage's manifest): a step that is killed and re-run keeps
+the parts it finished and produces only the rest, and a re-run with other inputs starts over.
+Each part carries a small JSON summary (counts the stage reports as metadata).
+
+The stage's asset returns a :class:`ChunkedFrame` naming the parts in order; the IO manager
+streams them into the stage's ``data.parquet`` (one row group per part) with an incremental
+manifest, publishes the version, and then clears the spool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from fastdistill_assets.hashing import sha256_json
+
+PART_SUFFIX = ".parquet"
+SUMMARY_SUFFIX = ".json"
+
+
+def _fsync_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    write(tmp)
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class ChunkedFrame:
+    """A stage's rows as parquet parts in order (every part has the same schema), plus side
+    files as in ``StageOutput.files``. ``schema``: the stage's columns when there is no part.
+    ``spool``: cleared once the stage is published."""
+
+    parts: list[Path]
+    schema: dict[str, pl.DataType] = field(default_factory=dict)  # of the stage when there is no part
+    files: dict[str, Any] = field(default_factory=dict)
+    spool: ChunkSpool | None = None
+
+
+class ChunkSpool:
+    """Resumable parts of one stage under ``folder/<fingerprint>/``."""
+
+    def __init__(self, folder: Path, fingerprint: str) -> None:
+        self.root = folder
+        self.folder = folder / fingerprint
+        if folder.is_dir():  # parts of another input or config can never be reused
+            for other in folder.iterdir():
+                if other.name != fingerprint:
+                    shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # A killed writer's unfinished ``.tmp-*`` part is never read; it goes with clear(). (Other
+        # shards of the stage may be writing theirs into this folder right now.)
+
+    def part(self, index: int) -> Path:
+        return self.folder / f"part-{index:06d}{PART_SUFFIX}"
+
+    def done(self, index: int) -> bool:
+        """Whether part ``index`` was finished (by this attempt or one that was killed)."""
+        return self.part(index).exists() and self.part(index).with_suffix(SUMMARY_SUFFIX).exists()
+
+    def write(self, index: int, frame: pl.DataFrame, summary: dict[str, Any] | None = None) -> Path:
+        """Write part ``index`` atomically: the parquet first, then its summary, which marks it done."""
+        path = self.part(index)
+        _fsync_write(path, lambda tmp: frame.write_parquet(tmp, row_group_size=max(frame.height, 1)))
+        _fsync_write(path.with_suffix(SUMMARY_SUFFIX),
+                     lambda tmp: tmp.write_text(json.dumps(summary or {}, sort_keys=True)))
+        return path
+
+    def summary(self, index: int) -> dict[str, Any]:
+        return json.loads(self.part(index).with_suffix(SUMMARY_SUFFIX).read_text())
+
+    def parts(self, count: int) -> list[Path]:
+        """The parts 0..count-1, all of which must be done."""
+        missing = [i for i in range(count) if not self.done(i)]
+        if missing:
+            raise RuntimeError(f"chunk spool {self.folder} lacks parts {missing[:5]}")
+        return [self.part(i) for i in range(count)]
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def row_group_count(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_row_groups
+
+
+def iter_row_groups(path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+    """The row groups of a parquet file, one frame each (the unit chunked stages work in); a
+    file without rows gives one empty frame with its schema."""
+    handle = pq.ParquetFile(path)
+    if handle.metadata.num_row_groups == 0:
+        yield pl.read_parquet(path, columns=columns)
+    for index in range(handle.metadata.num_row_groups):
+        yield pl.from_arrow(handle.read_row_group(index, columns=columns))  # type: ignore[misc]
+
+
+def rechunk(frames: Iterable[pl.DataFrame], rows: int, key: str | None = None) -> Iterator[pl.DataFrame]:
+    """The rows of ``frames``, in order, as chunks of ``rows`` rows (the last may be smaller).
+
+    With ``key``, a chunk grows past ``rows`` to keep all rows of its last key value together
+    (those rows must be contiguous, as the candidates of one sample are), so a chunk always holds
+    whole samples. Memory: one chunk plus one input frame.
+    """
+    pending: pl.DataFrame | None = None
+    yielded = False
+    for frame in frames:
+        pending = frame if pending is None else pl.concat([pending, frame], how="vertical")
+        while pending.height > rows or (key is None and pending.height == rows):
+            cut = rows
+            if key is not None:
+                values = pending.get_column(key)
+                while cut < pending.height and values[cut] == values[cut - 1]:
+                    cut += 1
+                if cut == pending.height:  # the last key may continue in the next frame
+                    break
+            yield pending.slice(0, cut)
+            yielded = True
+            pending = pending.slice(cut)
+    if pending is not None and (pending.height or not yielded):
+        yield pending  # the rest; or, for input without rows, one empty chunk that carries the schema
+
+
+def spool_fingerprint(**inputs: Any) -> str:
+    """What a stage's parts depend on (the frozen config's hash, the input stage's content hash,
+    the chunk size), as one name: parts made from other inputs are never reused."""
+    return sha256_json(inputs)[:24]
+
+
+ChunkWork = Callable[[int, pl.DataFrame], tuple[pl.DataFrame, dict[str, Any]]]
+
+
+def run_chunks(spool: ChunkSpool, chunks: Iterable[pl.DataFrame], work: ChunkWork,
+               mine: Callable[[int], bool] = lambda index: True) -> int:
+    """Produce every part of ``chunks`` this step owns (``mine``) that is not done yet:
+    ``work(index, chunk)`` gives the part's frame and summary. Returns the number of chunks."""
+    count = 0
+    for index, chunk in enumerate(chunks):
+        count += 1
+        if mine(index) and not spool.done(index):
+            frame, summary = work(index, chunk)
+            spool.write(index, frame, summary)
+    return count

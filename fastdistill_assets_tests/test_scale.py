@@ -1,0 +1,105 @@
+"""Large runs: stages stream in chunks, and shards are Dagster steps with the same result.
+
+The sharded run goes through the documented `dagster asset materialize` (multiprocess
+executor: one process per step), the unsharded one through an in-process `dg.materialize`.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from fastdistill_assets.assets.sharding import stage_span_s
+from fastdistill_assets.chunks import ChunkSpool, rechunk, run_chunks
+from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import ALL_ASSETS, materialize, teacher_gateway
+
+BIN = Path(sys.executable).parent
+DATA_STAGES = "raw,canonical,teacher_candidates,filtered,distilled"
+VERDICTS = ["candidate_id", "sample_id", "cleaned_sql", "reject_reason", "kept", "gold_match", "agreement",
+            "result_signature", "judge_score"]
+
+
+def test_four_shards_in_their_own_processes_equal_one_in_process_run(project):
+    """Same sample_ids, same verdicts, the same distilled rows (content_hash), with every
+    row-wise stage split into 4 shard steps by the multiprocess executor."""
+    project.edit_config("run_config", dataset={"limit_per_split": 30, "splits": ["train"],
+                                               "withhold_gold": {"share": 0.3, "splits": ["train"]}},
+                        decode={"num_generations": 2, "temperature": 0.4, "name": "sampled"},
+                        scale={"chunk_rows": 4}, eval_split=None)
+    project.new_run("whole")
+    assert materialize(project, ALL_ASSETS, "whole", selection=DATA_STAGES.split(","),
+                       teacher=teacher_gateway(project)).success
+
+    project.edit_config("run_config", scale={"chunk_rows": 4, "shards": 4})
+    env = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts), "FASTDISTILL_CONFIGS": str(project.configs),
+           "DAGSTER_HOME": str(project.root / "home")}
+    subprocess.run([str(BIN / "fastdistill"), "run", "new", "sharded"], env=env, cwd=project.root, check=True,
+                   capture_output=True)
+    done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
+                           "--select", DATA_STAGES, "--partition", "sharded"], env=env, cwd=project.root,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    store = ArtifactStore(project.artifacts)
+    whole, sharded = (store.read(run, "filtered").frame.sort("candidate_id") for run in ("whole", "sharded"))
+    assert whole.height == sharded.height > 0
+    assert whole.select(VERDICTS).equals(sharded.select(VERDICTS))
+    assert 0 < whole["kept"].sum() < whole.height and whole["gold_sql"].null_count() > 0  # both paths, both verdicts
+    assert store.scan("whole", "distilled").manifest["content_hash"] == \
+        store.scan("sharded", "distilled").manifest["content_hash"]
+    assert store.scan("whole", "canonical").manifest["content_hash"] == \
+        store.scan("sharded", "canonical").manifest["content_hash"]
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [run] = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "sharded"}))
+        steps = [s.step_key for s in instance.get_run_step_stats(run.run_id)]
+        pids = {r.event_log_entry.dagster_event.pid for r in instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_START).records}
+    for stage in ("teacher_candidates", "filtered"):
+        assert sorted(s for s in steps if s.startswith(f"{stage}.{stage}_shard")) == [
+            f"{stage}.{stage}_shard[shard_{k}]" for k in range(4)]
+    assert len(pids) == len(steps)  # each step in a process of its own
+
+
+@pytest.mark.parametrize("rows, key, expected", [
+    (2, None, [["a", "a"], ["b", "b"], ["b", "c"], ["c", "d"], ["d", "e"]]),
+    (2, "k", [["a", "a"], ["b", "b", "b"], ["c", "c"], ["d", "d"], ["e"]]),
+    (100, "k", [["a", "a", "b", "b", "b", "c", "c", "d", "d", "e"]]),
+])
+def test_rechunk_keeps_samples_whole(rows, key, expected):
+    frames = [pl.DataFrame({"k": ["a", "a", "b", "b", "b", "c"]}), pl.DataFrame({"k": ["c", "d", "d", "e"]})]
+    assert [c["k"].to_list() for c in rechunk(frames, rows, key)] == expected
+
+
+def test_rechunk_of_nothing_is_one_empty_chunk_with_the_schema():
+    [chunk] = rechunk([pl.DataFrame(schema={"k": pl.String})], 3, "k")
+    assert chunk.height == 0 and chunk.schema == pl.Schema({"k": pl.String})
+
+
+def test_a_spool_resumes_where_it_stopped_and_never_reuses_other_inputs(tmp_path):
+    chunks = [pl.DataFrame({"n": [i, i]}) for i in range(5)]
+    made: list[int] = []
+
+    def work(index, chunk):
+        if index == 3 and not made.count(3):
+            made.append(3)
+            raise KeyboardInterrupt  # killed in chunk 3
+        made.append(index)
+        return chunk.with_columns(pl.col("n") * 10), {"started": 0.0, "ended": float(index)}
+
+    spool = ChunkSpool(tmp_path / "stage", "fingerprint-1")
+    with pytest.raises(KeyboardInterrupt):
+        run_chunks(spool, chunks, work)
+    assert made == [0, 1, 2, 3]
+    assert run_chunks(ChunkSpool(tmp_path / "stage", "fingerprint-1"), chunks, work) == 5
+    assert made == [0, 1, 2, 3, 3, 4]  # only the unfinished chunks were made again
+    assert pl.concat([pl.read_parquet(p) for p in spool.parts(5)])["n"].to_list() == [0, 0, 10, 10, 20, 20, 30, 30,
+                                                                                    40, 40]
+    assert stage_span_s(spool, 5) == 4.0
+    assert not list(spool.folder.glob(".tmp-*"))
+    other = ChunkSpool(tmp_path / "stage", "fingerprint-2")  # another input: the old parts are gone
+    assert not other.done(0) and not spool.folder.exists()
