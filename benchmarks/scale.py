@@ -13,12 +13,20 @@ step's wall time (from Dagster's step stats: loading inputs, the body and writin
 rows/s, and the body's own ``timing_wall_s``, all read from the scratch instance; then the
 total wall time, peak RSS and the teacher path that ran.
 
+With 1 shard the run is the documented ``fastdistill materialize`` (every step in one process);
+with K > 1 shards it is ``dagster asset materialize`` (the multiprocess executor: a process per
+step, so the K shard steps of teacher_candidates and filtered run side by side), with the
+scratch instance's ``teacher`` pool limit set to K. ``--in-process-teacher`` (the default for
+``--million``) has the embedded teacher answer in the step's process instead of behind its local
+HTTP server (``in_process: true`` in provider_gateway.yaml), which is what a million requests
+on 2 cores allow; the output says which path ran.
+
 The response cache is per project: with one project (the default) the first shard count's
 run asks the teacher and later ones are served from the cache. ``--cold`` gives each shard
 count its own project, so every run asks the teacher.
 
     .venv/bin/python benchmarks/scale.py [--n 200000 | --million] [--shards 1,2,4] [--generations 1]
-        [--chunk-rows 10000] [--cold] [--max-rss-gib 1] [--data-dir /tmp/fastdistill_scale]
+        [--chunk-rows 10000] [--cold] [--max-rss-gib 1] [--data-dir /tmp/fastdistill_scale] [--in-process-teacher]
 """
 
 from __future__ import annotations
@@ -96,6 +104,10 @@ def project(root: Path, folder: Path, args: argparse.Namespace, shards: int) -> 
     config["scale"].update(chunk_rows=args.chunk_rows, shards=shards)
     config["eval_split"] = None
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    gateway_path = root / "configs" / "provider_gateway.yaml"
+    gateway = yaml.safe_load(gateway_path.read_text())
+    gateway["providers"]["embedded"]["in_process"] = args.in_process_teacher
+    gateway_path.write_text(yaml.safe_dump(gateway, sort_keys=False))
     return {**os.environ, "FASTDISTILL_ARTIFACTS": str(root / "artifacts"),
             "FASTDISTILL_CONFIGS": str(root / "configs"), "DAGSTER_HOME": str(root / "home")}
 
@@ -127,13 +139,14 @@ def stage_figures(home: Path, run_id: str) -> dict[str, dict]:
                 if (part == run_id or run_id in part.split("|")) and part not in latest:
                     latest[part] = (record.run_id, {k: v.value for k, v in mat.metadata.items()})
             metas = [meta for _, meta in latest.values()]
-            step_wall = 0.0
+            spans = []  # a sharded stage's steps are `<stage>.<stage>_plan|_shard[shard_k]|_merge`
             for dagster_run in {run for run, _ in latest.values()}:
-                for step in instance.get_run_step_stats(dagster_run):
-                    if step.step_key.split("[")[0] == stage and step.start_time and step.end_time:
-                        step_wall += step.end_time - step.start_time
+                spans += [(step.start_time, step.end_time) for step in instance.get_run_step_stats(dagster_run)
+                          if step.step_key.split(".")[0].split("[")[0] == stage and step.start_time and step.end_time]
+            step_wall = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
+            steps = len(spans)
             figures[stage] = {
-                "parts": len(metas), "step_wall": step_wall,
+                "parts": steps, "step_wall": step_wall,
                 "rows": sum(int(m.get("count", m.get("dagster/row_count", 0)) or 0) for m in metas),
                 "body_wall": sum(float(m.get("timing_wall_s", 0.0)) for m in metas),
                 "meta": metas[0] if metas else {}}
@@ -150,11 +163,17 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="a project (and response cache) per shard count")
     parser.add_argument("--max-rss-gib", type=float, default=None, help="exit 1 when a peak RSS exceeds this")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/fastdistill_scale"))
+    parser.add_argument("--in-process-teacher", action=argparse.BooleanOptionalAction, default=None,
+                        help="the embedded teacher answers in the step's process, no HTTP (default: on for --million)")
     args = parser.parse_args()
     args.n = 1_000_000 if args.million else args.n
+    if args.in_process_teacher is None:
+        args.in_process_teacher = args.million
     folder, how = dataset(args.data_dir, args.n)
     print(f"dataset   {folder} (train split, {how}); limit_per_split {args.n:,}, "
           f"{args.generations} generation(s), chunk_rows {args.chunk_rows:,}")
+    print("teacher   " + ("embedded, called in-process (no HTTP: `in_process: true`)" if args.in_process_teacher
+                          else "embedded, behind its local HTTP server (the default path)"))
     print("cache     " + ("--cold: a project and response cache per shard count" if args.cold else
                           "one project: runs after the first are served from the response cache (--cold for cold runs)"))
     scratch = Path(tempfile.mkdtemp(prefix="scale_"))
@@ -166,11 +185,17 @@ def main() -> int:
         subprocess.run([str(BIN / "fastdistill"), "run", "new", run_id], env=env, cwd=REPO, check=True,
                        capture_output=True)
         log = root / f"{run_id}.log"
-        wall, peak, code = run_tree([str(BIN / "fastdistill"), "materialize", run_id, "--select", ",".join(STAGES)],
-                                    env, log)
+        if shards == 1:  # the documented command: every step in one process
+            command = [str(BIN / "fastdistill"), "materialize", run_id, "--select", ",".join(STAGES)]
+        else:  # one process per step (multiprocess executor), the teacher pool opened to the shards
+            subprocess.run([str(BIN / "dagster"), "instance", "concurrency", "set", "teacher", str(shards)], env=env,
+                           cwd=REPO, check=True, capture_output=True)
+            command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
+                       "--select", ",".join(STAGES), "--partition", run_id]
+        wall, peak, code = run_tree(command, env, log)
         print(f"\nshards={shards}  run {run_id}  log {log}")
         if code != 0:
-            print(f"  fastdistill materialize exited {code}; see the log")
+            print(f"  {' '.join(command[:3])} exited {code}; see the log")
             failed = True
             continue
         figures = stage_figures(root / "home", run_id)
@@ -180,7 +205,8 @@ def main() -> int:
             print(f"  {stage:<20}{f['parts']:>6}{f['rows']:>11,}{f['step_wall']:>10.1f}s{rate:>10,.0f}"
                   f"{f['body_wall']:>10.1f}s")
         teacher = figures["teacher_candidates"]["meta"]
-        path = teacher.get("teacher_path") or "embedded teacher behind the local HTTP server"
+        path = ("embedded teacher called in-process (no HTTP)" if args.in_process_teacher
+                else "embedded teacher behind the local HTTP server")
         print(f"  teacher: {teacher.get('provider')} ({teacher.get('model')}), {path}; "
               f"{teacher.get('requests', '?')} requests, {teacher.get('cache_hits', '?')} cache hits")
         print(f"  total wall {wall:.1f} s, peak RSS (process tree) {peak / 2**20:,.0f} MiB")

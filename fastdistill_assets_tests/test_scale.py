@@ -103,3 +103,22 @@ def test_a_spool_resumes_where_it_stopped_and_never_reuses_other_inputs(tmp_path
     assert not list(spool.folder.glob(".tmp-*"))
     other = ChunkSpool(tmp_path / "stage", "fingerprint-2")  # another input: the old parts are gone
     assert not other.done(0) and not spool.folder.exists()
+
+
+def test_the_in_process_teacher_answers_as_its_server_does(project):
+    """`in_process: true`: the same answers, token counts and cache identity as the embedded
+    teacher's HTTP server, without a server (for the million-sample benchmark)."""
+    from fastdistill_assets.config import DecodeProfile
+    from fastdistill_assets_tests.teacher_helpers import make_requests
+
+    requests = make_requests(12)
+    answers = {}
+    for in_process in (False, True):
+        project.edit_config("provider_gateway", providers={"embedded": {"in_process": in_process}})
+        (project.artifacts / "_cache" / "responses.sqlite").unlink(missing_ok=True)  # both ask the teacher
+        gateway = teacher_gateway(project)
+        results, endpoint, calls = gateway.generate(requests, "embedded", None, DecodeProfile())
+        answers[in_process] = [(r.content, r.prompt_tokens, r.completion_tokens, r.error) for r in results]
+        assert calls == 12 and endpoint.cache_identity == "local:embedded"
+        assert endpoint.base_url.startswith("http://in-process/" if in_process else "http://127.0.0.1:")
+    assert answers[True] == answers[False] and all(error is None for *_, error in answers[True])

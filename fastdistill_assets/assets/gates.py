@@ -1,16 +1,18 @@
 """Gate assets: filtered (every verdict) and distilled (kept samples and exports)."""
 
+import contextlib
 import json
-from typing import ContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets.assets.sharding import ShardedStage, plain, sharded_asset, stage_span_s
+from fastdistill_assets.assets.sharding import ShardedStage, sharded_asset, stage_span_s
 from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork, rechunk, spool_fingerprint
 from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
-from fastdistill_assets.gates.pipeline import gate_workers
+from fastdistill_assets.gates.pipeline import gate_pool, gate_workers
 from fastdistill_assets.gates.quality_report import markdown_table, quality_report, report_frame
 from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
@@ -20,15 +22,20 @@ from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.timing import StageTimer, percentiles
 
 
-def _gate(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway) -> ContextManager[ChunkWork]:
+@contextmanager
+def _gate(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway) -> Iterator[ChunkWork]:
     gates, config = frozen.gates, frozen.config
     workers = gate_workers(config.scale.workers, _chunk_rows(frozen))
+    with contextlib.ExitStack() as stack:
+        pool = gate_pool(workers)  # one for the step's chunks
+        if pool is not None:
+            stack.enter_context(pool)
 
-    def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-        frame, judge_calls = gate_chunk(chunk, gates, config.recipe, teacher, config.teacher, workers)
-        context.log.info(f"gates: chunk {index} done ({frame.height} candidates)")
-        return frame, {"judge_calls": judge_calls, "workers": workers}
-    return plain(work)
+        def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+            frame, judge_calls = gate_chunk(chunk, gates, config.recipe, teacher, config.teacher, workers, pool)
+            context.log.info(f"gates: chunk {index} done ({frame.height} candidates)")
+            return frame, {"judge_calls": judge_calls, "workers": workers}
+        yield work
 
 
 def _publish(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway, spool: ChunkSpool,

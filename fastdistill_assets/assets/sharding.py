@@ -134,9 +134,3 @@ def _opened_on_first_use(open_work: Callable[[], AbstractContextManager[ChunkWor
                 opened.append(stack.enter_context(open_work()))
             return opened[0](index, chunk)
         yield work
-
-
-@contextlib.contextmanager
-def plain(work: ChunkWork) -> Iterator[ChunkWork]:
-    """A stage's per-chunk work that needs nothing opened first."""
-    yield work

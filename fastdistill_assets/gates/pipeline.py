@@ -8,6 +8,7 @@ afterwards over the whole frame, since they compare a sample's candidates.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
@@ -102,11 +103,20 @@ def _gate_rows(rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) 
         return [gate_row(row, gates, rationale, executor) for row in rows]
 
 
-def gate_frame(candidates: pl.DataFrame, gates: GatesConfig, rationale: bool = False, workers: int = 1) -> pl.DataFrame:
+def gate_pool(workers: int) -> ProcessPoolExecutor | None:
+    """The worker processes for :func:`gate_frame` (None for one worker): keep one for a whole
+    stage, as starting one costs about half a second. forkserver: a worker must not inherit the
+    step's open files (its run's writer lock) or threads."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if workers > 1 else None
+
+
+def gate_frame(candidates: pl.DataFrame, gates: GatesConfig, rationale: bool = False, workers: int = 1,
+               pool: ProcessPoolExecutor | None = None) -> pl.DataFrame:
     """``candidates`` plus GATE_SCHEMA columns, one output row per input row, same order.
 
     With ``workers > 1`` rows are split by database across processes (each with its own
-    connections), then put back in the input order.
+    connections), then put back in the input order; ``pool`` (from :func:`gate_pool`) is used
+    when given, else one is started for the call.
     """
     rows = candidates.select(NEEDED).to_dicts()
     if workers > 1 and len(rows) >= MIN_PARALLEL_ROWS:
@@ -114,8 +124,9 @@ def gate_frame(candidates: pl.DataFrame, gates: GatesConfig, rationale: bool = F
         chunks = [order[k::workers] for k in range(workers)]
         chunks = [sorted(c, key=lambda i: rows[i]["db_path"] or "") for c in chunks]
         results: list[dict[str, Any] | None] = [None] * len(rows)
-        # forkserver: a worker must not inherit the step's open files (its run's writer lock) or threads
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        with contextlib.ExitStack() as stack:
+            if pool is None:
+                pool = stack.enter_context(gate_pool(workers))  # type: ignore[arg-type]
             futures = [(c, pool.submit(_gate_rows, [rows[i] for i in c], gates, rationale)) for c in chunks]
             for chunk, future in futures:
                 for i, verdict in zip(chunk, future.result(), strict=True):

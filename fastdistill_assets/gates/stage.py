@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+
 import polars as pl
 
 from fastdistill_assets.config import GatesConfig, RecipeConfig, TeacherConfig
@@ -13,10 +15,11 @@ from fastdistill_assets.teacher.gateway import ProviderGateway
 
 
 def gate_chunk(candidates: pl.DataFrame, gates: GatesConfig, recipe: RecipeConfig, gateway: ProviderGateway,
-               teacher: TeacherConfig, workers: int = 1) -> tuple[pl.DataFrame, int]:
+               teacher: TeacherConfig, workers: int = 1, pool: ProcessPoolExecutor | None = None,
+               ) -> tuple[pl.DataFrame, int]:
     """Verdicts for a chunk holding every candidate of its samples (self-consistency and
     best-of-n look across a sample's candidates). Returns (frame, judge calls)."""
-    gated = apply_consistency(gate_frame(candidates, gates, rationale=recipe.rationale, workers=workers),
+    gated = apply_consistency(gate_frame(candidates, gates, rationale=recipe.rationale, workers=workers, pool=pool),
                               gates.consistency)
     scores, judge_calls = None, 0
     if gates.judge.enabled:

@@ -33,7 +33,8 @@ from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationR
                                                    ProgressFn)
 from fastdistill_assets.teacher.provider_config import (LOCAL_PROVIDERS, GatewayConfig, ProviderSettings,
                                                         load_gateway_config)
-from fastdistill_assets.teacher.server import ChatServer, embedded_teacher
+from fastdistill_assets.teacher.server import (EMBEDDED_MODEL_NAME, ChatServer, InProcessChat, embedded_model,
+                                               embedded_teacher)
 
 API_KEY_ENV = "FASTDISTILL_API_KEY"  # the resource's api_key (an EnvVar), for any provider
 _RESOURCE_OVERRIDES = ("base_url", "timeout_s", "concurrency", "max_retries", "requests_per_minute",
@@ -164,7 +165,8 @@ class ProviderGateway(dg.ConfigurableResource):
         """Endpoint settings for the call; starts and stops a local server where the provider is local.
 
         ``embedded`` serves the package's baseline teacher with the overrides' error profile (cache
-        identity ``local:embedded``, or ``local:embedded:<profile fingerprint>`` with a profile);
+        identity ``local:embedded``, or ``local:embedded:<profile fingerprint>`` with a profile),
+        behind a local server or, with ``in_process: true``, answered in this process;
         ``student`` serves the student trained in run ``model``, the born-again chain (cache identity
         ``local:student:<weights sha256>``). Their port changes every time, so it is no identity.
         """
@@ -177,8 +179,13 @@ class ProviderGateway(dg.ConfigurableResource):
             server, identity = (self.students or LocalStudents()).start(model)
         else:
             profile = error_profile(overrides)
-            server = embedded_teacher(error_profile=profile)
             identity = local_identity(provider, profile.fingerprint() if profile else None)
+            if self.settings(provider, overrides).in_process:
+                chat = InProcessChat(embedded_model(profile), EMBEDDED_MODEL_NAME)
+                yield dataclasses.replace(self.endpoint(provider, model, decode, overrides, base_url=chat.base_url,
+                                                        cache_identity=identity), transport=chat)
+                return
+            server = embedded_teacher(error_profile=profile)
         with server:
             yield self.endpoint(provider, model, decode, overrides, base_url=server.base_url, cache_identity=identity)
 

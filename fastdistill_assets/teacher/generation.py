@@ -76,6 +76,7 @@ class EndpointSettings:
     top_p: float = 1.0
     max_tokens: int = 256
     send_seed: bool = False
+    transport: Any = field(default=None, repr=False, compare=False)  # an httpx transport (in-process answers)
 
 
 ProgressFn = Callable[[int, int, float], None]
@@ -175,7 +176,8 @@ class Generator:
         # The openai package's own HTTP client type (httpx or httpx2, by version), sized to the window.
         limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=s.concurrency,
                                                         max_keepalive_connections=s.concurrency)
-        http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=s.timeout_s)
+        http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=s.timeout_s,
+                                              **({'transport': s.transport} if s.transport else {}))
         client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.api_key or "not-needed", max_retries=0,
                                     timeout=s.timeout_s, http_client=http)
         rpm, tpm, budget = PerMinuteLimiter(s.requests_per_minute), PerMinuteLimiter(s.tokens_per_minute), \

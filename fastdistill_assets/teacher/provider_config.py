@@ -34,6 +34,7 @@ class ProviderSettings(BaseModel):
     backoff_max_s: float = Field(default=30.0, gt=0)
     price_in_per_mtok: float | None = Field(default=None, ge=0)
     price_out_per_mtok: float | None = Field(default=None, ge=0)
+    in_process: bool = False    # embedded only: answer in this process, no local server (for benchmarks)
 
 
 DEFAULTS = ProviderSettings()

@@ -9,6 +9,7 @@ the client's timeout), truncated bodies and non-JSON bodies, for the tests and b
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import random
 import threading
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import openai
 
 from fastdistill_assets.config import TeacherErrorProfile
 from fastdistill_assets.hashing import sha256_json
@@ -46,6 +49,9 @@ class FaultConfig:
     fail_first: int = 0
     fail_first_kind: str = "server_error"
     seed: int = 0
+
+
+EMBEDDED_MODEL_NAME = "baseline-schema-linker"
 
 
 def count_tokens(text: str) -> int:
@@ -247,11 +253,42 @@ class ChatServer:
         self.stop()
 
 
+# The HTTP library of the installed openai package (httpx, or httpx2 in newer releases).
+_HTTP = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
+
+
+class InProcessChat(_HTTP.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+    """The same OpenAI-compatible chat completions answered in this process, without a socket:
+    an httpx transport for the gateway's client (``in_process: true`` on a local provider). The
+    client, retries and parsing are the ones a real endpoint gets; only the network is gone.
+    Used to measure the pipeline where HTTP to a local model would dominate (the scale benchmark)."""
+
+    base_url = "http://in-process/v1"
+
+    def __init__(self, model: ChatModel, model_name: str) -> None:
+        self.model, self.model_name = model, model_name
+
+    async def handle_async_request(self, request: Any) -> Any:
+        if request.method != "POST" or not request.url.path.rstrip("/").endswith("/chat/completions"):
+            return _HTTP.Response(404, json={"error": {"message": "not found"}})
+        body = json.loads(await request.aread())
+        try:
+            content = self.model(body["messages"], {k: body.get(k) for k in ("temperature", "top_p", "seed",
+                                                                              "max_tokens")})
+        except Exception as err:  # a model failure is a 500, as from the server
+            return _HTTP.Response(500, json={"error": {"message": f"model failed: {type(err).__name__}"}})
+        return _HTTP.Response(200, json=_completion(body, content, self.model_name))
+
+
+def embedded_model(error_profile: TeacherErrorProfile | None = None) -> ChatModel:
+    """The embedded teacher's chat function (baseline and judge) with ``error_profile``'s mistakes."""
+    from fastdistill_assets.teacher import embedded
+
+    return functools.partial(embedded.reply, profile=error_profile)
+
+
 def embedded_teacher(faults: FaultConfig | None = None, host: str = "127.0.0.1", port: int = 0,
                      api_key: str | None = None, error_profile: TeacherErrorProfile | None = None) -> ChatServer:
     """The offline default teacher: the schema-linking baseline (and judge) behind the OpenAI API,
     with the random mistakes of ``error_profile`` (None or all zeros: the clean baseline)."""
-    from fastdistill_assets.teacher import embedded
-
-    model: ChatModel = functools.partial(embedded.reply, profile=error_profile)
-    return ChatServer(model, "baseline-schema-linker", faults, host=host, port=port, api_key=api_key)
+    return ChatServer(embedded_model(error_profile), EMBEDDED_MODEL_NAME, faults, host=host, port=port, api_key=api_key)
