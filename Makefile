@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export FASTDISTILL_ARTIFACTS := $(CURDIR)/artifacts
 export FASTDISTILL_CONFIGS := $(CURDIR)/configs
 
-.PHONY: demo test dev bench venv clean
+.PHONY: demo test dev bench bench-scale venv clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,13 @@ bench: venv
 	$(BIN)/python benchmarks/storage_stress.py
 	$(BIN)/python benchmarks/teacher_error_profile.py
 	$(BIN)/python benchmarks/eval_throughput.py
+	$(BIN)/python benchmarks/cli_overhead.py
+	$(BIN)/python benchmarks/manifest_hash.py
+
+# Long (tens of minutes): 200,000 questions raw → distilled with 1, 2 and 4 shards, then a million.
+bench-scale: venv
+	$(BIN)/python benchmarks/scale.py --max-rss-gib 1
+	$(BIN)/python benchmarks/scale.py --million --shards 1 --max-rss-gib 2
 
 clean:
 	rm -rf $(VENV) artifacts .dagster_home

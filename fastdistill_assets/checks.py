@@ -32,7 +32,7 @@ from fastdistill_assets.config import CheckThreshold, GatesConfig, load_gates
 from fastdistill_assets.evaluation.report import significance_clause
 from fastdistill_assets.partitions import run_partitions
 from fastdistill_assets.resources import RunConfigResource
-from fastdistill_assets.storage import StageOutput
+from fastdistill_assets.storage import StageOutput, StageScan
 
 # Metrics of one path are null in a run without that path's samples: nothing to gate there.
 PATH_METRICS = {"gold_match_rate": "labeled", "labeled_p_keep": "labeled", "gold_free_p_keep": "gold_free",
@@ -135,7 +135,7 @@ def build_gate_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:
     @dg.multi_asset_check(specs=specs, name=GATES_STEP, can_subset=True,
                           description="the quality gates of configs/quality_gates.yaml checks, on one load of filtered")
     def filtered_gates(context: dg.AssetCheckExecutionContext, run_config: RunConfigResource,
-                       filtered: StageOutput) -> Iterator[dg.AssetCheckResult]:
+                       filtered: StageScan) -> Iterator[dg.AssetCheckResult]:
         frozen = run_config.for_partition(context).gates.checks
         changed = changed_checks(declared, frozen)
         report = None if changed else json.loads(filtered.files["quality_report.json"].read_text())
@@ -151,8 +151,8 @@ def build_gate_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:
 with partitioned_checks():
     @dg.asset_check(asset=distilled, blocking=True, partitions_def=run_partitions,
                     description="at least one sample survived the gates (blocking)")
-    def distilled_not_empty(distilled: StageOutput) -> dg.AssetCheckResult:
-        count = distilled.frame.height
+    def distilled_not_empty(distilled: StageScan) -> dg.AssetCheckResult:
+        count = distilled.count
         return dg.AssetCheckResult(passed=count > 0, severity=dg.AssetCheckSeverity.ERROR, metadata={"count": count})
 
 

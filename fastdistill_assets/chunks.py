@@ -14,6 +14,7 @@ manifest, publishes the version, and then clears the spool.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -55,10 +56,12 @@ class ChunkedFrame:
 class ChunkSpool:
     """Resumable parts of one stage under ``folder/<fingerprint>/``."""
 
-    def __init__(self, folder: Path, fingerprint: str) -> None:
+    def __init__(self, folder: Path, fingerprint: str, prune: bool = False) -> None:
+        """``prune``: delete the parts of other fingerprints (they can never be reused); only a
+        step holding the run's writer lock may, as another run's shards may be writing them."""
         self.root = folder
         self.folder = folder / fingerprint
-        if folder.is_dir():  # parts of another input or config can never be reused
+        if prune and folder.is_dir():
             for other in folder.iterdir():
                 if other.name != fingerprint:
                     shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink(missing_ok=True)
@@ -92,7 +95,10 @@ class ChunkSpool:
         return [self.part(i) for i in range(count)]
 
     def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Delete this fingerprint's parts (and the stage's work folder once it is empty)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
 
 
 def row_group_count(path: Path) -> int:

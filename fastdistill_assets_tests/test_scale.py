@@ -40,6 +40,8 @@ def test_four_shards_in_their_own_processes_equal_one_in_process_run(project):
            "DAGSTER_HOME": str(project.root / "home")}
     subprocess.run([str(BIN / "fastdistill"), "run", "new", "sharded"], env=env, cwd=project.root, check=True,
                    capture_output=True)
+    for cache_file in (project.artifacts / "_cache").glob("responses.sqlite*"):
+        cache_file.unlink()  # the sharded run asks the teacher itself
     done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
                            "--select", DATA_STAGES, "--partition", "sharded"], env=env, cwd=project.root,
                           capture_output=True, text=True, timeout=600)
@@ -59,9 +61,14 @@ def test_four_shards_in_their_own_processes_equal_one_in_process_run(project):
         steps = [s.step_key for s in instance.get_run_step_stats(run.run_id)]
         pids = {r.event_log_entry.dagster_event.pid for r in instance.get_records_for_run(
             run.run_id, of_type=dg.DagsterEventType.STEP_START).records}
+        metadata = {stage: instance.get_latest_materialization_event(dg.AssetKey(stage)).asset_materialization.metadata
+                    for stage in ("teacher_candidates", "filtered")}
     for stage in ("teacher_candidates", "filtered"):
         assert sorted(s for s in steps if s.startswith(f"{stage}.{stage}_shard")) == [
             f"{stage}.{stage}_shard[shard_{k}]" for k in range(4)]
+        assert metadata[stage]["parts_made_by_merge"].value == 0  # the shards made every part
+        assert metadata[stage]["shards"].value == 4 and metadata[stage]["chunks"].value >= 4
+    assert metadata["teacher_candidates"]["cache_hits"].value == 0
     assert len(pids) == len(steps)  # each step in a process of its own
 
 
@@ -101,8 +108,12 @@ def test_a_spool_resumes_where_it_stopped_and_never_reuses_other_inputs(tmp_path
                                                                                     40, 40]
     assert stage_span_s(spool, 5) == 4.0
     assert not list(spool.folder.glob(".tmp-*"))
-    other = ChunkSpool(tmp_path / "stage", "fingerprint-2")  # another input: the old parts are gone
-    assert not other.done(0) and not spool.folder.exists()
+    other = ChunkSpool(tmp_path / "stage", "fingerprint-2")  # another input's shard: never deletes
+    assert not other.done(0) and spool.done(0)
+    ChunkSpool(tmp_path / "stage", "fingerprint-2", prune=True)  # the merge, under the writer lock: prunes
+    assert not spool.folder.exists() and other.folder.exists()
+    other.clear()
+    assert not (tmp_path / "stage").exists()
 
 
 def test_the_in_process_teacher_answers_as_its_server_does(project):

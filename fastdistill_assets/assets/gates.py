@@ -8,24 +8,25 @@ from contextlib import contextmanager
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets.assets.sharding import ShardedStage, sharded_asset, stage_span_s
+from fastdistill_assets.assets.sharding import ShardedStage, sharded_asset, stage_metadata
 from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork, rechunk, spool_fingerprint
 from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
-from fastdistill_assets.gates.pipeline import gate_pool, gate_workers
+from fastdistill_assets.gates.pipeline import available_cpus, gate_pool, gate_workers
 from fastdistill_assets.gates.quality_report import markdown_table, quality_report, report_frame
 from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.storage import StageScan
 from fastdistill_assets.teacher.gateway import ProviderGateway
-from fastdistill_assets.timing import StageTimer, percentiles
+from fastdistill_assets.timing import StageTimer
 
 
 @contextmanager
 def _gate(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway) -> Iterator[ChunkWork]:
     gates, config = frozen.gates, frozen.config
-    workers = gate_workers(config.scale.workers, _chunk_rows(frozen))
+    # by default the step's CPUs, shared by the shards that may run side by side
+    workers = gate_workers(config.scale.workers or max(1, available_cpus() // config.scale.shards), _chunk_rows(frozen))
     with contextlib.ExitStack() as stack:
         pool = gate_pool(workers)  # one for the step's chunks
         if pool is not None:
@@ -42,18 +43,16 @@ def _publish(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: Provide
              count: int) -> ChunkedFrame:
     parts = spool.parts(count)
     report = quality_report(report_frame(pl.scan_parquet(parts)))
-    wall = stage_span_s(spool, count)
     summaries = [spool.summary(i) for i in range(count)]
     context.add_output_metadata({
-        "timing_wall_s": round(wall, 4), **({"timing_rows_per_s": round(report["candidates"] / wall, 2)} if wall else {}),
-        **{f"timing_row_{k}": v for k, v in percentiles(
-            pl.scan_parquet(parts).select("gate_ms").collect()["gate_ms"]).items()},
+        **stage_metadata(spool, count, report["candidates"],
+                         pl.scan_parquet(parts).select("gate_ms").collect()["gate_ms"], frozen),
         **{k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None},
         "reject_reason_counts": dg.MetadataValue.json(report["reject_reason_counts"]),
         "exec_error_counts": dg.MetadataValue.json(report["exec_error_counts"]),
         "cleaning_counts": dg.MetadataValue.json(report["cleaning_counts"]),
         "judge_calls": sum(s["judge_calls"] for s in summaries),
-        "gate_workers": max(s["workers"] for s in summaries), "chunks": count, "shards": frozen.config.scale.shards,
+        "gate_workers": max(s["workers"] for s in summaries),
         "quality_report": dg.MetadataValue.md(markdown_table(report)),
     })
     return ChunkedFrame(parts, files={"quality_report.json": json.dumps(report, indent=2)}, spool=spool)
@@ -104,7 +103,7 @@ def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, 
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)
-    recipe, chunk_rows = frozen.config.recipe, frozen.config.scale.chunk_rows * frozen.config.decode.num_generations
+    recipe, chunk_rows = frozen.config.recipe, _chunk_rows(frozen)
     spool = ChunkSpool(run_config.work_dir(context, "distilled"), spool_fingerprint(
         config=frozen.config_hash, filtered=filtered.manifest.get("content_hash"), rows=chunk_rows))
     exports = sft_export.Exports(spool.folder / "exports", recipe.rationale, recipe.preference_pairs)

@@ -19,7 +19,7 @@ instance's storage folder); a deployment over several machines gives it shared s
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +32,7 @@ from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.storage import StageScan
 from fastdistill_assets.teacher.gateway import ProviderGateway
+from fastdistill_assets.timing import percentiles
 
 STEP_IO = "step_io"
 
@@ -50,25 +51,40 @@ class ShardedStage:
 
 
 def _spool(stage: ShardedStage, context: dg.OpExecutionContext, run_config: RunConfigResource,
-           frozen: FrozenRun, upstream: StageScan) -> ChunkSpool:
-    return ChunkSpool(run_config.work_dir(context, stage.name), spool_fingerprint(**stage.depends_on(frozen, upstream)))
+           frozen: FrozenRun, upstream: StageScan, prune: bool = False) -> ChunkSpool:
+    return ChunkSpool(run_config.work_dir(context, stage.name), spool_fingerprint(**stage.depends_on(frozen, upstream)),
+                      prune=prune)
 
 
-def timed(work: ChunkWork) -> ChunkWork:
-    """``work`` with its part's start and end times (epoch seconds) in the part's summary."""
+def timed(work: ChunkWork, by: str) -> ChunkWork:
+    """``work`` with its part's start and end times (epoch seconds) and its maker in the summary."""
     def run(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
         started = time.time()
         frame, summary = work(index, chunk)
-        return frame, {**summary, "started": started, "ended": time.time()}
+        return frame, {**summary, "started": started, "ended": time.time(), "by": by}
     return run
 
 
 def stage_span_s(spool: ChunkSpool, count: int) -> float:
-    """From the first part's start to the last part's end, over all attempts and shards."""
+    """From the first part's start to the last part's end, over all attempts and shards (a
+    resumed stage counts the pause between its attempts)."""
     summaries = [spool.summary(i) for i in range(count)]
     if not summaries:
         return 0.0
     return max(s["ended"] for s in summaries) - min(s["started"] for s in summaries)
+
+
+def stage_metadata(spool: ChunkSpool, count: int, rows: int, row_latencies_ms: Iterable[float],
+                   frozen: FrozenRun) -> dict[str, Any]:
+    """The timing metadata of a sharded stage: its span (``timing_wall_s``), rows/s over it, row
+    latency percentiles, chunks, shards, and how many parts the merge had to make itself."""
+    wall = stage_span_s(spool, count)
+    return {
+        "timing_wall_s": round(wall, 4), **({"timing_rows_per_s": round(rows / wall, 2)} if wall else {}),
+        **{f"timing_row_{k}": v for k, v in percentiles(row_latencies_ms).items()},
+        "chunks": count, "shards": frozen.config.scale.shards,
+        "parts_made_by_merge": sum(spool.summary(i).get("by") == "merge" for i in range(count)),
+    }
 
 
 def sharded_asset(stage: ShardedStage, upstream: str, *, description: str, pool: str | None,
@@ -87,21 +103,21 @@ def sharded_asset(stage: ShardedStage, upstream: str, *, description: str, pool:
               source: StageScan, index: int) -> int:
         frozen = run_config.for_partition(context)
         shards = frozen.config.scale.shards
-        spool = _spool(stage, context, run_config, frozen, source)
         chunks = rechunk(source.row_groups(), stage.rows(frozen), stage.key)
         with run_config.shard_lock(context, f"{stage.name}.shard-{index}-of-{shards}"), step_errors(), \
                 stage.work(context, frozen, teacher) as work:
-            return run_chunks(spool, chunks, timed(work), mine=lambda chunk: chunk % shards == index)
+            spool = _spool(stage, context, run_config, frozen, source)
+            return run_chunks(spool, chunks, timed(work, f"shard-{index}"), mine=lambda chunk: chunk % shards == index)
 
     @dg.op(name=f"{stage.name}_merge")
     def merge(context: dg.OpExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
               source: StageScan, counts: list[int]) -> ChunkedFrame:
         frozen = run_config.for_partition(context, writer=True)
-        spool = _spool(stage, context, run_config, frozen, source)
+        spool = _spool(stage, context, run_config, frozen, source, prune=True)
         # Under the run's writer lock: a part can be missing only if another run of this run_id
         # published the stage (and cleared its spool) after our shards ran; make it again.
         with step_errors(), _opened_on_first_use(lambda: stage.work(context, frozen, teacher)) as work:
-            count = run_chunks(spool, rechunk(source.row_groups(), stage.rows(frozen), stage.key), timed(work))
+            count = run_chunks(spool, rechunk(source.row_groups(), stage.rows(frozen), stage.key), timed(work, "merge"))
         if set(counts) != {count}:
             raise dg.Failure(f"{stage.name}: the shards counted {sorted(set(counts))} chunks, the merge {count}")
         return stage.finish(context, frozen, teacher, spool, count)

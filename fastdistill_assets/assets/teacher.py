@@ -6,13 +6,12 @@ from contextlib import contextmanager
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets.assets.sharding import ShardedStage, sharded_asset, stage_span_s
+from fastdistill_assets.assets.sharding import ShardedStage, sharded_asset, stage_metadata, stage_span_s
 from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork
 from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.teacher.candidates import CANDIDATE_SCHEMA, TeacherAccount, generate_part
 from fastdistill_assets.teacher.gateway import ProviderGateway
-from fastdistill_assets.timing import percentiles
 
 
 @contextmanager
@@ -35,14 +34,12 @@ def _publish(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: Provide
         summary = spool.summary(index)
         account.merge(TeacherAccount.from_json(summary["account"]))
         models.add(summary["model"])
-    wall = stage_span_s(spool, count)
+    account.wall_s = stage_span_s(spool, count)  # the rates over the stage's span (shards run side by side)
     acc = account.metadata(teacher.prices(provider))
     context.add_output_metadata({
-        "timing_wall_s": round(wall, 4), **({"timing_rows_per_s": round(account.requests / wall, 2)} if wall else {}),
-        **{f"timing_row_{k}": v for k, v in percentiles(account.fresh_latencies_ms).items()},
+        **stage_metadata(spool, count, account.requests, account.fresh_latencies_ms, frozen),
         **{k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in acc.items()},
-        "provider": provider, "model": ", ".join(sorted(models)), "chunks": count,
-        "shards": frozen.config.scale.shards,
+        "provider": provider, "model": ", ".join(sorted(models)),
     })
     return ChunkedFrame(spool.parts(count), schema=CANDIDATE_SCHEMA, spool=spool)
 

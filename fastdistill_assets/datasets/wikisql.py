@@ -178,7 +178,7 @@ class SplitReader:
         self.lower_values_fact = f"{str(self.lower).lower()} ({'detected' if lower_values is None else 'set'})"
         # the rows of the tables file are only needed for the detection: sample rows come from the database
         self.tables = {table_id: {"header": t["header"], "types": t["types"]} for table_id, t in tables.items()}
-        self.samples = functools.cache(self._samples)  # thousands of questions share a table
+        self.samples = functools.lru_cache(maxsize=4096)(self._samples)  # questions of a table come together
 
     def _samples(self, table: str) -> list[list[Any]]:
         return _first_rows(self.conn, table, self.sample_rows)

@@ -87,12 +87,17 @@ MIN_PARALLEL_ROWS = 2000   # below this a process pool costs more than it saves
 ROWS_PER_WORKER = 1000     # at least this many rows for each worker
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def gate_workers(configured: int | None, rows: int) -> int:
     """Worker processes for gating ``rows`` candidates: ``configured`` (``scale.workers``) or, for
     None, the CPUs this process may run on; 1 below MIN_PARALLEL_ROWS, never more than one
     worker per ROWS_PER_WORKER rows."""
     if configured is None:
-        configured = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        configured = available_cpus()
     if rows < MIN_PARALLEL_ROWS:
         return 1
     return max(1, min(configured, rows // ROWS_PER_WORKER))
