@@ -60,7 +60,7 @@ class Database:
     sample_rows: dict[str, list[list[Any]]]
 
 
-class DatabaseCatalog:
+class DatabaseCatalog(records.Closing):
     """Describes each database once; one guarded read-only connection per file."""
 
     def __init__(self, rows_per_table: int, rows_total: int, limits: ExecutionGates | None = None) -> None:
@@ -136,12 +136,6 @@ class DatabaseCatalog:
 
     def close(self) -> None:
         self.executor.close()
-
-    def __enter__(self) -> DatabaseCatalog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def find_database(folder: Path, db_id: str) -> Path | None:

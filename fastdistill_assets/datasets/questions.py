@@ -79,7 +79,7 @@ def questions_path(config: DatasetConfig) -> Path:
     return Path(config.path)
 
 
-class QuestionsSource:
+class QuestionsSource(records.Closing):
     """The questions file open for loading a batch at a time: rows read as :func:`read_rows`
     reads them (a JSONL line by line; a CSV or parquet file whole), databases described once.
 
@@ -123,12 +123,6 @@ class QuestionsSource:
 
     def close(self) -> None:
         self.catalog.close()
-
-    def __enter__(self) -> QuestionsSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def load(config: DatasetConfig, limits: ExecutionGates | None = None) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ def read_items(path: Path) -> list[Any]:
     return items
 
 
-class SplitSource:
+class SplitSource(records.Closing):
     """One split open for loading a batch at a time: its questions file read whole (a JSON
     list cannot be read item by item), each database described once by one catalog.
 
@@ -87,12 +87,6 @@ class SplitSource:
 
     def close(self) -> None:
         self.catalog.close()
-
-    def __enter__(self) -> SplitSource:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def load_split(folder: Path, split: str, *, sample_rows: int = 3, sample_rows_total: int = 30,

@@ -151,7 +151,7 @@ def _check_question(item: Any, tables: dict[str, dict[str, Any]]) -> str | None:
     return None
 
 
-class SplitReader:
+class SplitReader(records.Closing):
     """One WikiSQL split open for streaming: the tables file read once (header and types kept),
     the database connected once, ``lower_values`` decided once; the questions are read line by
     line (:meth:`questions`) and loaded a batch at a time (:meth:`load`).
@@ -210,12 +210,6 @@ class SplitReader:
 
     def close(self) -> None:
         self.conn.close()
-
-    def __enter__(self) -> SplitReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)
