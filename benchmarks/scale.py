@@ -6,12 +6,13 @@ project (copied configs, its own instance and artifacts) whose run config reads 
 (dataset kind wikisql, splits [train], limit_per_split N, teacher.splits [train]), and for
 each shard count creates a fresh run and runs
 ``fastdistill materialize RUN --select raw,canonical,teacher_candidates,filtered,distilled``
-in a subprocess, sampling the peak RSS of its whole process tree (the sum of VmRSS over the
-subprocess and all its descendants, every 0.2 s; pages shared by forked workers count once
-per process, so this is an upper bound). Afterwards it prints, per stage, the rows, the
+in a subprocess, sampling the memory of its whole process tree every 0.2 s: the sum over the
+subprocess and all its descendants of RSS (a page shared by forked workers counted in each: an
+upper bound) and of PSS (shared pages split among their processes), from /proc/<pid>/smaps_rollup;
+``--max-rss-gib`` judges the RSS. Afterwards it prints, per stage, the rows, the
 step's wall time (from Dagster's step stats: loading inputs, the body and writing the output),
 rows/s, and the body's own ``timing_wall_s``, all read from the scratch instance; then the
-total wall time, peak RSS and the teacher path that ran.
+total wall time, the peak RSS and PSS and the teacher path that ran.
 
 With 1 shard the run is the documented ``fastdistill materialize`` (every step in one process);
 with K > 1 shards it is ``dagster asset materialize`` (the multiprocess executor: a process per
@@ -70,8 +71,9 @@ def dataset(data_dir: Path, n: int) -> tuple[Path, str]:
     return folder, f"generated in {time.perf_counter() - started:.1f} s"
 
 
-def tree_rss(root: int) -> int:
-    """Bytes of VmRSS summed over ``root`` and all its descendants (from /proc)."""
+def tree_memory(root: int) -> tuple[int, int]:
+    """Bytes of (RSS, PSS) summed over ``root`` and all its descendants (from /proc). RSS counts
+    a page shared by several processes (forked workers) in each; PSS splits it among them."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -80,16 +82,20 @@ def tree_rss(root: int) -> int:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root]
+    rss = pss = 0
+    stack = [root]
     while stack:
         pid = stack.pop()
         stack.extend(children.get(pid, []))
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         except OSError:
             continue
-        total += sum(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
-    return total
+        for line in rollup.splitlines():
+            if line.startswith(("Rss:", "Pss:")):
+                value = int(line.split()[1]) * 1024
+                rss, pss = (rss + value, pss) if line.startswith("Rss:") else (rss, pss + value)
+    return rss, pss
 
 
 def project(root: Path, folder: Path, args: argparse.Namespace, shards: int) -> dict[str, str]:
@@ -112,15 +118,17 @@ def project(root: Path, folder: Path, args: argparse.Namespace, shards: int) -> 
             "FASTDISTILL_CONFIGS": str(root / "configs"), "DAGSTER_HOME": str(root / "home")}
 
 
-def run_tree(command: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int]:
-    """Run ``command``, sampling its process tree's RSS every 0.2 s: (wall s, peak bytes, exit code)."""
-    started, peak = time.perf_counter(), 0
+def run_tree(command: list[str], env: dict[str, str], log: Path) -> tuple[float, int, int, int]:
+    """Run ``command``, sampling its process tree's memory every 0.2 s:
+    (wall s, peak RSS bytes, peak PSS bytes, exit code)."""
+    started, peak_rss, peak_pss = time.perf_counter(), 0, 0
     with log.open("w") as out:
         proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
+            rss, pss = tree_memory(proc.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             time.sleep(0.2)
-    return time.perf_counter() - started, peak, proc.returncode
+    return time.perf_counter() - started, peak_rss, peak_pss, proc.returncode
 
 
 def stage_figures(home: Path, run_id: str) -> dict[str, dict]:
@@ -192,7 +200,7 @@ def main() -> int:
                            cwd=REPO, check=True, capture_output=True)
             command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
                        "--select", ",".join(STAGES), "--partition", run_id]
-        wall, peak, code = run_tree(command, env, log)
+        wall, peak, peak_pss, code = run_tree(command, env, log)
         print(f"\nshards={shards}  run {run_id}  log {log}")
         if code != 0:
             print(f"  {' '.join(command[:3])} exited {code}; see the log")
@@ -209,9 +217,10 @@ def main() -> int:
                 else "embedded teacher behind the local HTTP server")
         print(f"  teacher: {teacher.get('provider')} ({teacher.get('model')}), {path}; "
               f"{teacher.get('requests', '?')} requests, {teacher.get('cache_hits', '?')} cache hits")
-        print(f"  total wall {wall:.1f} s, peak RSS (process tree) {peak / 2**20:,.0f} MiB")
+        print(f"  total wall {wall:.1f} s, peak memory of the process tree: RSS {peak / 2**20:,.0f} MiB "
+              f"(shared pages counted in each process), PSS {peak_pss / 2**20:,.0f} MiB (shared pages split)")
         summaries.append(f"shards={shards}: {figures['raw']['rows']:,} questions → {figures['distilled']['rows']:,} "
-                         f"distilled in {wall:.1f} s, peak RSS {peak / 2**20:,.0f} MiB, "
+                         f"distilled in {wall:.1f} s, peak RSS {peak / 2**20:,.0f} MiB (PSS {peak_pss / 2**20:,.0f}), "
                          f"teacher {teacher.get('cache_hits', '?')}/{teacher.get('requests', '?')} from cache")
         if args.max_rss_gib is not None and peak > args.max_rss_gib * GIB:
             summaries[-1] += f"  EXCEEDS --max-rss-gib {args.max_rss_gib}"
