@@ -41,11 +41,18 @@ def trained(project):
 
 
 def _step_times(instance, dagster_run_id: str) -> tuple[dict[str, float], dict[str, float]]:
-    """(STEP_START, STEP_SUCCESS) timestamps by step key, read from the run's events."""
+    """(first STEP_START, last STEP_SUCCESS) timestamps per stage, read from the run's events; a
+    sharded stage's steps (`<stage>.<op>[shard]`) count as its own."""
     events = instance.all_logs(dagster_run_id, of_type={dg.DagsterEventType.STEP_START,
                                                         dg.DagsterEventType.STEP_SUCCESS})
-    starts = {e.step_key: e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_START}
-    ends = {e.step_key: e.timestamp for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS}
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for e in events:
+        stage = e.step_key.split(".")[0]
+        if e.dagster_event_type == dg.DagsterEventType.STEP_START:
+            starts[stage] = min(starts.get(stage, e.timestamp), e.timestamp)
+        else:
+            ends[stage] = max(ends.get(stage, e.timestamp), e.timestamp)
     return starts, ends
 
 

@@ -133,20 +133,22 @@ def stage_metadata(records: Mapping[str, dg.EventLogRecord]) -> dict[str, dict[s
 def step_spans(instance: dg.DagsterInstance, records: Mapping[str, dg.EventLogRecord]) -> dict[str, StepSpan]:
     """For each stage, the span of the step that wrote its latest materialization: the step's
     STEP_START to its end (STEP_SUCCESS, or failure after it materialized; the materialization's
-    own time when the step has not ended), from the Dagster run that wrote it."""
+    own time when the step has not ended), from the Dagster run that wrote it. A sharded stage's
+    span runs from its first step (plan) to its last (merge)."""
     by_run: dict[str, dict[str, dg.EventLogRecord]] = {}
     for stage, record in records.items():
         by_run.setdefault(record.run_id, {})[stage] = record
     spans: dict[str, StepSpan] = {}
     for dagster_run_id, stage_records in by_run.items():
-        keys = {stage: record.event_log_entry.step_key for stage, record in stage_records.items()}
-        stats = {s.step_key: s for s in instance.get_run_step_stats(
-            dagster_run_id, step_keys=[k for k in keys.values() if k])}
+        steps: dict[str, list[Any]] = {}  # stage -> its steps (a sharded stage's are `<stage>.<op>[shard]`)
+        for stat in instance.get_run_step_stats(dagster_run_id):
+            steps.setdefault(stat.step_key.split(".")[0], []).append(stat)
         for stage, record in stage_records.items():
-            step = stats.get(keys[stage])
-            start = step.start_time if step and step.start_time is not None else record.timestamp
-            end = step.end_time if step and step.end_time is not None else record.timestamp
-            spans[stage] = StepSpan(dagster_run_id, start, end)
+            own = steps.get((record.event_log_entry.step_key or "").split(".")[0], [])
+            starts = [s.start_time for s in own if s.start_time is not None]
+            ends = [s.end_time for s in own if s.end_time is not None]
+            spans[stage] = StepSpan(dagster_run_id, min(starts, default=record.timestamp),
+                                    max(ends, default=record.timestamp))
     return spans
 
 
