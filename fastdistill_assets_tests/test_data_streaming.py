@@ -8,9 +8,8 @@ import pytest
 import fastdistill_assets.assets.data as data_assets
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.config import DatasetConfig
-from fastdistill_assets.datasets import wikisql
 from fastdistill_assets.datasets.load import DatasetStream, load_dataset
-from fastdistill_assets.datasets.workers import LoadPool
+from fastdistill_assets.processes import WorkerPool
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import materialize
 from fastdistill_assets_tests.wikisql_fixture import GOOD, write_wikisql
@@ -188,38 +187,40 @@ def test_a_canonical_step_killed_mid_stage_keeps_first_rows_across_the_resume(pr
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 500])
-def test_wikisql_batches_hold_at_most_chunk_rows_and_equal_the_whole_split(demo_dataset, chunk_rows):
-    whole = wikisql.load_split(demo_dataset, "dev")
-    facts = {}
-    batches = list(wikisql.iter_split(demo_dataset, "dev", chunk_rows, facts=facts))
-    assert all(0 < len(batch) <= chunk_rows for batch in batches)
-    assert [len(b) for b in batches[:-1]] == [chunk_rows] * (len(batches) - 1)
-    assert [row for batch in batches for row in batch] == whole and len(whole) == 312
-    assert facts == {"lower_values": "false (detected)"}
+def test_wikisql_batches_hold_at_most_chunk_rows_and_equal_the_whole_split(demo_dataset, tmp_path, chunk_rows):
+    config = DatasetConfig(kind="wikisql", path=str(demo_dataset), splits=["dev"])
+    whole = load_dataset(config, tmp_path)
+    stream = DatasetStream(config, tmp_path, chunk_rows=chunk_rows, workers=1)
+    batches = [b.frame for b in stream.batches()]
+    assert all(0 < batch.height <= chunk_rows for batch in batches)
+    assert [b.height for b in batches[:-1]] == [chunk_rows] * (len(batches) - 1)
+    assert pl.concat(batches).equals(whole.frame) and whole.frame.height == 312
+    assert stream.facts["lower_values"] == {"dev": "false (detected)"} == whole.facts["lower_values"]
 
 
 def test_wikisql_batches_read_the_questions_file_lazily(tmp_path):
     """The first batch is loaded before the rest of the file is read: a line appended after it
     still arrives, so the split is never read whole."""
     folder = write_wikisql(tmp_path, "train", [GOOD] * 3)
-    batches = wikisql.iter_split(folder, "train", 2)
-    assert len(next(batches)) == 2
+    batches = DatasetStream(DatasetConfig(kind="wikisql", path=str(folder), splits=["train"]), tmp_path,
+                            chunk_rows=2, workers=1).batches()
+    assert next(batches).frame.height == 2
     with (folder / "train.jsonl").open("a") as handle:
         handle.write(json.dumps(GOOD) + "\n")
-    assert [len(b) for b in batches] == [2]
+    assert [b.frame.height for b in batches] == [2]
 
 
 def test_gold_validation_in_worker_processes_gives_the_same_records(demo_dataset, tmp_path, monkeypatch):
     config = DatasetConfig(kind="wikisql", path=str(demo_dataset), splits=["train", "dev"])
     serial = load_dataset(config, tmp_path).frame
     pooled = []
-    executor = LoadPool.executor
+    executor = WorkerPool.executor
 
     def recorded(self, rows):
         pooled.append((rows, executor(self, rows) is not None))
         return executor(self, rows)
 
-    monkeypatch.setattr(LoadPool, "executor", recorded)
+    monkeypatch.setattr(WorkerPool, "executor", recorded)
     stream = DatasetStream(config, tmp_path, chunk_rows=3_000, workers=2)
     frames = [b.frame for b in stream.batches()]
     assert pooled == [(2_244, True), (312, False)]     # the train split is one batch large enough for 2 workers

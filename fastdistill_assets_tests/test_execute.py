@@ -97,3 +97,34 @@ def test_engine_level_guards_hold_even_without_the_parse_check(tmp_path):
             result = executor.run(str(path), "sqlite", sql.format(other=tmp_path / "o.db"), read_only_checked=True)
             assert not result.ok and result.error == "not_authorized", (sql, result)
     assert file_hash(path) == before and not (tmp_path / "o.db").exists()
+
+
+def test_a_schema_slower_to_parse_than_the_deadline_does_not_time_out_every_query(tmp_path):
+    """Opening a SQLite file parses its whole schema (seconds for WikiSQL-size files of tens of
+    thousands of tables): that must not count against the first query's deadline, or every query
+    on the connection times out while the schema loads."""
+    import sqlite3
+
+    path = tmp_path / "many_tables.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("".join(f"CREATE TABLE t{i} (a INTEGER, b TEXT, c REAL);" for i in range(3000)))
+        conn.execute("INSERT INTO t2999 VALUES (1, 'x', 2.5)")
+    started = time.perf_counter()
+    sqlite3.connect(path).execute("SELECT count(*) FROM sqlite_master").fetchone()
+    assert time.perf_counter() - started > 0.002          # the schema takes longer than the deadline below
+    with Executor(timeout_ms=1) as executor:
+        assert executor.run(str(path), "sqlite", "SELECT a, b FROM t2999").rows == [(1, "x")]
+        assert executor.run(str(path), "sqlite", "SELECT count(*) FROM t0").rows == [(0,)]
+
+
+def test_gold_results_are_kept_for_the_latest_queries_only(tmp_path, monkeypatch):
+    from fastdistill_assets.sqlsafe import execute
+
+    monkeypatch.setattr(execute, "GOLD_CACHE_SIZE", 2)
+    path = str(make_sqlite(tmp_path / "db.sqlite"))
+    with Executor() as executor:
+        queries = [f"SELECT count(*) + {i} FROM player" for i in range(3)]
+        assert [executor.gold(path, "sqlite", q).rows for q in queries] == [[(4,)], [(5,)], [(6,)]]
+        assert list(executor._gold) == [(path, "sqlite", q) for q in queries[1:]]
+        executor.gold(path, "sqlite", queries[1])                       # a hit moves to the end
+        assert list(executor._gold)[-1] == (path, "sqlite", queries[1])

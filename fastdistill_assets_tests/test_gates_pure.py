@@ -134,16 +134,22 @@ def test_the_judge_is_its_own_provider_or_the_teacher_at_the_runs_endpoint():
     (None, 100_000, 1, 1),
     (None, 5000, 16, 5),
 ])
-def test_gate_workers(monkeypatch, configured, rows, cpus, expected):
+def test_gate_workers(monkeypatch, tmp_path, configured, rows, cpus, expected):
     import os
+
+    from fastdistill_assets import processes
+    monkeypatch.setattr(processes, "CGROUP_CPU_MAX", tmp_path / "no-cgroup")
 
     from fastdistill_assets.gates.pipeline import gate_workers
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     assert gate_workers(configured, rows) == expected
 
 
-def test_gate_workers_without_affinity(monkeypatch):
+def test_gate_workers_without_affinity(monkeypatch, tmp_path):
     import os
+
+    from fastdistill_assets import processes
+    monkeypatch.setattr(processes, "CGROUP_CPU_MAX", tmp_path / "no-cgroup")
 
     from fastdistill_assets.gates.pipeline import gate_workers
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
@@ -151,3 +157,24 @@ def test_gate_workers_without_affinity(monkeypatch):
     assert gate_workers(None, 50_000) == 3
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert gate_workers(None, 50_000) == 1
+
+
+@pytest.mark.parametrize("cpu_max, cpus, expected", [
+    (None, 8, 8),                     # no cgroup v2: the affinity
+    ("max 100000\n", 8, 8),           # no quota
+    ("200000 100000\n", 8, 2),        # docker --cpus=2
+    ("150000 100000\n", 8, 2),        # 1.5 CPUs: rounded up
+    ("50000 100000\n", 8, 1),
+    ("800000 100000\n", 4, 4),        # a quota above the affinity: the affinity
+    ("garbage\n", 8, 8),
+])
+def test_available_cpus_honours_the_cgroup_quota(monkeypatch, tmp_path, cpu_max, cpus, expected):
+    import os
+
+    from fastdistill_assets import processes
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    monkeypatch.setattr(processes, "CGROUP_CPU_MAX", path)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert processes.available_cpus() == expected

@@ -1,6 +1,5 @@
 """Gate assets: filtered (every verdict) and distilled (kept samples and exports)."""
 
-import contextlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +11,8 @@ from fastdistill_assets.assets.sharding import ShardedStage, sharded_asset, stag
 from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork, rechunk, spool_fingerprint
 from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
-from fastdistill_assets.gates.pipeline import available_cpus, gate_pool, gate_workers
+from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
+from fastdistill_assets.processes import available_cpus
 from fastdistill_assets.gates.quality_report import markdown_table, quality_report, report_frame
 from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
@@ -27,13 +27,10 @@ def _gate(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGa
     gates, config = frozen.gates, frozen.config
     # by default the step's CPUs, shared by the shards that may run side by side
     workers = gate_workers(config.scale.workers or max(1, available_cpus() // config.scale.shards), _chunk_rows(frozen))
-    with contextlib.ExitStack() as stack:
-        pool = gate_pool(workers)  # one for the step's chunks
-        if pool is not None:
-            stack.enter_context(pool)
+    with GateWorkers(workers, gates.execution) as runner:  # one for the step's chunks
 
         def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-            frame, judge_calls = gate_chunk(chunk, gates, config.recipe, teacher, config.teacher, workers, pool)
+            frame, judge_calls = gate_chunk(chunk, gates, config.recipe, teacher, config.teacher, runner)
             context.log.info(f"gates: chunk {index} done ({frame.height} candidates)")
             return frame, {"judge_calls": judge_calls, "workers": workers}
         yield work

@@ -15,7 +15,7 @@ import polars as pl
 from fastdistill_assets.config import DatasetConfig, ExecutionGates
 from fastdistill_assets.datasets import questions, records, spider, wikisql
 from fastdistill_assets.datasets.demo import ensure_demo_dataset
-from fastdistill_assets.datasets.workers import LoadPool
+from fastdistill_assets.processes import WorkerPool
 from fastdistill_assets.hashing import sha256_text
 
 
@@ -64,7 +64,7 @@ class DatasetStream:
             FileNotFoundError: a file the dataset needs is missing.
         """
         index = 0
-        with LoadPool(self.workers) as pool:
+        with WorkerPool(self.workers) as pool:
             for load, items in self._sources(pool):
                 while batch := list(itertools.islice(items, self.chunk_rows)):
                     yield Batch(index, None) if skip(index) else self._batch(index, load(batch))
@@ -77,7 +77,7 @@ class DatasetStream:
             frame = reject_empty_gold(frame)
         return Batch(index, withhold_gold(frame, self.config), gold_empty)
 
-    def _sources(self, pool: LoadPool) -> Iterator[tuple[Callable[[list[Any]], list[dict[str, Any]]], Iterator[Any]]]:
+    def _sources(self, pool: WorkerPool) -> Iterator[tuple[Callable[[list[Any]], list[dict[str, Any]]], Iterator[Any]]]:
         """(load a batch, the questions) per split, each open while its questions are consumed."""
         config = self.config
         if config.kind == "questions":

@@ -11,7 +11,7 @@ keeps the original case; :func:`detect_lower_values` tells the two layouts apart
 condition values are lower-cased only where the database needs it. Sample rows shown to the
 teacher come from the database the gates run against, not from the tables file.
 
-A split is read as a stream (:class:`SplitReader`, :func:`iter_split`): the questions file line
+A split is read as a stream (:class:`SplitReader`): the questions file line
 by line, never whole; the tables once per split (only their header and types kept after the
 detection); gold validated a batch at a time, in worker processes when the batch is large.
 """
@@ -32,7 +32,6 @@ from sqlglot import exp
 
 from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.sqlite_schema import connect_read_only, quote_identifier, table_names
-from fastdistill_assets.datasets.workers import LoadPool
 from fastdistill_assets.sqlsketch import AGGS, literal, select_sql
 
 COND_OPS = ["=", ">", "<", "OP"]  # WikiSQL's operator codes; "OP" is unused in the data
@@ -222,15 +221,18 @@ class _SliceTask:
     existing: frozenset[str]
 
 
+@functools.cache
+def _worker_connection(db_path: Path) -> sqlite3.Connection:
+    """A worker process's connection to ``db_path``, kept for the worker's life (the stage's
+    pool): opening one parses the whole schema, seconds for a file of tens of thousands of tables."""
+    return connect_read_only(db_path)
+
+
 def _load_slice(task: _SliceTask, items: list[tuple[int, Any]]) -> list[dict[str, Any]]:
     """In a worker process: raw records of a slice of one split's questions."""
-    conn = connect_read_only(task.db_path)
-    try:
-        samples = functools.cache(lambda table: _first_rows(conn, table, task.sample_rows))
-        return _load_items(items, task.tables, set(task.existing), conn, task.split, task.db_path, task.lower,
-                           samples)
-    finally:
-        conn.close()
+    conn = _worker_connection(task.db_path)
+    samples = functools.cache(lambda table: _first_rows(conn, table, task.sample_rows))
+    return _load_items(items, task.tables, set(task.existing), conn, task.split, task.db_path, task.lower, samples)
 
 
 def _load_items(items: list[tuple[int, Any]], tables: dict[str, dict[str, Any]], existing: set[str],
@@ -251,25 +253,6 @@ def _load_items(items: list[tuple[int, Any]], tables: dict[str, dict[str, Any]],
             continue
         rows.append(_load_question(item, tables[item["table_id"]], conn, source_id, split, db_path, lower, samples))
     return rows
-
-
-def iter_split(folder: Path, split: str, chunk_rows: int, *, lower_values: bool | None = None, sample_rows: int = 3,
-               limit: int | None = None, facts: dict[str, Any] | None = None,
-               pool: LoadPool | None = None) -> Iterator[list[dict[str, Any]]]:
-    """One WikiSQL split as batches of at most ``chunk_rows`` raw records, in file order: the
-    questions file is read line by line and never held whole. Same records as :func:`load_split`.
-    ``pool``: loads a large batch in worker processes.
-
-    Raises:
-        FileNotFoundError: one of the three split files is missing.
-    """
-    with SplitReader(folder, split, lower_values=lower_values, sample_rows=sample_rows) as reader:
-        if facts is not None:
-            facts["lower_values"] = reader.lower_values_fact
-        questions = reader.questions(limit)
-        while batch := list(itertools.islice(questions, chunk_rows)):
-            executor = pool.executor(len(batch)) if pool is not None else None
-            yield reader.load(batch, executor, pool.workers if pool is not None else 1)
 
 
 def load_split(folder: Path, split: str, *, lower_values: bool | None = None, sample_rows: int = 3,

@@ -9,21 +9,19 @@ afterwards over the whole frame, since they compare a sample's candidates.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.config import ExecutionGates, GatesConfig
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.gold import matches_gold, result_signature
 from fastdistill_assets.judge_format import result_preview
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
+from fastdistill_assets.processes import PARALLEL_MIN_ROWS, WorkerPool, available_cpus
 from fastdistill_assets.prompt_format import split_rationale
 
 GATE_SCHEMA: dict[str, pl.DataType] = {
@@ -83,61 +81,78 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     return done(None if out["gold_match"] else "gold_mismatch")
 
 
-MIN_PARALLEL_ROWS = 2000   # below this a process pool costs more than it saves
 ROWS_PER_WORKER = 1000     # at least this many rows for each worker
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def gate_workers(configured: int | None, rows: int) -> int:
     """Worker processes for gating ``rows`` candidates: ``configured`` (``scale.workers``) or, for
-    None, the CPUs this process may run on; 1 below MIN_PARALLEL_ROWS, never more than one
+    None, the CPUs this process may run on; 1 below PARALLEL_MIN_ROWS, never more than one
     worker per ROWS_PER_WORKER rows."""
     if configured is None:
         configured = available_cpus()
-    if rows < MIN_PARALLEL_ROWS:
+    if rows < PARALLEL_MIN_ROWS:
         return 1
     return max(1, min(configured, rows // ROWS_PER_WORKER))
 
 
-def _gate_rows(rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) -> list[dict[str, Any]]:
-    with Executor(gates.execution.timeout_ms, gates.execution.max_rows) as executor:
-        return [gate_row(row, gates, rationale, executor) for row in rows]
+_worker_executors: dict[tuple[int, int], Executor] = {}
 
 
-def gate_pool(workers: int) -> ProcessPoolExecutor | None:
-    """The worker processes for :func:`gate_frame` (None for one worker): keep one for a whole
-    stage, as starting one costs about half a second. forkserver: a worker must not inherit the
-    step's open files (its run's writer lock) or threads."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if workers > 1 else None
+def _gate_in_worker(rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) -> list[dict[str, Any]]:
+    """In a worker process: verdicts for ``rows``, with the worker's Executor, kept (with its
+    connections and gold results) for the worker's life, the stage's pool."""
+    limits = (gates.execution.timeout_ms, gates.execution.max_rows)
+    if limits not in _worker_executors:
+        _worker_executors[limits] = Executor(*limits)
+    return [gate_row(row, gates, rationale, _worker_executors[limits]) for row in rows]
+
+
+class GateWorkers:
+    """Where a stage's gates run: ``workers`` processes (:class:`WorkerPool`), or this process
+    for one worker; either way a database is opened once per process for the whole stage, not
+    once per chunk (opening one parses its schema: seconds for tens of thousands of tables).
+    Keep one for a stage; close it (or use it as a context manager) when done."""
+
+    def __init__(self, workers: int, execution: ExecutionGates) -> None:
+        self.workers = workers
+        self.pool = WorkerPool(workers)
+        self.executor = Executor(execution.timeout_ms, execution.max_rows)
+
+    def gate(self, rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) -> list[dict[str, Any]]:
+        """Verdicts for ``rows``, in their order. Rows are split by database among the workers
+        (each keeps its own connections), then put back in order."""
+        pool = self.pool.executor(len(rows))
+        if pool is None:
+            return [gate_row(row, gates, rationale, self.executor) for row in rows]
+        order = sorted(range(len(rows)), key=lambda i: rows[i]["db_path"] or "")
+        chunks = [sorted(order[k::self.workers], key=lambda i: rows[i]["db_path"] or "") for k in range(self.workers)]
+        futures = [(c, pool.submit(_gate_in_worker, [rows[i] for i in c], gates, rationale)) for c in chunks]
+        results: list[dict[str, Any]] = [{}] * len(rows)
+        for chunk, future in futures:
+            for i, verdict in zip(chunk, future.result(), strict=True):
+                results[i] = verdict
+        return results
+
+    def close(self) -> None:
+        self.pool.close()
+        self.executor.close()
+
+    def __enter__(self) -> GateWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def gate_frame(candidates: pl.DataFrame, gates: GatesConfig, rationale: bool = False, workers: int = 1,
-               pool: ProcessPoolExecutor | None = None) -> pl.DataFrame:
+               runner: GateWorkers | None = None) -> pl.DataFrame:
     """``candidates`` plus GATE_SCHEMA columns, one output row per input row, same order.
-
-    With ``workers > 1`` rows are split by database across processes (each with its own
-    connections), then put back in the input order; ``pool`` (from :func:`gate_pool`) is used
-    when given, else one is started for the call.
+    ``runner``: the stage's :class:`GateWorkers`; without one, ``workers`` are started for the call.
     """
     rows = candidates.select(NEEDED).to_dicts()
-    if workers > 1 and len(rows) >= MIN_PARALLEL_ROWS:
-        order = sorted(range(len(rows)), key=lambda i: rows[i]["db_path"] or "")
-        chunks = [order[k::workers] for k in range(workers)]
-        chunks = [sorted(c, key=lambda i: rows[i]["db_path"] or "") for c in chunks]
-        results: list[dict[str, Any] | None] = [None] * len(rows)
-        with contextlib.ExitStack() as stack:
-            if pool is None:
-                pool = stack.enter_context(gate_pool(workers))  # type: ignore[arg-type]
-            futures = [(c, pool.submit(_gate_rows, [rows[i] for i in c], gates, rationale)) for c in chunks]
-            for chunk, future in futures:
-                for i, verdict in zip(chunk, future.result(), strict=True):
-                    results[i] = verdict
-        verdicts = results
-    else:
-        verdicts = _gate_rows(rows, gates, rationale)
+    with contextlib.ExitStack() as stack:
+        if runner is None:
+            runner = stack.enter_context(GateWorkers(workers, gates.execution))
+        verdicts = runner.gate(rows, gates, rationale)
     gate_columns = pl.DataFrame(verdicts, schema=GATE_SCHEMA, orient="row") if verdicts else pl.DataFrame(schema=GATE_SCHEMA)
     return pl.concat([candidates, gate_columns], how="horizontal")

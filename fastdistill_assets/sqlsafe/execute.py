@@ -4,6 +4,10 @@ SQLite files are opened with ``mode=ro``, ``PRAGMA query_only``, an authorizer t
 only reads, a cap on value length, and a progress handler that interrupts a query past its
 deadline. DuckDB files are opened ``read_only`` with external access off and interrupted
 by a timer. One connection per database is reused across rows.
+
+A SQLite connection reads its schema before the first deadline is set: parsing the schema of a
+file with tens of thousands of tables (WikiSQL's train split has about 18,000) takes seconds,
+and under a query's deadline every query would time out while the schema is still loading.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,7 @@ class _SqliteDatabase:
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
         self.conn.execute("PRAGMA query_only = ON")
+        self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the schema, loaded without a deadline
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         self.conn.set_authorizer(_sqlite_authorizer)
         self.conn.set_progress_handler(self._progress, 2000)
@@ -94,13 +100,16 @@ class _DuckDatabase:
         self.conn.close()
 
 
+GOLD_CACHE_SIZE = 4096  # gold results kept (a sample's candidates come together; the cache stays bounded)
+
+
 class Executor:
-    """Runs read-only queries; caches one connection and the gold results per database."""
+    """Runs read-only queries; keeps one connection per database and the latest gold results."""
 
     def __init__(self, timeout_ms: int = 2000, max_rows: int = 10_000) -> None:
         self.timeout_s, self.max_rows = timeout_ms / 1000, max_rows
         self._dbs: dict[tuple[str, str], _SqliteDatabase | _DuckDatabase] = {}
-        self._gold: dict[tuple[str, str, str], ExecResult] = {}
+        self._gold: OrderedDict[tuple[str, str, str], ExecResult] = OrderedDict()
 
     def _db(self, db_path: str, dialect: str) -> _SqliteDatabase | _DuckDatabase:
         key = (db_path, dialect)
@@ -132,9 +141,13 @@ class Executor:
 
     def gold(self, db_path: str, dialect: str, gold_sql: str) -> ExecResult:
         key = (db_path, dialect, gold_sql)
-        if key not in self._gold:
-            self._gold[key] = self.run(db_path, dialect, gold_sql, read_only_checked=False)
-        return self._gold[key]
+        if key in self._gold:
+            self._gold.move_to_end(key)
+            return self._gold[key]
+        result = self._gold[key] = self.run(db_path, dialect, gold_sql, read_only_checked=False)
+        if len(self._gold) > GOLD_CACHE_SIZE:
+            self._gold.popitem(last=False)
+        return result
 
     def close(self) -> None:
         for db in self._dbs.values():
