@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from fastdistill_assets import contract
+from fastdistill_assets.chunks import ChunkSpool
 from fastdistill_assets.config import RunConfig
 
 CANONICAL_COLUMNS = ["sample_id", "task_id", "split", "source_id", "db_id", "question", "evidence", "canonical_input",
@@ -61,3 +62,24 @@ def canonicalize(raw: pl.DataFrame, config: RunConfig, seen: set[bytes] | None =
 def id_digest(sample_id: str) -> bytes:
     """16 bytes standing for a sample_id in a set of seen ids (a third of the memory of the text)."""
     return hashlib.blake2b(sample_id.encode(), digest_size=16).digest()
+
+
+def keep_first_across_parts(spool: ChunkSpool, count: int) -> list[int]:
+    """Keep the first row of each sample_id across parts 0..count-1 of ``spool``, each part
+    already free of duplicates of its own (parts canonicalized independently, e.g. by shards): a
+    part holding ids of an earlier part is rewritten without those rows. Returns each part's
+    rows after the pass. Reads one column at a time; safe to repeat after a kill (a part already
+    rewritten has nothing left to drop)."""
+    seen: set[bytes] = set()
+    rows: list[int] = []
+    for index in range(count):
+        part = spool.part(index)
+        keep = []
+        for sample_id in pl.read_parquet(part, columns=["sample_id"])["sample_id"]:
+            digest = id_digest(sample_id)
+            keep.append(digest not in seen)
+            seen.add(digest)
+        if not all(keep):
+            spool.write(index, pl.read_parquet(part).filter(pl.Series(keep, dtype=pl.Boolean)), spool.summary(index))
+        rows.append(sum(keep))
+    return rows

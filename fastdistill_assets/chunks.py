@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,10 +148,10 @@ def spool_fingerprint(**inputs: Any) -> str:
     return sha256_json(inputs)[:24]
 
 
-ChunkWork = Callable[[int, pl.DataFrame], tuple[pl.DataFrame, dict[str, Any]]]
+ChunkWork = Callable[[int, Any], tuple[pl.DataFrame, dict[str, Any]]]  # (index, chunk) -> (part, summary)
 
 
-def run_chunks(spool: ChunkSpool, chunks: Iterable[pl.DataFrame], work: ChunkWork,
+def run_chunks(spool: ChunkSpool, chunks: Iterable[Any], work: ChunkWork,
                mine: Callable[[int], bool] = lambda index: True) -> int:
     """Produce every part of ``chunks`` this step owns (``mine``) that is not done yet:
     ``work(index, chunk)`` gives the part's frame and summary. Returns the number of chunks."""
@@ -161,3 +162,16 @@ def run_chunks(spool: ChunkSpool, chunks: Iterable[pl.DataFrame], work: ChunkWor
             frame, summary = work(index, chunk)
             spool.write(index, frame, summary)
     return count
+
+
+def add_summaries(summaries: Iterable[dict[str, Any]], counts: tuple[str, ...],
+                  tallies: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Parts' summaries added up: ``counts`` are numbers, ``tallies`` are {key: number} (in
+    first-seen key order)."""
+    total: dict[str, Any] = {name: 0 for name in counts} | {name: Counter() for name in tallies}
+    for summary in summaries:
+        for name in counts:
+            total[name] += summary[name]
+        for name in tallies:
+            total[name].update(summary[name])
+    return total | {name: dict(total[name]) for name in tallies}

@@ -71,7 +71,7 @@ def test_a_crashed_step_sends_one_run_alert_to_every_sink(project, tmp_path, web
     alert = json.loads(line)
     run_id = result.dagster_run.run_id
     assert alert["kind"] == "run_failed" and alert["partition"] == "crash"
-    assert alert["failed_steps"] == ["raw"] and alert["failed_checks"] == []
+    assert alert["failed_steps"] == ["raw.raw_shard[shard_0]"] and alert["failed_checks"] == []
     assert "moved" in alert["error"]  # the dataset path that does not exist
     assert alert["dagster_run_id"] == run_id and alert["ui_path"] == f"/runs/{run_id}"
     [payload] = received

@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 
 from fastdistill_assets.datasets import demo, wikisql
+from fastdistill_assets.datasets.sqlite_schema import table_names
 from fastdistill_assets_tests.wikisql_fixture import GOOD, OFFICIAL_TABLE, TABLE, write_official_wikisql, write_wikisql
 
 @pytest.mark.parametrize("sketch, expected", [
@@ -162,3 +163,21 @@ def test_detect_lower_values(tmp_path, write, max_tables, expected):
 def test_demo_dataset_keeps_its_original_case(demo_dataset, split):
     with sqlite3.connect(demo_dataset / f"{split}.db") as db:
         assert wikisql.detect_lower_values(wikisql.load_tables(demo_dataset / f"{split}.tables.jsonl"), db) is False
+
+
+@pytest.mark.parametrize("write", [write_official_wikisql, write_wikisql])
+def test_tables_keep_rows_only_for_the_lower_case_detection(tmp_path, write):
+    """Only the first DETECT_TABLES tables present in the database keep their rows (the detection
+    reads no others), and the detection decides as it does with every table's rows."""
+    folder = write(tmp_path, "dev", [])
+    with sqlite3.connect(folder / "dev.db") as db:
+        existing = set(table_names(db))
+        whole = wikisql.load_tables(folder / "dev.tables.jsonl")
+        for keep in (0, 1, wikisql.DETECT_TABLES):
+            lean = wikisql.load_tables(folder / "dev.tables.jsonl", existing, keep)
+            assert lean.keys() == whole.keys()
+            assert [t for t in lean if "rows" in lean[t]] == [t for t in whole if wikisql.table_name(t) in existing][:keep]
+            assert all(lean[t]["header"] == whole[t]["header"] and lean[t]["types"] == whole[t]["types"] for t in lean)
+        assert (wikisql.detect_lower_values(wikisql.load_tables(folder / "dev.tables.jsonl", existing,
+                                                                wikisql.DETECT_TABLES), db)
+                is wikisql.detect_lower_values(whole, db))

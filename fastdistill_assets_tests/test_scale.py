@@ -20,6 +20,7 @@ from fastdistill_assets_tests.conftest import ALL_ASSETS, materialize, teacher_g
 
 BIN = Path(sys.executable).parent
 DATA_STAGES = "raw,canonical,teacher_candidates,filtered,distilled"
+SHARDED = ("raw", "canonical", "teacher_candidates", "filtered")
 VERDICTS = ["candidate_id", "sample_id", "cleaned_sql", "reject_reason", "kept", "gold_match", "agreement",
             "result_signature", "judge_score"]
 
@@ -54,16 +55,16 @@ def test_four_shards_in_their_own_processes_equal_one_in_process_run(project):
     assert 0 < whole["kept"].sum() < whole.height and whole["gold_sql"].null_count() > 0  # both paths, both verdicts
     assert store.scan("whole", "distilled").manifest["content_hash"] == \
         store.scan("sharded", "distilled").manifest["content_hash"]
-    assert store.scan("whole", "canonical").manifest["content_hash"] == \
-        store.scan("sharded", "canonical").manifest["content_hash"]
+    for stage in ("raw", "canonical"):
+        assert store.scan("whole", stage).manifest["content_hash"] == store.scan("sharded", stage).manifest["content_hash"]
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         [run] = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "sharded"}))
         steps = [s.step_key for s in instance.get_run_step_stats(run.run_id)]
         pids = {r.event_log_entry.dagster_event.pid for r in instance.get_records_for_run(
             run.run_id, of_type=dg.DagsterEventType.STEP_START).records}
         metadata = {stage: instance.get_latest_materialization_event(dg.AssetKey(stage)).asset_materialization.metadata
-                    for stage in ("teacher_candidates", "filtered")}
-    for stage in ("teacher_candidates", "filtered"):
+                    for stage in SHARDED}
+    for stage in SHARDED:
         assert sorted(s for s in steps if s.startswith(f"{stage}.{stage}_shard")) == [
             f"{stage}.{stage}_shard[shard_{k}]" for k in range(4)]
         assert metadata[stage]["parts_made_by_merge"].value == 0  # the shards made every part
@@ -133,3 +134,48 @@ def test_the_in_process_teacher_answers_as_its_server_does(project):
         assert calls == 12 and endpoint.cache_identity == "local:embedded"
         assert endpoint.base_url.startswith("http://in-process/" if in_process else "http://127.0.0.1:")
     assert answers[True] == answers[False] and all(error is None for *_, error in answers[True])
+
+
+@pytest.mark.parametrize("judge", [False, True])
+def test_a_stage_s_parts_are_not_reused_once_the_default_model_changes(project, judge):
+    """A null `teacher.model` (or `judge.model`) reaches the gateway's default, which lives
+    outside the run config: changing it must change the fingerprint of the parts a killed stage
+    left, or a resume would mix two models' answers in one stage."""
+    from types import SimpleNamespace
+
+    from fastdistill_assets.assets.gates import GATES_STAGE
+    from fastdistill_assets.assets.sharding import StageStep
+    from fastdistill_assets.assets.teacher import TEACHER_STAGE
+    from fastdistill_assets.chunks import spool_fingerprint
+
+    if judge:
+        project.edit_config("quality_gates", judge={"enabled": True})
+    frozen = project.new_run("r1")
+    assert frozen.config.teacher.model is None and frozen.config.teacher.provider == "embedded"
+    upstream = SimpleNamespace(manifest={"content_hash": "abc"})
+    stage = GATES_STAGE if judge else TEACHER_STAGE
+
+    def fingerprint() -> str:
+        step = StageStep(context=None, frozen=frozen, run_config=None, teacher=teacher_gateway(project))
+        return spool_fingerprint(**stage.depends_on(step, upstream))
+
+    before = fingerprint()
+    assert fingerprint() == before
+    project.edit_config("provider_gateway", providers={"embedded": {"model": "another-linker"}})
+    assert fingerprint() != before
+
+
+def test_the_first_row_of_each_sample_is_kept_across_parts_and_a_repeat_changes_nothing(tmp_path):
+    """Parts canonicalized apart (by shards) still hold each sample_id once, at its first place,
+    and repeating the pass (a merge re-run after a kill) keeps the same rows."""
+    from fastdistill_assets.canonical import keep_first_across_parts
+
+    spool = ChunkSpool(tmp_path / "canonical", "f1")
+    parts = [["a", "b"], ["c", "a", "d"], ["b", "d"], ["e"]]
+    for index, ids in enumerate(parts):
+        spool.write(index, pl.DataFrame({"sample_id": ids, "n": [index] * len(ids)}), {"good": len(ids)})
+    for _ in range(2):
+        assert keep_first_across_parts(spool, len(parts)) == [2, 2, 0, 1]
+        kept = pl.concat([pl.read_parquet(p) for p in spool.parts(len(parts))])
+        assert kept.rows() == [("a", 0), ("b", 0), ("c", 1), ("d", 1), ("e", 3)]
+        assert [spool.summary(i) for i in range(len(parts))] == [{"good": len(ids)} for ids in parts]

@@ -7,10 +7,11 @@ from contextlib import contextmanager
 import dagster as dg
 import polars as pl
 
-from fastdistill_assets.assets.sharding import ShardedStage, sharded_asset, stage_metadata
+from fastdistill_assets.assets.sharding import ShardedStage, StageStep, row_chunks, sharded_asset, stage_metadata
 from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork, rechunk, spool_fingerprint
 from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
+from fastdistill_assets.gates.judge import judge_endpoint
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
 from fastdistill_assets.processes import available_cpus
 from fastdistill_assets.gates.quality_report import markdown_table, quality_report, report_frame
@@ -23,27 +24,27 @@ from fastdistill_assets.timing import StageTimer
 
 
 @contextmanager
-def _gate(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway) -> Iterator[ChunkWork]:
+def _gate(step: StageStep) -> Iterator[ChunkWork]:
+    frozen, context = step.frozen, step.context
     gates, config = frozen.gates, frozen.config
     # by default the step's CPUs, shared by the shards that may run side by side
     workers = gate_workers(config.scale.workers or max(1, available_cpus() // config.scale.shards), _chunk_rows(frozen))
     with GateWorkers(workers, gates.execution) as runner:  # one for the step's chunks
 
         def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-            frame, judge_calls = gate_chunk(chunk, gates, config.recipe, teacher, config.teacher, runner)
+            frame, judge_calls = gate_chunk(chunk, gates, config.recipe, step.teacher, config.teacher, runner)
             context.log.info(f"gates: chunk {index} done ({frame.height} candidates)")
             return frame, {"judge_calls": judge_calls, "workers": workers}
         yield work
 
 
-def _publish(context: dg.OpExecutionContext, frozen: FrozenRun, teacher: ProviderGateway, spool: ChunkSpool,
-             count: int) -> ChunkedFrame:
+def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
     parts = spool.parts(count)
     report = quality_report(report_frame(pl.scan_parquet(parts)))
     summaries = [spool.summary(i) for i in range(count)]
-    context.add_output_metadata({
-        **stage_metadata(spool, count, report["candidates"],
-                         pl.scan_parquet(parts).select("gate_ms").collect()["gate_ms"], frozen),
+    step.context.add_output_metadata({
+        **stage_metadata(step, spool, count, report["candidates"],
+                         pl.scan_parquet(parts).select("gate_ms").collect()["gate_ms"]),
         **{k: v for k, v in report.items() if isinstance(v, (int, float)) and v is not None},
         "reject_reason_counts": dg.MetadataValue.json(report["reject_reason_counts"]),
         "exec_error_counts": dg.MetadataValue.json(report["exec_error_counts"]),
@@ -60,15 +61,24 @@ def _chunk_rows(frozen: FrozenRun) -> int:
     return frozen.config.scale.chunk_rows * frozen.config.decode.num_generations
 
 
+def _judge(frozen: FrozenRun, teacher: ProviderGateway) -> str | None:
+    """The model the judge reaches (a null ``judge.model`` is the gateway's default), if it judges."""
+    if not frozen.gates.judge.enabled:
+        return None
+    judge = judge_endpoint(frozen.gates.judge, frozen.config.teacher)
+    return teacher.teacher_identity(judge.provider, judge.model, judge.overrides)
+
+
 GATES_STAGE = ShardedStage(
     name="filtered",
-    rows=_chunk_rows,
-    key="sample_id",
-    depends_on=lambda frozen, candidates: {"config": frozen.config_hash, "gates": frozen.gates_hash,
-                                           "rows": _chunk_rows(frozen),
-                                           "candidates": candidates.manifest.get("content_hash")},
+    chunks=row_chunks(_chunk_rows, key="sample_id"),
+    depends_on=lambda step, candidates: {
+        "config": step.frozen.config_hash, "gates": step.frozen.gates_hash, "rows": _chunk_rows(step.frozen),
+        "judge": _judge(step.frozen, step.teacher),
+        "candidates": candidates.manifest.get("content_hash") if candidates else None},
     work=_gate,
     finish=_publish,
+    uses_teacher=True,
 )
 
 filtered = sharded_asset(GATES_STAGE, "teacher_candidates", pool=TEACHER_POOL, partitions_def=run_partitions,

@@ -38,30 +38,56 @@ STEP_IO = "step_io"
 
 
 @dataclass(frozen=True)
+class StageStep:
+    """What a step of a sharded stage works with."""
+
+    context: dg.OpExecutionContext
+    frozen: FrozenRun
+    run_config: RunConfigResource
+    teacher: ProviderGateway  # only for a stage with ``uses_teacher``
+
+    @staticmethod
+    def of(context: dg.OpExecutionContext, writer: bool | None = None) -> "StageStep":
+        run_config: RunConfigResource = context.resources.run_config
+        return StageStep(context, run_config.for_partition(context, writer=writer), run_config,
+                         getattr(context.resources, "teacher", None))  # type: ignore[arg-type]
+
+
+# The chunks of a stage's input, in order: given the step, the input stage (None for a stage with
+# none) and which chunks the step will work on (``wanted``), so a chunk the step skips need not be made.
+Chunks = Callable[[StageStep, StageScan | None, Callable[[int], bool]], Iterable[Any]]
+
+
+def row_chunks(rows: Callable[[FrozenRun], int], key: str | None = None) -> Chunks:
+    """Chunks of ``rows(frozen)`` rows of the input stage (whole ``key`` groups): ``chunks.rechunk``."""
+    return lambda step, source, wanted: rechunk(source.row_groups(), rows(step.frozen), key)  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
 class ShardedStage:
-    """What makes a stage: how its input is chunked, what its parts depend on, the work per chunk
-    and how the parts become the stage (metadata included)."""
+    """What makes a stage: its input's chunks, what its parts depend on, the work per chunk and
+    how the parts become the stage (metadata included)."""
 
     name: str
-    rows: Callable[[FrozenRun], int]
-    key: str | None
-    depends_on: Callable[[FrozenRun, StageScan], dict[str, Any]]
-    work: Callable[[dg.OpExecutionContext, FrozenRun, ProviderGateway], AbstractContextManager[ChunkWork]]
-    finish: Callable[[dg.OpExecutionContext, FrozenRun, ProviderGateway, ChunkSpool, int], ChunkedFrame]
+    chunks: Chunks
+    depends_on: Callable[[StageStep, StageScan | None], dict[str, Any]]
+    work: Callable[[StageStep], AbstractContextManager[ChunkWork]]
+    finish: Callable[[StageStep, ChunkSpool, int], ChunkedFrame]
+    uses_teacher: bool = False  # its steps get the ``teacher`` resource (the provider gateway)
 
 
-def _spool(stage: ShardedStage, context: dg.OpExecutionContext, run_config: RunConfigResource,
-           frozen: FrozenRun, upstream: StageScan, prune: bool = False) -> ChunkSpool:
-    return ChunkSpool(run_config.work_dir(context, stage.name), spool_fingerprint(**stage.depends_on(frozen, upstream)),
-                      prune=prune)
+def _spool(stage: ShardedStage, step: StageStep, upstream: StageScan | None, prune: bool = False) -> ChunkSpool:
+    fingerprint = spool_fingerprint(**stage.depends_on(step, upstream))
+    return ChunkSpool(step.run_config.work_dir(step.context, stage.name), fingerprint, prune=prune)
 
 
-def timed(work: ChunkWork, by: str) -> ChunkWork:
-    """``work`` with its part's start and end times (epoch seconds) and its maker in the summary."""
-    def run(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+def timed(work: ChunkWork, by: str, dagster_run_id: str) -> ChunkWork:
+    """``work`` with its part's start and end times (epoch seconds), its maker (a shard or the
+    merge) and the Dagster run that made it in the summary."""
+    def run(index: int, chunk: Any) -> tuple[pl.DataFrame, dict[str, Any]]:
         started = time.time()
         frame, summary = work(index, chunk)
-        return frame, {**summary, "started": started, "ended": time.time(), "by": by}
+        return frame, {**summary, "started": started, "ended": time.time(), "by": by, "dagster_run": dagster_run_id}
     return run
 
 
@@ -74,58 +100,69 @@ def stage_span_s(spool: ChunkSpool, count: int) -> float:
     return max(s["ended"] for s in summaries) - min(s["started"] for s in summaries)
 
 
-def stage_metadata(spool: ChunkSpool, count: int, rows: int, row_latencies_ms: Iterable[float],
-                   frozen: FrozenRun) -> dict[str, Any]:
+def stage_metadata(step: StageStep, spool: ChunkSpool, count: int, rows: int,
+                   row_latencies_ms: Iterable[float] = ()) -> dict[str, Any]:
     """The timing metadata of a sharded stage: its span (``timing_wall_s``), rows/s over it, row
-    latency percentiles, chunks, shards, and how many parts the merge had to make itself."""
+    latency percentiles (when given), chunks, shards, how many parts the merge had to make itself
+    and how many an earlier Dagster run of the run_id had made (``parts_resumed``)."""
     wall = stage_span_s(spool, count)
+    summaries = [spool.summary(i) for i in range(count)]
     return {
         "timing_wall_s": round(wall, 4), **({"timing_rows_per_s": round(rows / wall, 2)} if wall else {}),
         **{f"timing_row_{k}": v for k, v in percentiles(row_latencies_ms).items()},
-        "chunks": count, "shards": frozen.config.scale.shards,
-        "parts_made_by_merge": sum(spool.summary(i).get("by") == "merge" for i in range(count)),
+        "chunks": count, "shards": step.frozen.config.scale.shards,
+        "parts_made_by_merge": sum(s.get("by") == "merge" for s in summaries),
+        "parts_resumed": sum(s.get("dagster_run") != step.context.run_id for s in summaries),
     }
 
 
-def sharded_asset(stage: ShardedStage, upstream: str, *, description: str, pool: str | None,
+def sharded_asset(stage: ShardedStage, upstream: str | None, *, description: str, pool: str | None,
                   tags: dict[str, str], kinds: set[str], partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    """The stage as a graph-backed asset: plan → shard (dynamic, one step per shard) → merge."""
+    """The stage as a graph-backed asset: plan → shard (dynamic, one step per shard) → merge.
+    ``upstream``: the input stage, or None for a stage that reads the dataset itself."""
+    source_in = {"source": dg.In(StageScan)} if upstream else {}
+    resources = {"run_config", *(["teacher"] if stage.uses_teacher else [])}
 
-    @dg.op(name=f"{stage.name}_plan", out=dg.DynamicOut(int, io_manager_key=STEP_IO))
-    def plan(context: dg.OpExecutionContext, run_config: RunConfigResource,
-             source: StageScan) -> Iterator[dg.DynamicOutput[int]]:
-        shards = run_config.for_partition(context).config.scale.shards  # (``source``: runs after its stage)
+    @dg.op(name=f"{stage.name}_plan", ins=source_in, out=dg.DynamicOut(int, io_manager_key=STEP_IO),
+           required_resource_keys={"run_config"})
+    def plan(context: dg.OpExecutionContext, **source: StageScan) -> Iterator[dg.DynamicOutput[int]]:
+        shards = StageStep.of(context).frozen.config.scale.shards  # (``source``: runs after its stage)
         for shard in range(shards):
             yield dg.DynamicOutput(shard, mapping_key=f"shard_{shard}")
 
-    @dg.op(name=f"{stage.name}_shard", pool=pool, out=dg.Out(int, io_manager_key=STEP_IO))
-    def shard(context: dg.OpExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
-              source: StageScan, index: int) -> int:
-        frozen = run_config.for_partition(context)
-        shards = frozen.config.scale.shards
-        chunks = rechunk(source.row_groups(), stage.rows(frozen), stage.key)
-        with run_config.shard_lock(context, f"{stage.name}.shard-{index}-of-{shards}"), step_errors(), \
-                stage.work(context, frozen, teacher) as work:
-            spool = _spool(stage, context, run_config, frozen, source)
-            return run_chunks(spool, chunks, timed(work, f"shard-{index}"), mine=lambda chunk: chunk % shards == index)
+    @dg.op(name=f"{stage.name}_shard", pool=pool, ins={**source_in, "index": dg.In(int)},
+           out=dg.Out(int, io_manager_key=STEP_IO), required_resource_keys=resources)
+    def shard(context: dg.OpExecutionContext, index: int, **source: StageScan) -> int:
+        step = StageStep.of(context)
+        shards = step.frozen.config.scale.shards
+        with step.run_config.shard_lock(context, f"{stage.name}.shard-{index}-of-{shards}"), step_errors(), \
+                stage.work(step) as work:
+            spool = _spool(stage, step, source.get("source"))
 
-    @dg.op(name=f"{stage.name}_merge")
-    def merge(context: dg.OpExecutionContext, run_config: RunConfigResource, teacher: ProviderGateway,
-              source: StageScan, counts: list[int]) -> ChunkedFrame:
-        frozen = run_config.for_partition(context, writer=True)
-        spool = _spool(stage, context, run_config, frozen, source, prune=True)
+            def mine(chunk: int) -> bool:
+                return chunk % shards == index
+
+            chunks = stage.chunks(step, source.get("source"), lambda i: mine(i) and not spool.done(i))
+            return run_chunks(spool, chunks, timed(work, f"shard-{index}", context.run_id), mine=mine)
+
+    @dg.op(name=f"{stage.name}_merge", ins={**source_in, "counts": dg.In(list[int])},
+           required_resource_keys=resources)
+    def merge(context: dg.OpExecutionContext, counts: list[int], **source: StageScan) -> ChunkedFrame:
+        step = StageStep.of(context, writer=True)
+        spool = _spool(stage, step, source.get("source"), prune=True)
         # Under the run's writer lock: a part can be missing only if another run of this run_id
         # published the stage (and cleared its spool) after our shards ran; make it again.
-        with step_errors(), _opened_on_first_use(lambda: stage.work(context, frozen, teacher)) as work:
-            count = run_chunks(spool, rechunk(source.row_groups(), stage.rows(frozen), stage.key), timed(work, "merge"))
+        with step_errors(), _opened_on_first_use(lambda: stage.work(step)) as work:
+            chunks = stage.chunks(step, source.get("source"), lambda i: not spool.done(i))
+            count = run_chunks(spool, chunks, timed(work, "merge", context.run_id))
         if set(counts) != {count}:
             raise dg.Failure(f"{stage.name}: the shards counted {sorted(set(counts))} chunks, the merge {count}")
-        return stage.finish(context, frozen, teacher, spool, count)
+        return stage.finish(step, spool, count)
 
     def compose(**inputs: Any) -> Any:
-        source = inputs[upstream]
-        counts = plan(source).map(lambda index: shard(source, index))
-        return merge(source, counts.collect())
+        source = {"source": inputs[upstream]} if upstream else {}
+        counts = plan(**source).map(lambda index: shard(index=index, **source))
+        return merge(counts=counts.collect(), **source)
 
     compose.__name__ = stage.name
     compose.__signature__ = _signature(upstream)  # type: ignore[attr-defined]
@@ -133,10 +170,11 @@ def sharded_asset(stage: ShardedStage, upstream: str, *, description: str, pool:
                           group_name="distill", tags=tags, kinds=kinds)(compose)
 
 
-def _signature(upstream: str) -> Any:
+def _signature(upstream: str | None) -> Any:
     import inspect
 
-    return inspect.Signature([inspect.Parameter(upstream, inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+    return inspect.Signature([inspect.Parameter(upstream, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+                             if upstream else [])
 
 
 @contextlib.contextmanager
@@ -145,7 +183,7 @@ def _opened_on_first_use(open_work: Callable[[], AbstractContextManager[ChunkWor
     with contextlib.ExitStack() as stack:
         opened: list[ChunkWork] = []
 
-        def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+        def work(index: int, chunk: Any) -> tuple[pl.DataFrame, dict[str, Any]]:
             if not opened:
                 opened.append(stack.enter_context(open_work()))
             return opened[0](index, chunk)

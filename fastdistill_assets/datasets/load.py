@@ -117,9 +117,46 @@ def load_dataset(config: DatasetConfig, data_dir: Path, limits: ExecutionGates |
     return Loaded(frame, {**stream.facts, "gold_empty_result": sum(b.gold_empty for b in batches)})
 
 
+RAW_COUNTS = ("rows", "rejected", "labeled", "gold_free", "gold_empty_result")  # raw's counts, added over parts
+
+
+def raw_summary(batch: Batch, facts: dict[str, Any]) -> dict[str, Any]:
+    """What raw reports of one loaded batch (a part's summary): RAW_COUNTS, reject reasons,
+    splits and the stream's ``facts`` so far (``lower_values`` per WikiSQL split)."""
+    frame = batch.frame
+    assert frame is not None
+    good = pl.col("reject_reason").is_null()
+    rejected = frame.filter(~good)
+    return {
+        "rows": frame.height,
+        "rejected": rejected.height,
+        "reject_reason_counts": dict(rejected.group_by("reject_reason").len().iter_rows()),
+        "split_counts": dict(frame.group_by("split", maintain_order=True).len().iter_rows()),
+        "labeled": frame.filter(good & pl.col("gold_sql").is_not_null()).height,
+        "gold_free": frame.filter(good & pl.col("gold_sql").is_null()).height,
+        "gold_empty_result": batch.gold_empty,
+        "facts": facts,
+    }
+
+
+def dataset_identity(config: DatasetConfig, data_dir: Path) -> list[list[Any]]:
+    """(path, size, mtime) of every file :func:`dataset_files` names: what raw's parts depend on
+    beyond the config.
+
+    Raises:
+        ValueError: wikisql/spider/questions without a ``path``.
+    """
+    identity = []
+    for path in dataset_files(config, data_dir):
+        stat = path.stat()
+        identity.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return identity
+
+
 def dataset_files(config: DatasetConfig, data_dir: Path) -> list[Path]:
-    """The files a dataset is read from that exist (questions, tables and WikiSQL databases;
-    not the databases a Spider or questions dataset names per row): what identifies its content.
+    """The files a dataset is read from that exist (questions, tables, and the databases of a
+    WikiSQL or Spider/BIRD folder; not the databases a questions file names per row): what
+    identifies its content.
 
     Raises:
         ValueError: wikisql/spider/questions without a ``path``.
@@ -133,6 +170,7 @@ def dataset_files(config: DatasetConfig, data_dir: Path) -> list[Path]:
             if config.kind == "spider":
                 with contextlib.suppress(FileNotFoundError):
                     found.append(spider.questions_file(folder, split))
+                found += spider.database_files(folder, split)
             else:
                 found += [folder / f"{split}.jsonl", folder / f"{split}.tables.jsonl", folder / f"{split}.db"]
     return [path for path in found if path.is_file()]

@@ -20,13 +20,21 @@ from typing import Any
 
 from fastdistill_assets.config import ExecutionGates
 from fastdistill_assets.datasets import records
-from fastdistill_assets.datasets.databases import DatabaseCatalog, find_database
+from fastdistill_assets.datasets.databases import DB_SUFFIXES, DatabaseCatalog, find_database
 
 
 def database_folders(folder: Path, split: str) -> list[Path]:
     """Where a split's databases may be, in the order they are searched."""
     return [folder / "database", folder / f"{split}_databases", folder / split / f"{split}_databases",
             folder / f"{split}_database", folder]
+
+
+def database_files(folder: Path, split: str) -> list[Path]:
+    """Every database file a split's questions may name (``<db>.<suffix>`` or
+    ``<db>/<db>.<suffix>`` in each of :func:`database_folders`), in path order."""
+    found = {path for base in database_folders(folder, split) for pattern in ("*", "*/*")
+             for path in base.glob(pattern) if path.suffix in DB_SUFFIXES and path.is_file()}
+    return sorted(found)
 
 
 def locate_database(folder: Path, split: str, db_id: str) -> Path | None:

@@ -97,14 +97,23 @@ def wikisql_to_sql(table_id: str, sketch: dict[str, Any], types: list[str], lowe
     return select_sql(table_name(table_id), f"col{sel}", AGGS[agg], where)
 
 
-def load_tables(path: Path) -> dict[str, dict[str, Any]]:
+def load_tables(path: Path, rows_of: set[str] | None = None, max_rows_tables: int | None = None,
+                ) -> dict[str, dict[str, Any]]:
     """Tables by id; malformed table lines (header and types not lists of one length included) are
-    skipped: their questions reject as unknown_table."""
+    skipped: their questions reject as unknown_table. With ``max_rows_tables``, a table keeps its
+    ``rows`` only if it is one of the first that many whose table name is in ``rows_of`` (what
+    :func:`detect_lower_values` compares): a train split's rows take hundreds of MiB as objects."""
     tables: dict[str, dict[str, Any]] = {}
+    with_rows = 0
     for _, table in records.read_jsonl(path):
         if (isinstance(table, dict) and {"id", "header", "types"} <= table.keys()
                 and isinstance(table["header"], list) and isinstance(table["types"], list)
                 and len(table["header"]) == len(table["types"])):
+            if max_rows_tables is not None:
+                if with_rows < max_rows_tables and table_name(table["id"]) in (rows_of or set()):
+                    with_rows += 1
+                else:
+                    table = {key: table[key] for key in ("id", "header", "types")}
             tables[table["id"]] = table
     return tables
 
@@ -166,10 +175,10 @@ class SplitReader(records.Closing):
         for path in (self.questions_path, tables_path, self.db_path):
             if not path.exists():
                 raise FileNotFoundError(f"WikiSQL split {split!r} needs {path}")
-        tables = load_tables(tables_path)
         self.conn = connect_read_only(self.db_path)
         try:
             self.existing = set(table_names(self.conn))
+            tables = load_tables(tables_path, self.existing, DETECT_TABLES if lower_values is None else 0)
             self.lower = detect_lower_values(tables, self.conn) if lower_values is None else lower_values
         except BaseException:
             self.conn.close()

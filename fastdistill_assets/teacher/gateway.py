@@ -60,6 +60,11 @@ def endpoint_settings(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     return {key: value for key, value in (overrides or {}).items() if key != ERROR_PROFILE_KEY}
 
 
+def _model(model: str | None, entry: ProviderSettings) -> str:
+    """The model a call asks for: the run's, else the provider's default."""
+    return model or entry.model or "default"
+
+
 class LocalStudents(dg.ConfigurableResource):
     """Serves the ``student`` provider: a run's trained student behind a local server.
 
@@ -131,6 +136,16 @@ class ProviderGateway(dg.ConfigurableResource):
         self.api_key_for(provider, entry)
         return entry
 
+    def teacher_identity(self, provider: str, model: str | None, overrides: Mapping[str, Any] | None = None) -> str:
+        """``<model>@<provider or base URL>``: the model a call would reach (``model``, else the
+        provider's default), for what must change when the teacher does (a stage's fingerprint).
+
+        Raises:
+            ConfigError: unknown provider or a setting out of range.
+        """
+        entry = self.settings(provider, overrides)
+        return f"{_model(model, entry)}@{entry.base_url or provider}"
+
     def endpoint(self, provider: str, model: str | None, decode: DecodeProfile,
                  overrides: Mapping[str, Any] | None = None, base_url: str | None = None,
                  cache_identity: str | None = None) -> EndpointSettings:
@@ -145,7 +160,7 @@ class ProviderGateway(dg.ConfigurableResource):
         if not url:
             raise ConfigError(f"provider {provider!r} is started by the gateway: call open(), not endpoint()")
         return EndpointSettings(
-            base_url=url, model=model or entry.model or "default",
+            base_url=url, model=_model(model, entry),
             cache_identity=cache_identity or endpoint_identity(provider, url),
             api_key=self.api_key_for(provider, entry),
             timeout_s=entry.timeout_s, max_retries=entry.max_retries, concurrency=entry.concurrency,
