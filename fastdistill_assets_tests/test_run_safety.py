@@ -4,6 +4,7 @@ The lock and liveness helpers are tested directly; the rest runs the documented 
 (`fastdistill run new`, `dagster asset materialize`, `dagster-daemon run`) as subprocesses
 against a real local teacher server."""
 
+import json
 import os
 import signal
 import subprocess
@@ -173,9 +174,13 @@ def _instance_home(project, **changes) -> dict[str, str]:
             "DAGSTER_HOME": str(home)}
 
 
-def _materialize_command(run_id: str, select: str = "raw,canonical,teacher_candidates") -> list[str]:
+def _materialize_command(run_id: str, select: str = "raw,canonical,teacher_candidates",
+                         in_process: bool = False) -> list[str]:
+    """The documented `dagster asset materialize`; ``in_process``: every step in the command's
+    own process (Dagster's in-process executor), where a test needs no process per step."""
+    executor = ["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})] if in_process else []
     return [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-            "--select", select, "--partition", run_id]
+            "--select", select, "--partition", run_id, *executor]
 
 
 def _new_run(run_id: str, env: dict[str, str], project, base_url: str) -> None:
@@ -196,10 +201,10 @@ def test_two_materializations_of_one_run_call_the_teacher_once(project):
     cache = project.artifacts / "_cache" / "responses.sqlite"
     with embedded_teacher(FaultConfig(latency_ms=500)) as server:  # 30 s of teacher: the second comes during it
         _new_run("twice", env, project, server.base_url)
-        first = subprocess.Popen(_materialize_command("twice"), env=env, cwd=project.root, text=True,
+        first = subprocess.Popen(_materialize_command("twice", in_process=True), env=env, cwd=project.root, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         _wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 4, 180, "the first's teacher step")
-        second = subprocess.run(_materialize_command("twice", "teacher_candidates"), env=env, cwd=project.root,
+        second = subprocess.run(_materialize_command("twice", "teacher_candidates", in_process=True), env=env, cwd=project.root,
                                 text=True, capture_output=True, timeout=300)
         first_log = first.communicate(timeout=300)[0]
     assert (first.returncode, second.returncode) == (0, 0), (first_log, second.stderr)
@@ -276,7 +281,7 @@ def test_a_killed_teacher_step_resumes_from_the_chunks_it_finished(project):
     spool = project.artifacts / "resume" / "_work" / "teacher_candidates"
     with embedded_teacher(FaultConfig(latency_ms=150)) as server:
         _new_run("resume", env, project, server.base_url)
-        proc = subprocess.Popen(_materialize_command("resume"), env=env, cwd=project.root, start_new_session=True,
+        proc = subprocess.Popen(_materialize_command("resume", in_process=True), env=env, cwd=project.root, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_until(lambda: len(list(spool.glob("*/part-*.json"))) >= 3, 180, "three finished chunks")
         os.killpg(proc.pid, signal.SIGKILL)
@@ -285,7 +290,7 @@ def test_a_killed_teacher_step_resumes_from_the_chunks_it_finished(project):
         calls_before = server.stats.total_calls
         for cache_file in (project.artifacts / "_cache").glob("responses.sqlite*"):
             cache_file.unlink()
-        subprocess.run(_materialize_command("resume"), env=env, cwd=project.root, check=True, capture_output=True,
+        subprocess.run(_materialize_command("resume", in_process=True), env=env, cwd=project.root, check=True, capture_output=True,
                        timeout=300)
     store = ArtifactStore(project.artifacts)
     n = store.read("resume", "canonical").height

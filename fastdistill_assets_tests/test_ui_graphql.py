@@ -128,4 +128,5 @@ def test_ui_graphql_shows_one_group_the_plots_as_images_and_both_run_statuses(pr
         failed = execute_dagster_graphql(context, RUNS, {"filter": {
             "tags": [{"key": "dagster/partition", "value": "broken"}]}}).data["runsOrError"]["results"]
         assert [r["status"] for r in failed] == ["FAILURE"]
-        assert {s["stepKey"]: s["status"] for s in failed[0]["stepStats"]} == {"raw": "FAILURE"}
+        assert {s["stepKey"]: s["status"] for s in failed[0]["stepStats"]} == {
+            "raw.raw_plan": "SUCCESS", "raw.raw_shard[shard_0]": "FAILURE"}
