@@ -152,11 +152,14 @@ def sharded_asset(stage: ShardedStage, upstream: str | None, *, description: str
         spool = _spool(stage, step, source.get("source"), prune=True)
         # Under the run's writer lock: a part can be missing only if another run of this run_id
         # published the stage (and cleared its spool) after our shards ran; make it again.
-        with step_errors(), _opened_on_first_use(lambda: stage.work(step)) as work:
-            chunks = stage.chunks(step, source.get("source"), lambda i: not spool.done(i))
-            count = run_chunks(spool, chunks, timed(work, "merge", context.run_id))
-        if set(counts) != {count}:
-            raise dg.Failure(f"{stage.name}: the shards counted {sorted(set(counts))} chunks, the merge {count}")
+        count = counts[0] if len(set(counts)) == 1 else None  # the shards agree: no need to read the input again
+        if count is None or not all(spool.done(i) for i in range(count)):
+            with step_errors(), _opened_on_first_use(lambda: stage.work(step)) as work:
+                chunks = stage.chunks(step, source.get("source"), lambda i: not spool.done(i))
+                made = run_chunks(spool, chunks, timed(work, "merge", context.run_id))
+            if set(counts) != {made}:
+                raise dg.Failure(f"{stage.name}: the shards counted {sorted(set(counts))} chunks, the merge {made}")
+            count = made
         return stage.finish(step, spool, count)
 
     def compose(**inputs: Any) -> Any:
