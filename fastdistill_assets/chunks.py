@@ -106,13 +106,18 @@ def row_group_count(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_row_groups
 
 
-def iter_row_groups(path: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+def iter_row_groups(path: Path, columns: list[str] | None = None,
+                    wanted: Callable[[int], bool] | None = None) -> Iterator[pl.DataFrame | None]:
     """The row groups of a parquet file, one frame each (the unit chunked stages work in); a
-    file without rows gives one empty frame with its schema."""
+    file without rows gives one empty frame with its schema. A row group ``wanted`` refuses is
+    not read: None in its place."""
     handle = pq.ParquetFile(path)
     if handle.metadata.num_row_groups == 0:
         yield pl.read_parquet(path, columns=columns)
     for index in range(handle.metadata.num_row_groups):
+        if wanted is not None and not wanted(index):
+            yield None
+            continue
         yield pl.from_arrow(handle.read_row_group(index, columns=columns))  # type: ignore[misc]
 
 
@@ -156,11 +161,15 @@ def run_chunks(spool: ChunkSpool, chunks: Iterable[Any], work: ChunkWork,
     """Produce every part of ``chunks`` this step owns (``mine``) that is not done yet:
     ``work(index, chunk)`` gives the part's frame and summary. Returns the number of chunks."""
     count = 0
-    for index, chunk in enumerate(chunks):
-        count += 1
-        if mine(index) and not spool.done(index):
-            frame, summary = work(index, chunk)
-            spool.write(index, frame, summary)
+    try:
+        for index, chunk in enumerate(chunks):
+            count += 1
+            if mine(index) and not spool.done(index):
+                frame, summary = work(index, chunk)
+                spool.write(index, frame, summary)
+    finally:
+        if hasattr(chunks, "close"):  # a generator holding files, connections or a worker pool
+            chunks.close()
     return count
 
 

@@ -10,19 +10,36 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 PARALLEL_MIN_ROWS = 2_000  # a smaller batch runs in-process (starting workers costs more than they save)
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def _quota(cpu_max: Path) -> int | None:
+    """The CPUs one cgroup v2 ``cpu.max`` allows, rounded up; None for no quota or no file."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def cgroup_cpu_limit() -> int | None:
-    """The CPUs this process's cgroup v2 quota allows (``docker --cpus``, a Kubernetes CPU limit),
-    rounded up; None where there is no quota or no cgroup v2."""
+    """The CPUs this process's cgroup v2 quota allows (``docker --cpus``, a Kubernetes CPU limit,
+    a systemd ``CPUQuota``), rounded up: the smallest quota on the way from its own cgroup (named
+    in /proc/self/cgroup) up to the root. None where there is none or no cgroup v2."""
     try:
-        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
-    except (OSError, ValueError):
-        return None
-    if quota == "max":
-        return None
-    return max(1, math.ceil(int(quota) / int(period)))
+        own = next(line.split("::", 1)[1] for line in PROC_CGROUP.read_text().splitlines() if line.startswith("0::"))
+    except (OSError, StopIteration):
+        own = "/"
+    folder = CGROUP_ROOT / own.strip().lstrip("/")
+    limits = []
+    while True:
+        if (limit := _quota(folder / "cpu.max")) is not None:
+            limits.append(limit)
+        if folder == CGROUP_ROOT or CGROUP_ROOT not in folder.parents:
+            break
+        folder = folder.parent
+    return min(limits, default=None)
 
 
 def available_cpus() -> int:
@@ -30,6 +47,12 @@ def available_cpus() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     limit = cgroup_cpu_limit()
     return min(cpus, limit) if limit else cpus
+
+
+def step_workers(configured: int | None, shards: int) -> int:
+    """Worker processes for one shard step: ``scale.workers``, or by default the CPUs this process
+    may use shared among the ``shards`` steps that may run side by side."""
+    return configured or max(1, available_cpus() // shards)
 
 
 class WorkerPool:

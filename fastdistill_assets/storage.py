@@ -49,7 +49,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,9 +118,11 @@ class StageScan:
         """The whole stage, or only ``columns`` of it."""
         return pl.read_parquet(self.data, columns=columns)
 
-    def row_groups(self, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
-        """The stage's row groups in order, one frame each."""
-        return iter_row_groups(self.data, columns)
+    def row_groups(self, columns: list[str] | None = None,
+                   wanted: Callable[[int], bool] | None = None) -> Iterator[pl.DataFrame | None]:
+        """The stage's row groups in order, one frame each; with ``wanted``, a row group it
+        refuses is not read (None in its place)."""
+        return iter_row_groups(self.data, columns, wanted)
 
 
 def manifest_metadata(manifest: dict[str, Any], frame: pl.DataFrame | pl.Schema, location: Path) -> dict[str, Any]:

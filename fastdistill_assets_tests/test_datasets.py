@@ -165,19 +165,22 @@ def test_demo_dataset_keeps_its_original_case(demo_dataset, split):
         assert wikisql.detect_lower_values(wikisql.load_tables(demo_dataset / f"{split}.tables.jsonl"), db) is False
 
 
-@pytest.mark.parametrize("write", [write_official_wikisql, write_wikisql])
-def test_tables_keep_rows_only_for_the_lower_case_detection(tmp_path, write):
-    """Only the first DETECT_TABLES tables present in the database keep their rows (the detection
-    reads no others), and the detection decides as it does with every table's rows."""
-    folder = write(tmp_path, "dev", [])
+@pytest.mark.parametrize("source", ["official", "original_case", "demo"])
+def test_tables_keep_rows_only_for_the_lower_case_detection(tmp_path, demo_dataset, source):
+    """Only the first `keep` tables present in the database keep their rows (the detection reads
+    no others), and the detection decides as it does with every table's rows."""
+    writers = {"official": write_official_wikisql, "original_case": write_wikisql}
+    folder = demo_dataset if source == "demo" else writers[source](tmp_path, "dev", [])
     with sqlite3.connect(folder / "dev.db") as db:
         existing = set(table_names(db))
         whole = wikisql.load_tables(folder / "dev.tables.jsonl")
-        for keep in (0, 1, wikisql.DETECT_TABLES):
+        present = [t for t in whole if wikisql.table_name(t) in existing]
+        for keep in (0, 1, 3, wikisql.DETECT_TABLES):
             lean = wikisql.load_tables(folder / "dev.tables.jsonl", existing, keep)
             assert lean.keys() == whole.keys()
-            assert [t for t in lean if "rows" in lean[t]] == [t for t in whole if wikisql.table_name(t) in existing][:keep]
+            assert [t for t in lean if "rows" in lean[t]] == present[:keep]
             assert all(lean[t]["header"] == whole[t]["header"] and lean[t]["types"] == whole[t]["types"] for t in lean)
-        assert (wikisql.detect_lower_values(wikisql.load_tables(folder / "dev.tables.jsonl", existing,
-                                                                wikisql.DETECT_TABLES), db)
-                is wikisql.detect_lower_values(whole, db))
+            assert (wikisql.detect_lower_values(lean, db, keep or 1) is wikisql.detect_lower_values(whole, db, keep or 1)
+                    or keep == 0)
+    if source == "demo":
+        assert len(present) > 3

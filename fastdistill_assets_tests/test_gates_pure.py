@@ -138,7 +138,8 @@ def test_gate_workers(monkeypatch, tmp_path, configured, rows, cpus, expected):
     import os
 
     from fastdistill_assets import processes
-    monkeypatch.setattr(processes, "CGROUP_CPU_MAX", tmp_path / "no-cgroup")
+    monkeypatch.setattr(processes, "PROC_CGROUP", tmp_path / "no-cgroup")
+    monkeypatch.setattr(processes, "CGROUP_ROOT", tmp_path / "no-cgroup-fs")
 
     from fastdistill_assets.gates.pipeline import gate_workers
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
@@ -149,7 +150,8 @@ def test_gate_workers_without_affinity(monkeypatch, tmp_path):
     import os
 
     from fastdistill_assets import processes
-    monkeypatch.setattr(processes, "CGROUP_CPU_MAX", tmp_path / "no-cgroup")
+    monkeypatch.setattr(processes, "PROC_CGROUP", tmp_path / "no-cgroup")
+    monkeypatch.setattr(processes, "CGROUP_ROOT", tmp_path / "no-cgroup-fs")
 
     from fastdistill_assets.gates.pipeline import gate_workers
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
@@ -159,22 +161,31 @@ def test_gate_workers_without_affinity(monkeypatch, tmp_path):
     assert gate_workers(None, 50_000) == 1
 
 
-@pytest.mark.parametrize("cpu_max, cpus, expected", [
-    (None, 8, 8),                     # no cgroup v2: the affinity
-    ("max 100000\n", 8, 8),           # no quota
-    ("200000 100000\n", 8, 2),        # docker --cpus=2
-    ("150000 100000\n", 8, 2),        # 1.5 CPUs: rounded up
-    ("50000 100000\n", 8, 1),
-    ("800000 100000\n", 4, 4),        # a quota above the affinity: the affinity
-    ("garbage\n", 8, 8),
+@pytest.mark.parametrize("own, parent, cpus, expected", [
+    (None, None, 8, 8),                       # no cgroup v2: the affinity
+    ("max 100000\n", None, 8, 8),             # no quota
+    ("200000 100000\n", None, 8, 2),          # docker --cpus=2
+    ("150000 100000\n", None, 8, 2),          # 1.5 CPUs: rounded up
+    ("50000 100000\n", None, 8, 1),
+    ("800000 100000\n", None, 4, 4),          # a quota above the affinity: the affinity
+    ("garbage\n", None, 8, 8),
+    ("100 0\n", None, 8, 8),                  # a zero period is no quota, not a crash
+    ("max 100000\n", "300000 100000\n", 8, 3),  # a parent's quota (a systemd slice) applies too
+    ("400000 100000\n", "300000 100000\n", 8, 3),
 ])
-def test_available_cpus_honours_the_cgroup_quota(monkeypatch, tmp_path, cpu_max, cpus, expected):
+def test_available_cpus_honours_the_cgroup_quotas(monkeypatch, tmp_path, own, parent, cpus, expected):
     import os
 
     from fastdistill_assets import processes
-    path = tmp_path / "cpu.max"
-    if cpu_max is not None:
-        path.write_text(cpu_max)
-    monkeypatch.setattr(processes, "CGROUP_CPU_MAX", path)
+    root = tmp_path / "cgroup"
+    leaf = root / "system.slice" / "job.service"
+    leaf.mkdir(parents=True)
+    for folder, cpu_max in ((leaf, own), (leaf.parent, parent)):
+        if cpu_max is not None:
+            (folder / "cpu.max").write_text(cpu_max)
+    (tmp_path / "self-cgroup").write_text("0::/system.slice/job.service\n")
+    monkeypatch.setattr(processes, "CGROUP_ROOT", root)
+    monkeypatch.setattr(processes, "PROC_CGROUP", tmp_path / "self-cgroup")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     assert processes.available_cpus() == expected
+    assert processes.step_workers(None, 2) == max(1, expected // 2) and processes.step_workers(5, 2) == 5

@@ -66,14 +66,28 @@ def test_every_candidate_keeps_raw_output_and_reason(filtered):
     assert filtered["cleaned_sql"][1] == GOLD
 
 
-def test_parallel_gating_gives_the_same_frame(tmp_path):
-    frame = pl.concat([candidates(make_sqlite(tmp_path / "db.sqlite"))] * 250).with_columns(
+def test_parallel_gating_gives_the_same_frame_and_a_stage_keeps_its_workers_and_connections(tmp_path):
+    from fastdistill_assets.gates.pipeline import GateWorkers
+    from fastdistill_assets.processes import PARALLEL_MIN_ROWS
+
+    db = make_sqlite(tmp_path / "db.sqlite")
+    frame = pl.concat([candidates(db)] * 300).with_columns(
         pl.int_range(pl.len()).cast(pl.String).alias("candidate_id"))
     frame = frame.filter(pl.col("raw_output").is_null() | ~pl.col("raw_output").str.contains("RECURSIVE"))
+    assert frame.height >= PARALLEL_MIN_ROWS
     gates = GatesConfig()
     serial = gate_frame(frame, gates).drop("gate_ms", "exec_ms")
-    parallel = gate_frame(frame, gates, workers=2).drop("gate_ms", "exec_ms")
-    assert parallel.equals(serial)
+    with GateWorkers(2, gates.execution) as runner:
+        chunks = [gate_frame(frame, gates, runner=runner) for _ in range(2)]
+        pool = runner.pool._executor
+        assert pool is not None and runner.pool.executor(frame.height) is pool   # one pool for every chunk
+    for chunk in chunks:
+        assert chunk.drop("gate_ms", "exec_ms").equals(serial)
+    with GateWorkers(1, gates.execution) as runner:
+        gate_frame(frame.head(10), gates, runner=runner)
+        [connection] = runner.executor._dbs.values()
+        gate_frame(frame.head(10), gates, runner=runner)
+        assert list(runner.executor._dbs.values()) == [connection]               # opened once for the stage
 
 
 # -- the gate checks' verdicts -------------------------------------------------------------------

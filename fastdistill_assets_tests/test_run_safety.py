@@ -201,10 +201,10 @@ def test_two_materializations_of_one_run_call_the_teacher_once(project):
     cache = project.artifacts / "_cache" / "responses.sqlite"
     with embedded_teacher(FaultConfig(latency_ms=500)) as server:  # 30 s of teacher: the second comes during it
         _new_run("twice", env, project, server.base_url)
-        first = subprocess.Popen(_materialize_command("twice", in_process=True), env=env, cwd=project.root, text=True,
+        first = subprocess.Popen(_materialize_command("twice"), env=env, cwd=project.root, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         _wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 4, 180, "the first's teacher step")
-        second = subprocess.run(_materialize_command("twice", "teacher_candidates", in_process=True), env=env, cwd=project.root,
+        second = subprocess.run(_materialize_command("twice", "teacher_candidates"), env=env, cwd=project.root,
                                 text=True, capture_output=True, timeout=300)
         first_log = first.communicate(timeout=300)[0]
     assert (first.returncode, second.returncode) == (0, 0), (first_log, second.stderr)

@@ -22,14 +22,15 @@ from fastdistill_assets.datasets.load import (RAW_COUNTS, Batch, DatasetStream, 
                                               empty_dataset_message, raw_summary)
 from fastdistill_assets.datasets.records import RAW_SCHEMA
 from fastdistill_assets.partitions import run_partitions
+from fastdistill_assets.processes import step_workers
 from fastdistill_assets.resources import step_errors
 from fastdistill_assets.storage import StageScan
 
 
 def _stream(step: StageStep) -> DatasetStream:
-    frozen = step.frozen
+    frozen, scale = step.frozen, step.frozen.config.scale
     return DatasetStream(frozen.config.dataset, step.run_config.data_dir(), frozen.gates.execution,
-                         frozen.config.scale.chunk_rows, frozen.config.scale.workers)
+                         scale.chunk_rows, step_workers(scale.workers, scale.shards))
 
 
 def _batches(step: StageStep, source: StageScan | None, wanted: Any) -> Iterator[Batch | tuple[Batch, dict]]:
@@ -55,7 +56,9 @@ def _raw_depends_on(step: StageStep, source: StageScan | None) -> dict[str, Any]
 def _load(step: StageStep) -> Iterator[ChunkWork]:
     def work(index: int, loaded: tuple[Batch, dict]) -> tuple[pl.DataFrame, dict]:
         batch, facts = loaded
-        assert batch.frame is not None
+        if batch.frame is None:  # it was done when read; another run of the run_id published it since
+            raise dg.Failure(f"raw: part {index} was published by another materialization of this run_id "
+                             "while this step ran; materialize again")
         return batch.frame, raw_summary(batch, facts)
     yield work
 
@@ -128,7 +131,7 @@ def _publish_canonical(step: StageStep, spool: ChunkSpool, count: int) -> Chunke
 
 CANONICAL_STAGE = ShardedStage(
     name="canonical",
-    chunks=lambda step, raw, wanted: raw.row_groups(),  # type: ignore[union-attr]
+    chunks=lambda step, raw, wanted: raw.row_groups(wanted=wanted),  # type: ignore[union-attr]
     depends_on=lambda step, raw: {"config": step.frozen.config_hash,
                                   "raw": [raw.manifest.get("version"), raw.manifest.get("content_hash")] if raw
                                   else None},

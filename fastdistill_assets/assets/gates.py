@@ -13,7 +13,7 @@ from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
 from fastdistill_assets.gates.judge import judge_endpoint
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
-from fastdistill_assets.processes import available_cpus
+from fastdistill_assets.processes import step_workers
 from fastdistill_assets.gates.quality_report import markdown_table, quality_report, report_frame
 from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
@@ -27,8 +27,7 @@ from fastdistill_assets.timing import StageTimer
 def _gate(step: StageStep) -> Iterator[ChunkWork]:
     frozen, context = step.frozen, step.context
     gates, config = frozen.gates, frozen.config
-    # by default the step's CPUs, shared by the shards that may run side by side
-    workers = gate_workers(config.scale.workers or max(1, available_cpus() // config.scale.shards), _chunk_rows(frozen))
+    workers = gate_workers(step_workers(config.scale.workers, config.scale.shards), _chunk_rows(frozen))
     with GateWorkers(workers, gates.execution) as runner:  # one for the step's chunks
 
         def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:

@@ -1,7 +1,8 @@
 """Sharded stages: a row-wise stage as a Dagster graph of steps over disjoint sets of its chunks.
 
-A stage's input is cut into chunks (``chunks.rechunk``: ``rows`` rows, whole samples when a
-``key`` is given). ``<stage>_plan`` fans out one dynamic ``<stage>_shard`` step per shard
+A stage's input is cut into chunks by its ``chunks`` function: the input stage's rows
+(``row_chunks``: ``chunks.rechunk``, whole samples when a ``key`` is given), its row groups, or
+for ``raw``, which has no input stage, the dataset's batches. ``<stage>_plan`` fans out one dynamic ``<stage>_shard`` step per shard
 (``scale.shards`` of the run's frozen config); shard ``k`` of ``K`` produces the chunks whose
 index is ``k`` mod ``K`` into the stage's :class:`~fastdistill_assets.chunks.ChunkSpool`, under
 a per-shard lock; ``<stage>_merge`` takes the run's writer lock, makes any part that is
@@ -44,7 +45,7 @@ class StageStep:
     context: dg.OpExecutionContext
     frozen: FrozenRun
     run_config: RunConfigResource
-    teacher: ProviderGateway  # only for a stage with ``uses_teacher``
+    teacher: ProviderGateway | None  # the provider gateway, for a stage with ``uses_teacher`` only
 
     @staticmethod
     def of(context: dg.OpExecutionContext, writer: bool | None = None) -> "StageStep":
@@ -149,18 +150,19 @@ def sharded_asset(stage: ShardedStage, upstream: str | None, *, description: str
            required_resource_keys=resources)
     def merge(context: dg.OpExecutionContext, counts: list[int], **source: StageScan) -> ChunkedFrame:
         step = StageStep.of(context, writer=True)
-        spool = _spool(stage, step, source.get("source"), prune=True)
-        # Under the run's writer lock: a part can be missing only if another run of this run_id
-        # published the stage (and cleared its spool) after our shards ran; make it again.
-        count = counts[0] if len(set(counts)) == 1 else None  # the shards agree: no need to read the input again
-        if count is None or not all(spool.done(i) for i in range(count)):
-            with step_errors(), _opened_on_first_use(lambda: stage.work(step)) as work:
-                chunks = stage.chunks(step, source.get("source"), lambda i: not spool.done(i))
-                made = run_chunks(spool, chunks, timed(work, "merge", context.run_id))
-            if set(counts) != {made}:
-                raise dg.Failure(f"{stage.name}: the shards counted {sorted(set(counts))} chunks, the merge {made}")
-            count = made
-        return stage.finish(step, spool, count)
+        with step_errors():
+            spool = _spool(stage, step, source.get("source"), prune=True)
+            # Under the run's writer lock: a part can be missing only if another run of this run_id
+            # published the stage (and cleared its spool) after our shards ran; make it again.
+            count = counts[0] if len(set(counts)) == 1 else None  # the shards agree: no need to read the input again
+            if count is None or not all(spool.done(i) for i in range(count)):
+                with _opened_on_first_use(lambda: stage.work(step)) as work:
+                    chunks = stage.chunks(step, source.get("source"), lambda i: not spool.done(i))
+                    made = run_chunks(spool, chunks, timed(work, "merge", context.run_id))
+                if set(counts) != {made}:
+                    raise dg.Failure(f"{stage.name}: the shards counted {sorted(set(counts))} chunks, the merge {made}")
+                count = made
+            return stage.finish(step, spool, count)
 
     def compose(**inputs: Any) -> Any:
         source = {"source": inputs[upstream]} if upstream else {}

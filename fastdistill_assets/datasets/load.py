@@ -43,7 +43,7 @@ class DatasetStream:
     """The dataset as batches of at most ``chunk_rows`` questions, in the order and with the
     records :func:`load_dataset` gives. A WikiSQL (and demo) split is read line by line, its
     tables once, and each batch's gold validated at once, in ``workers`` processes (None:
-    ``os.cpu_count()``) when the batch is large; a Spider/BIRD questions file (a JSON list) and a
+    the CPUs the process may use) when the batch is large; a Spider/BIRD questions file (a JSON list) and a
     CSV or parquet questions file are read whole and validated a batch at a time.
 
     ``facts`` (filled while iterating): ``lower_values`` per WikiSQL split.

@@ -119,13 +119,15 @@ class GateWorkers:
         self.executor = Executor(execution.timeout_ms, execution.max_rows)
 
     def gate(self, rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) -> list[dict[str, Any]]:
-        """Verdicts for ``rows``, in their order. Rows are split by database among the workers
-        (each keeps its own connections), then put back in order."""
+        """Verdicts for ``rows``, in their order. Rows sorted by database (stable: a sample's
+        candidates stay together) are cut into one contiguous slice per worker, so a worker
+        opens few databases and runs a sample's gold query once; then put back in order."""
         pool = self.pool.executor(len(rows))
         if pool is None:
             return [gate_row(row, gates, rationale, self.executor) for row in rows]
         order = sorted(range(len(rows)), key=lambda i: rows[i]["db_path"] or "")
-        chunks = [sorted(order[k::self.workers], key=lambda i: rows[i]["db_path"] or "") for k in range(self.workers)]
+        size = -(-len(order) // self.workers)
+        chunks = [order[start:start + size] for start in range(0, len(order), size)]
         futures = [(c, pool.submit(_gate_in_worker, [rows[i] for i in c], gates, rationale)) for c in chunks]
         results: list[dict[str, Any]] = [{}] * len(rows)
         for chunk, future in futures:

@@ -60,8 +60,12 @@ def classify_error(message: str) -> str:
 class _SqliteDatabase:
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
-        self.conn.execute("PRAGMA query_only = ON")
-        self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the schema, loaded without a deadline
+        try:
+            self.conn.execute("PRAGMA query_only = ON")
+            self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the schema, loaded without a deadline
+        except sqlite3.Error:
+            self.conn.close()
+            raise
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
         self.conn.set_authorizer(_sqlite_authorizer)
         self.conn.set_progress_handler(self._progress, 2000)
@@ -100,7 +104,7 @@ class _DuckDatabase:
         self.conn.close()
 
 
-GOLD_CACHE_SIZE = 4096  # gold results kept (a sample's candidates come together; the cache stays bounded)
+GOLD_CACHE_SIZE = 4096  # gold results kept (a sample's candidates are gated together; the cache stays bounded)
 
 
 class Executor:
