@@ -142,3 +142,14 @@ def write_questions(path: Path, rows: list[dict], malformed_line: str | None = N
     frame = pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], schema={c: pl.String for c in columns})
     frame.write_csv(path) if path.suffix == ".csv" else frame.write_parquet(path)
     return path
+
+
+def forkserver_steps() -> list[str]:
+    """Arguments for `dagster asset materialize`: Dagster's multiprocess executor with its step
+    processes forked from a forkserver that has the package loaded (a spawned step imports Dagster
+    and the package anew, seconds per step). Still a process per step."""
+    import json
+
+    config = {"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {
+        "preload_modules": ["fastdistill_assets.definitions"]}}}}}}
+    return ["--config-json", json.dumps(config)]

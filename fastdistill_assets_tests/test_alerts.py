@@ -76,7 +76,7 @@ def test_a_crashed_step_sends_one_run_alert_to_every_sink(project, tmp_path, web
     assert alert["dagster_run_id"] == run_id and alert["ui_path"] == f"/runs/{run_id}"
     [payload] = received
     text = payload["text"]
-    assert "run failed for run_id crash" in text and "`raw`" in text and "moved" in text
+    assert "run failed for run_id crash" in text and "`raw.raw_shard[shard_0]`" in text and "moved" in text
     assert run_id in text and f"/runs/{run_id}" in text
     # the check sensor has nothing to say about this run: no failed check, no duplicate
     failed_check_alerts(dg.build_sensor_context(instance=project.instance, resources={"alerts": sinks}))

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import forkserver_steps
 
 BIN = Path(sys.executable).parent
 
@@ -73,7 +74,7 @@ def test_materialization_killed_mid_teacher_stage_resumes_without_repeats(projec
     project.edit_config("provider_gateway", defaults={"concurrency": 4})
     cache = project.artifacts / "_cache" / "responses.sqlite"
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-               "--select", "raw,canonical,teacher_candidates", "--partition", "killed"]
+               "--select", "raw,canonical,teacher_candidates", "--partition", "killed", *forkserver_steps()]
     with embedded_teacher(FaultConfig(latency_ms=60)) as server:
         env = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts),
                "FASTDISTILL_CONFIGS": str(project.configs), "DAGSTER_HOME": str(project.root / "home")}

@@ -17,7 +17,7 @@ from fastdistill_assets.assets.teacher import teacher_candidates
 from fastdistill_assets.assets.training import baseline_model, student_model
 from fastdistill_assets.checks import distilled_not_empty, gate_checks
 from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import materialize, teacher_gateway, write_questions
+from fastdistill_assets_tests.conftest import forkserver_steps, materialize, teacher_gateway, write_questions
 from fastdistill_assets_tests.db_fixtures import make_shop
 
 GATED = [raw, canonical, teacher_candidates, filtered, distilled, *gate_checks, distilled_not_empty]
@@ -130,7 +130,8 @@ def test_cli_run_new_and_dagster_materialize_over_sqlite_and_duckdb(project, sho
                              capture_output=True, text=True, check=True)
     assert created.stdout.startswith("created run shop-run")
     subprocess.run([str(bin_dir / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-                    "--select", "raw,canonical,teacher_candidates,filtered,distilled", "--partition", "shop-run"],
+                    "--select", "raw,canonical,teacher_candidates,filtered,distilled", "--partition", "shop-run",
+                    *forkserver_steps()],
                    env=env, cwd=project.root, capture_output=True, text=True, check=True)
     store = ArtifactStore(project.artifacts)
     assert store.read("shop-run", "raw").filter(pl.col("reject_reason").is_not_null()).height == 3

@@ -16,7 +16,7 @@ import pytest
 from fastdistill_assets.assets.sharding import stage_span_s
 from fastdistill_assets.chunks import ChunkSpool, rechunk, run_chunks
 from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import ALL_ASSETS, materialize, teacher_gateway
+from fastdistill_assets_tests.conftest import ALL_ASSETS, forkserver_steps, materialize, teacher_gateway
 
 BIN = Path(sys.executable).parent
 DATA_STAGES = "raw,canonical,teacher_candidates,filtered,distilled"
@@ -44,8 +44,8 @@ def test_four_shards_in_their_own_processes_equal_one_in_process_run(project):
     for cache_file in (project.artifacts / "_cache").glob("responses.sqlite*"):
         cache_file.unlink()  # the sharded run asks the teacher itself
     done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-                           "--select", DATA_STAGES, "--partition", "sharded"], env=env, cwd=project.root,
-                          capture_output=True, text=True, timeout=600)
+                           "--select", DATA_STAGES, "--partition", "sharded", *forkserver_steps()],
+                          env=env, cwd=project.root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     store = ArtifactStore(project.artifacts)
