@@ -78,11 +78,23 @@ class ChunkSpool:
         return self.part(index).exists() and self.part(index).with_suffix(SUMMARY_SUFFIX).exists()
 
     def write(self, index: int, frame: pl.DataFrame, summary: dict[str, Any] | None = None) -> Path:
-        """Write part ``index`` atomically: the parquet first, then its summary, which marks it done."""
+        """Write part ``index`` atomically: the parquet first, then its summary, which marks it done.
+
+        The folder may vanish meanwhile: another materialization of the run_id that published
+        the stage clears its spool (its merge holds the run's lock, not this shard's). The part
+        is then written into the folder made anew, and the parts lost with the old one are made
+        again by this run's merge."""
         path = self.part(index)
-        _fsync_write(path, lambda tmp: frame.write_parquet(tmp, row_group_size=max(frame.height, 1)))
-        _fsync_write(path.with_suffix(SUMMARY_SUFFIX),
-                     lambda tmp: tmp.write_text(json.dumps(summary or {}, sort_keys=True)))
+        for attempt in range(2):
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                _fsync_write(path, lambda tmp: frame.write_parquet(tmp, row_group_size=max(frame.height, 1)))
+                _fsync_write(path.with_suffix(SUMMARY_SUFFIX),
+                             lambda tmp: tmp.write_text(json.dumps(summary or {}, sort_keys=True)))
+                return path
+            except FileNotFoundError:
+                if attempt:
+                    raise
         return path
 
     def summary(self, index: int) -> dict[str, Any]:

@@ -207,7 +207,7 @@ def test_two_materializations_of_one_run_call_the_teacher_once(project):
         second = subprocess.run(_materialize_command("twice", "teacher_candidates"), env=env, cwd=project.root,
                                 text=True, capture_output=True, timeout=300)
         first_log = first.communicate(timeout=300)[0]
-    assert (first.returncode, second.returncode) == (0, 0), (first_log, second.stderr)
+    assert (first.returncode, second.returncode) == (0, 0), (first_log[-3000:], second.stdout[-6000:], second.stderr[-3000:])
     n = ArtifactStore(project.artifacts).read("twice", "canonical").height
     assert len(server.stats.calls) == n and server.stats.total_calls == n  # each prompt asked once
     assert "is being materialized elsewhere" in second.stdout + second.stderr

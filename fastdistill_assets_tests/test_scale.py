@@ -179,3 +179,15 @@ def test_the_first_row_of_each_sample_is_kept_across_parts_and_a_repeat_changes_
         kept = pl.concat([pl.read_parquet(p) for p in spool.parts(len(parts))])
         assert kept.rows() == [("a", 0), ("b", 0), ("c", 1), ("d", 1), ("e", 3)]
         assert [spool.summary(i) for i in range(len(parts))] == [{"good": len(ids)} for ids in parts]
+
+
+def test_a_shard_keeps_writing_when_another_run_s_publish_clears_its_spool(tmp_path):
+    """Another materialization of the run_id publishes the stage and clears the spool while this
+    shard works: the shard's next part goes into the folder made anew, and the missing earlier
+    ones are left for this run's merge to make."""
+    spool = ChunkSpool(tmp_path / "teacher_candidates", "same-fingerprint")
+    spool.write(0, pl.DataFrame({"x": [1]}), {"n": 1})
+    ChunkSpool(tmp_path / "teacher_candidates", "same-fingerprint").clear()   # the other run's publish
+    spool.write(1, pl.DataFrame({"x": [2]}), {"n": 1})
+    assert not spool.done(0) and spool.done(1)
+    assert pl.read_parquet(spool.part(1))["x"].to_list() == [2]
