@@ -85,16 +85,16 @@ class ChunkSpool:
         is then written into the folder made anew, and the parts lost with the old one are made
         again by this run's merge."""
         path = self.part(index)
-        for attempt in range(2):
-            try:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                _fsync_write(path, lambda tmp: frame.write_parquet(tmp, row_group_size=max(frame.height, 1)))
-                _fsync_write(path.with_suffix(SUMMARY_SUFFIX),
-                             lambda tmp: tmp.write_text(json.dumps(summary or {}, sort_keys=True)))
-                return path
-            except FileNotFoundError:
-                if attempt:
-                    raise
+
+        def write_both() -> None:
+            _fsync_write(path, lambda tmp: frame.write_parquet(tmp, row_group_size=max(frame.height, 1)))
+            _fsync_write(path.with_suffix(SUMMARY_SUFFIX),
+                         lambda tmp: tmp.write_text(json.dumps(summary or {}, sort_keys=True)))
+        try:
+            write_both()
+        except FileNotFoundError:  # the folder was cleared meanwhile
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_both()
         return path
 
     def summary(self, index: int) -> dict[str, Any]:

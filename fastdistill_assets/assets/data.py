@@ -8,7 +8,7 @@ metadata adds them up.
 """
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,8 +33,10 @@ def _stream(step: StageStep) -> DatasetStream:
                          scale.chunk_rows, step_workers(scale.workers, scale.shards))
 
 
-def _batches(step: StageStep, source: StageScan | None, wanted: Any) -> Iterator[Batch | tuple[Batch, dict]]:
-    """The dataset's batches; one the step does not want is counted, not loaded."""
+def _batches(step: StageStep, source: StageScan | None,
+             wanted: Callable[[int], bool]) -> Iterator[tuple[Batch, dict[str, Any]]]:
+    """The dataset's batches, each with the stream's facts so far; one the step does not want is
+    counted, not loaded."""
     stream = _stream(step)
     with step_errors(OSError, ValueError, sqlite3.Error):
         for batch in stream.batches(skip=lambda index: not wanted(index)):

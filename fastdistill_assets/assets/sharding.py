@@ -2,7 +2,8 @@
 
 A stage's input is cut into chunks by its ``chunks`` function: the input stage's rows
 (``row_chunks``: ``chunks.rechunk``, whole samples when a ``key`` is given), its row groups, or
-for ``raw``, which has no input stage, the dataset's batches. ``<stage>_plan`` fans out one dynamic ``<stage>_shard`` step per shard
+for ``raw``, which has no input stage, the dataset's batches. ``<stage>_plan`` fans out one
+dynamic ``<stage>_shard`` step per shard
 (``scale.shards`` of the run's frozen config); shard ``k`` of ``K`` produces the chunks whose
 index is ``k`` mod ``K`` into the stage's :class:`~fastdistill_assets.chunks.ChunkSpool`, under
 a per-shard lock; ``<stage>_merge`` takes the run's writer lock, makes any part that is
