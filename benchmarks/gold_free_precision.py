@@ -1,23 +1,28 @@
-"""Gold-free gate precision: how often is a sample kept without gold actually right?
+"""Gold-free gate precision: how often is a label kept without gold actually right, and what does it cost?
 
-Takes the demo's train split (a labeled dataset), withholds all its gold, samples
-``--generations`` answers per question from the embedded teacher at ``--temperature``, runs
-the gold-free gates (clean, rules, parse, read-only execution, self-consistency, best-of-n
-selection) and scores the kept samples against the withheld gold with the gates' own
-gold-match rule. Prints, for each ``min_agreement`` in the sweep:
+Takes the demo's train split (a labeled dataset), hides all its gold, samples ``--generations``
+answers per question from the embedded teacher with the shipped error profile (``--clean``: the
+clean baseline) at ``--temperature``, and runs the filtered stage's chunk function
+(``gates.stage.gate_chunk``: clean, rules, parse, read-only execution, grounding, self-consistency,
+best-of-n, escalation) with the gates switched on one by one:
 
-* precision: share of kept samples whose kept answer matches the gold;
-* recall: of the samples with at least one gold-matching sampled candidate, the share kept
-  with a gold-matching answer (one denominator for every row);
-* kept: samples kept, and their share of all samples.
+* ``plain vote``: self-consistency alone (what the gates were before grounding and the degenerate rule);
+* ``+ degenerate``: a majority on an empty / all-NULL / lone-0 result is rejected;
+* ``+ grounding``: candidates comparing a column with a string it never holds are rejected;
+* ``+ escalation``: unsettled samples go to the embedded teacher without errors (``embedded_strong``,
+  through a real local server and the response cache), one answer each.
 
-The reference rows keep what executes with no agreement gate: "greedy" is one decode at
-temperature 0 (a single-decode run), "first sampled" the first of the sampled candidates
-that executes.
-The embedded teacher is called in-process (the same function `fastdistill serve` answers
-with, same seeds), so no HTTP time is measured here.
+Each row prints, against the hidden gold (the gates' own gold-match rule): kept samples, correct ones,
+precision with its 95 % Wilson interval, and the share of all questions labeled correctly; for the
+escalation row also its precision per label source, teacher requests and dollars (provider prices).
+Then the shadow calibration: the same candidates with their gold visible, the gold-free verdict
+computed beside it, and its precision estimate next to the true precision of the hidden-gold run's
+teacher-labeled samples (they should agree within the interval). Last, the gates' time with grounding
+on and off (the lookups' share of the gates' time).
 
-    .venv/bin/python benchmarks/gold_free_precision.py [--generations 5] [--temperature 0.8] [--limit N]
+The first teacher is called in-process (the function `fastdistill serve` answers with, same seeds).
+
+    .venv/bin/python benchmarks/gold_free_precision.py [--clean] [--generations 5] [--limit N]
 """
 
 from __future__ import annotations
@@ -29,90 +34,136 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.teacher.candidates import build_requests
 from fastdistill_assets.canonical import canonicalize
-from fastdistill_assets.config import ConsistencyGates, DatasetConfig, GatesConfig, RunConfig
+from fastdistill_assets.config import DatasetConfig, EscalateConfig, GatesConfig, RecipeConfig, RunConfig, \
+    TeacherConfig, TeacherErrorProfile, WithholdGold, load_gates
 from fastdistill_assets.datasets.load import load_dataset
 from fastdistill_assets.evaluation.gold_free import withheld_gold_matches
-from fastdistill_assets.gates.consistency import apply_consistency
-from fastdistill_assets.gates.pipeline import gate_frame
-from fastdistill_assets.gates.select import attach_judge, select
+from fastdistill_assets.gates.escalation import Escalator
+from fastdistill_assets.gates.shadow import calibration
+from fastdistill_assets.gates.stage import gate_chunk
+from fastdistill_assets.proportions import wilson_interval
 from fastdistill_assets.teacher import embedded
+from fastdistill_assets.teacher.candidates import build_requests
+from fastdistill_assets.teacher.gateway import ProviderGateway
 
-SWEEP = (0.4, 0.5, 0.6, 0.8, 1.0)
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = RecipeConfig(multi_decode_select=True)
 
 
-def sample_candidates(run: RunConfig, data_dir: Path) -> pl.DataFrame:
-    """Candidates of the demo's train split with all gold withheld (column ``withheld_gold_sql``)."""
+def sample_candidates(run: RunConfig, data_dir: Path, profile: TeacherErrorProfile | None) -> pl.DataFrame:
+    """Candidates of the demo's train split, all gold hidden (kept aside in ``withheld_gold_sql``)."""
     canon = canonicalize(load_dataset(run.dataset, data_dir).frame, run).frame
     requests, carried = build_requests(canon, run)
     withheld = dict(canon.select("sample_id", "withheld_gold_sql").iter_rows())
     params = {"temperature": run.decode.temperature}
     rows = []
     for request, base in zip(requests, carried, strict=True):
-        output = embedded.reply(request.messages, {**params, "seed": request.generation_index})
+        output = embedded.reply(request.messages, {**params, "seed": request.generation_index}, profile)
         rows.append({**base, "raw_output": output, "error": None, "withheld_gold_sql": withheld[base["sample_id"]]})
     return pl.DataFrame(rows, schema_overrides={"error": pl.String, "gold_sql": pl.String})
 
 
-def score(kept: pl.DataFrame, matches: pl.DataFrame, n_samples: int, reachable: int) -> dict[str, float]:
-    """Precision / recall of one kept set (one candidate per sample) against the hidden gold;
-    ``reachable``: the samples with at least one gold-matching sampled candidate."""
-    kept = kept.join(matches.select("candidate_id", "correct"), on="candidate_id")
-    correct = int(kept["correct"].sum())
-    return {"kept": kept.height, "kept_share": kept.height / n_samples,
-            "precision": correct / kept.height if kept.height else 0.0,
-            "recall": correct / reachable if reachable else 0.0}
+def gates_variant(base: GatesConfig, degenerate: bool, grounding: bool) -> GatesConfig:
+    return base.model_copy(update={
+        "consistency": base.consistency.model_copy(update={"degenerate_result": "reject" if degenerate else "keep"}),
+        "grounding": base.grounding.model_copy(update={"enabled": grounding})})
 
 
-def gate_with_oracle(candidates: pl.DataFrame, gates: GatesConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The gold-free verdicts, and per candidate whether it matches the withheld gold."""
-    gated = gate_frame(candidates, gates, workers=2)
+def score(filtered: pl.DataFrame, candidates: pl.DataFrame, gates: GatesConfig, questions: int) -> dict:
+    """The kept gold-free samples against the hidden gold, overall and per label source."""
+    kept = filtered.filter(pl.col("kept") & pl.col("gold_sql").is_null())
     withheld = candidates.select("sample_id", "withheld_gold_sql").unique("sample_id")
-    return gated, withheld_gold_matches(candidates, withheld, gates)
+    matches = withheld_gold_matches(kept, withheld, gates)
+    per_sample = kept.join(matches.select("candidate_id", "correct"), on="candidate_id").group_by(
+        "sample_id", "label_source").agg(pl.col("correct").all())
+    out = {"kept": per_sample.height, "correct": int(per_sample["correct"].sum()), "questions": questions,
+           "by_source": {s: (int(g["correct"].sum()), g.height)
+                         for (s,), g in per_sample.group_by("label_source", maintain_order=True)}}
+    out["precision"] = out["correct"] / out["kept"] if out["kept"] else 0.0
+    out["interval"] = wilson_interval(out["correct"], out["kept"])
+    return out
+
+
+def gated_seconds(candidates: pl.DataFrame, gates: GatesConfig) -> float:
+    started = time.perf_counter()
+    gate_chunk(candidates, gates, RECIPE, None, TeacherConfig())  # type: ignore[arg-type]  # no judge: no gateway
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--clean", action="store_true", help="the clean embedded teacher (no error profile)")
     parser.add_argument("--generations", type=int, default=5)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--min-executed", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=0.4)
     parser.add_argument("--limit", type=int, default=None, help="questions (default: the whole train split)")
+    parser.add_argument("--min-agreement", type=float, default=None, help="consistency.min_agreement (default: shipped)")
+    parser.add_argument("--min-confirmations", type=int, default=None,
+                        help="teacher.escalate.min_confirmations (default: the typed default)")
     args = parser.parse_args()
-    run = RunConfig(dataset=DatasetConfig(splits=["train"], limit_per_split=args.limit,
-                                          withhold_gold={"share": 1.0, "splits": ["train"]}),
+    profile = None if args.clean else TeacherErrorProfile()
+    dataset = DatasetConfig(splits=["train"], limit_per_split=args.limit)
+    run = RunConfig(dataset=dataset.model_copy(update={"withhold_gold": WithholdGold(share=1.0, splits=["train"])}),
                     decode={"name": "sampled", "temperature": args.temperature, "num_generations": args.generations})
-    greedy_run = run.model_copy(update={"decode": run.decode.model_copy(
-        update={"name": "greedy", "temperature": 0.0, "num_generations": 1})})
-    gates = GatesConfig()
+    shipped = load_gates(REPO / "configs" / "quality_gates.yaml")
+    if args.min_agreement is not None:
+        shipped = shipped.model_copy(update={"consistency": shipped.consistency.model_copy(
+            update={"min_agreement": args.min_agreement})})
+    escalate = EscalateConfig(provider="embedded_strong", **(
+        {} if args.min_confirmations is None else {"min_confirmations": args.min_confirmations}))
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        candidates = sample_candidates(run, Path(tmp))
-        greedy = sample_candidates(greedy_run, Path(tmp))
-        n_samples = candidates["sample_id"].n_unique()
-        print(f"questions {n_samples}, candidates {candidates.height} ({args.generations} per question, "
-              f"temperature {args.temperature}) + {greedy.height} greedy, embedded teacher in-process, "
-              f"{time.perf_counter() - started:.1f} s")
-        started = time.perf_counter()
-        gated, matches = gate_with_oracle(candidates, gates)
-        greedy_gated, greedy_matches = gate_with_oracle(greedy, gates)
-        print(f"gates (gold-free and oracle passes) {time.perf_counter() - started:.1f} s")
-    reachable = matches.group_by("sample_id").agg(pl.col("correct").any())["correct"].sum()
-    executed = gated.filter(pl.col("reject_reason").is_null())
-    rows = [("greedy, exec only (1 decode, T=0)",
-             score(greedy_gated.filter(pl.col("reject_reason").is_null()), greedy_matches, n_samples, reachable)),
-            ("first sampled that executes", score(
-                executed.sort("generation_index").unique("sample_id", keep="first"), matches, n_samples, reachable))]
-    for min_agreement in SWEEP:
-        config = ConsistencyGates(min_agreement=min_agreement, min_executed=args.min_executed)
-        chosen = select(attach_judge(apply_consistency(gated, config), None), gates, multi_decode=True)
-        rows.append((f"self-consistency min_agreement={min_agreement:.1f}",
-                     score(chosen.filter(pl.col("kept")), matches, n_samples, reachable)))
-    print(f"\n{'gate':<40} {'kept':>6} {'kept %':>7} {'precision':>10} {'recall':>7}")
-    for name, s in rows:
-        print(f"{name:<40} {s['kept']:>6} {s['kept_share']:>7.1%} {s['precision']:>10.4f} {s['recall']:>7.4f}")
-    print(f"\nmin_executed={args.min_executed}; precision = kept samples whose answer matches the withheld gold / "
-          f"kept; recall = kept with a matching answer / {reachable} samples with any gold-matching sampled candidate")
+        candidates = sample_candidates(run, Path(tmp), profile)
+        questions = candidates["sample_id"].n_unique()
+        print(f"questions {questions}, candidates {candidates.height} ({args.generations} per question, temperature "
+              f"{args.temperature}, {'clean teacher' if args.clean else 'shipped error profile'}), all gold hidden; "
+              f"teacher in-process {time.perf_counter() - started:.1f} s")
+        gateway = ProviderGateway(config_path=str(REPO / "configs" / "provider_gateway.yaml"),
+                                  cache_path=str(Path(tmp) / "responses.sqlite"))
+        rows = []
+        for name, degenerate, grounding, escalates in (("plain vote", False, False, False),
+                                                       ("+ degenerate", True, False, False),
+                                                       ("+ grounding", True, True, False),
+                                                       ("+ escalation", True, True, True)):
+            gates = gates_variant(shipped, degenerate, grounding)
+            with Escalator(gateway, escalate, run.decode) as escalator:
+                filtered, summary = gate_chunk(candidates, gates, RECIPE, gateway, TeacherConfig(),
+                                               escalator=escalator if escalates else None)
+            rows.append((name, score(filtered, candidates, gates, questions), summary["escalation"]))
+
+        print(f"\n{'gates':<16} {'kept':>5} {'correct':>8} {'precision':>10} {'95 % Wilson':>16} {'labeled right':>14}")
+        for name, s, _ in rows:
+            low, high = s["interval"]
+            print(f"{name:<16} {s['kept']:>5} {s['correct']:>8} {s['precision']:>10.4f} [{low:.3f}, {high:.3f}]"
+                  f" {s['correct'] / s['questions']:>14.1%}")
+        _, last, escalation = rows[-1]
+        for source, (correct, kept) in last["by_source"].items():
+            low, high = wilson_interval(correct, kept)
+            print(f"  label_source {source:<10} {correct:>4} of {kept:<4} precision {correct / kept:.4f} "
+                  f"[{low:.3f}, {high:.3f}]")
+        if escalation:
+            account = escalation["account"]
+            price_in, price_out = gateway.prices(escalate.provider)
+            dollars = (account["input_tokens"] * (price_in or 0) + account["output_tokens"] * (price_out or 0)) / 1e6
+            print(f"  escalation: {escalation['samples']} samples asked, {escalation['kept']} kept; "
+                  f"{account['requests']} requests, {account['input_tokens'] + account['output_tokens']} tokens, "
+                  f"${dollars:.4f} at {escalate.provider}'s prices")
+
+        # shadow calibration: the same candidates with their gold visible
+        labeled = candidates.with_columns(pl.col("withheld_gold_sql").alias("gold_sql"))
+        gates = gates_variant(shipped, True, True)
+        shadow, _ = gate_chunk(labeled, gates, RECIPE, gateway, TeacherConfig())
+        estimate = calibration(shadow)
+        truth = rows[2][1]  # + grounding: the gold-free gate without escalation, scored on hidden gold
+        print(f"\nshadow calibration (gold visible, gold-free verdict beside it): precision {estimate['precision']:.4f} "
+              f"[{estimate['precision_lower']:.3f}, {estimate['precision_upper']:.3f}] on {estimate['kept']} kept; "
+              f"true precision with the gold hidden {truth['precision']:.4f} on {truth['kept']} kept: "
+              f"{'within' if estimate['precision_lower'] <= truth['precision'] <= estimate['precision_upper'] else 'OUTSIDE'}"
+              " the interval")
+        off, on = (min(gated_seconds(candidates, gates_variant(shipped, True, grounding)) for _ in range(3))
+                   for grounding in (False, True))
+        print(f"\ngates' time (gate_chunk, best of 3, a fresh lookup cache each): grounding off {off:.2f} s, on {on:.2f} s:"
+              f" grounding is {(on - off) / on:.1%} of the gates' time")
 
 
 if __name__ == "__main__":

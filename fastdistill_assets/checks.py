@@ -36,7 +36,8 @@ from fastdistill_assets.storage import StageOutput, StageScan
 
 # Metrics of one path are null in a run without that path's samples: nothing to gate there.
 PATH_METRICS = {"gold_match_rate": "labeled", "labeled_p_keep": "labeled", "gold_free_p_keep": "gold_free",
-                "agreement_p50": "gold_free", "agreement_p90": "gold_free"}
+                "agreement_p50": "gold_free", "agreement_p90": "gold_free", "gold_free_precision": "labeled",
+                "gold_free_precision_lower": "labeled", "gold_free_recall": "labeled"}
 HARD_GATES = ("test_exec_accuracy_vs_baseline", "online_win_rate")
 RELOAD = "reload the code location (the checks are declared from configs/quality_gates.yaml when it loads)"
 GATES_STEP, HARD_GATES_STEP = "filtered_gates", "eval_report_hard_gates"   # the checks' op (step) names

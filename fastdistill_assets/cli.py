@@ -20,8 +20,13 @@ def _registry() -> RunRegistry:
     return RunRegistry(settings.artifacts_dir(), settings.configs_dir())
 
 
-def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str | None = None) -> None:
+DEMO_OVERLAY = "demo.yaml"   # in the configs folder: what `fastdistill demo` sets over the run config
+
+
+def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str | None = None,
+               overlay: Path | None = None) -> None:
     """Check, freeze and register a run: nothing is written unless the preflight passes.
+    ``overlay``: settings over the run config's (the demo's ``configs/demo.yaml``).
 
     Raises:
         ConfigError: a config file, environment variable or the dataset is wrong (one line).
@@ -34,7 +39,7 @@ def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str 
     from fastdistill_assets.preflight import preflight
 
     registry = _registry()
-    frozen = registry.prepare(run_id, config_path, parent_run_id)
+    frozen = registry.prepare(run_id, config_path, parent_run_id, overlay=overlay)
     notes = preflight(frozen, registry.configs_dir, settings.artifacts_dir() / "_datasets", dict(os.environ))
     settings.dagster_home()
     registry.save(frozen)
@@ -98,7 +103,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from fastdistill_assets.run_summary import materialize_run
 
     run_id = args.run_id or "demo-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    create_run(run_id, Path(args.config) if args.config else None)
+    create_run(run_id, Path(args.config) if args.config else None, overlay=settings.configs_dir() / DEMO_OVERLAY)
     return materialize_run(run_id, verbose=args.verbose)
 
 

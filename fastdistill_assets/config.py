@@ -105,6 +105,49 @@ class TeacherErrorProfile(_Strict):
         return sha256_json(self.model_dump())[:12]
 
 
+def _overrides(base_url: str | None, timeout_s: float | None, concurrency: int | None,
+               profile: TeacherErrorProfile | None) -> dict[str, Any]:
+    values = {"base_url": base_url, "timeout_s": timeout_s, "concurrency": concurrency}
+    overrides = {key: value for key, value in values.items() if value is not None}
+    return {**overrides, ERROR_PROFILE_KEY: profile.model_dump()} if profile else overrides
+
+
+# The gold-free verdicts that leave a sample unsettled: what a stronger teacher is asked about.
+ESCALATE_REASONS = ("no_majority", "low_agreement", "too_few_executed", "degenerate_result", "ungrounded_literal",
+                    "missing_question_number")
+
+
+class EscalateConfig(_Strict):
+    """A stronger teacher for the gold-free samples the first one leaves unsettled (``teacher.escalate``).
+
+    A gold-free sample with no kept answer and a candidate rejected for one of ``reasons`` is asked
+    again of this provider (``num_generations`` answers, the run's decode otherwise), and its answers
+    pass the same gates. With at least ``consistency.min_executed`` escalated answers they must agree
+    as any sample's do; with fewer, an answer is kept when it executes, is grounded, is not
+    degenerate and gives the same result as one of the first teacher's executed answers (or alone,
+    with ``trust_single``). ``error_profile`` is for an embedded escalation teacher only (null:
+    the clean baseline). ``base_url`` / ``timeout_s`` / ``concurrency`` override the provider's.
+    """
+
+    provider: str
+    model: str | None = None
+    base_url: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, ge=1)
+    num_generations: int = Field(default=1, ge=1)
+    trust_single: bool = False
+    min_confirmations: int = Field(default=1, ge=1)   # first-teacher answers that must give the single answer's result
+    reasons: list[Literal["no_majority", "low_agreement", "too_few_executed", "degenerate_result",
+                          "ungrounded_literal", "missing_question_number"]] = Field(default_factory=lambda: list(ESCALATE_REASONS), min_length=1)
+    error_profile: TeacherErrorProfile | None = None
+
+    def endpoint_overrides(self) -> dict[str, Any]:
+        """The gateway settings the escalation overrides, and its error profile when one applies."""
+        profile = self.error_profile if self.base_url is None and self.error_profile is not None \
+            and not self.error_profile.is_clean else None
+        return _overrides(self.base_url, self.timeout_s, self.concurrency, profile)
+
+
 class TeacherConfig(_Strict):
     """The teacher; ``base_url``, ``timeout_s`` and ``concurrency`` override the provider's gateway
     settings for this run (null: the gateway's).
@@ -121,6 +164,7 @@ class TeacherConfig(_Strict):
     timeout_s: float | None = Field(default=None, gt=0)
     concurrency: int | None = Field(default=None, ge=1)
     error_profile: TeacherErrorProfile | None = Field(default_factory=TeacherErrorProfile)
+    escalate: EscalateConfig | None = None      # a stronger teacher for unsettled gold-free samples (off: null)
 
     def active_error_profile(self) -> TeacherErrorProfile | None:
         """The error profile the teacher answers with: None unless the gateway starts the embedded
@@ -133,10 +177,7 @@ class TeacherConfig(_Strict):
     def endpoint_overrides(self) -> dict[str, Any]:
         """The gateway settings this run overrides (null ones left to the gateway), and the active
         ``error_profile`` (as a plain mapping) for the embedded teacher the gateway starts."""
-        values = {"base_url": self.base_url, "timeout_s": self.timeout_s, "concurrency": self.concurrency}
-        overrides = {key: value for key, value in values.items() if value is not None}
-        profile = self.active_error_profile()
-        return {**overrides, ERROR_PROFILE_KEY: profile.model_dump()} if profile else overrides
+        return _overrides(self.base_url, self.timeout_s, self.concurrency, self.active_error_profile())
 
 
 class DecodeProfile(_Strict):
@@ -223,6 +264,23 @@ class ConsistencyGates(_Strict):
 
     min_agreement: float = Field(default=0.6, ge=0.0, le=1.0)
     min_executed: int = Field(default=2, ge=1)
+    # A majority result that is degenerate (no rows, only NULLs, or one row of only 0 / NULL) is no
+    # evidence: different wrong queries agree on it by accident. reject: the sample is rejected.
+    degenerate_result: Literal["reject", "keep"] = "reject"
+
+
+class GroundingGates(_Strict):
+    """Grounded literals: a gold-free candidate that compares a column with a string (``=``, ``!=``,
+    ``IN``, ``LIKE`` without wildcards) that occurs nowhere in that column is rejected
+    (``ungrounded_literal``), and one that leaves out a number its question states
+    (``missing_question_number``, with ``question_numbers``). Labeled samples are decided by their gold; the check still runs on
+    them for the shadow calibration (the gold-free verdict they would get)."""
+
+    enabled: bool = True
+    case_sensitive: bool = False
+    # a number that stands alone in the question ("opening year is 1931") must be in one of the query's
+    # literals; a query without it has dropped or changed a condition (missing_question_number)
+    question_numbers: bool = True
 
 
 class GoldGates(_Strict):
@@ -246,7 +304,8 @@ class SelectGates(_Strict):
 # The quality report's numeric metrics (reports.quality_report) that a check can gate.
 GateMetric = Literal["p_keep", "teacher_error_rate", "empty_output_rate", "rule_pass_rate", "parse_pass_rate",
                      "exec_pass_rate", "gold_match_rate", "labeled_p_keep", "gold_free_p_keep", "agreement_p50",
-                     "agreement_p90", "judge_mean", "judge_p50", "judge_p90"]
+                     "agreement_p90", "judge_mean", "judge_p50", "judge_p90", "gold_free_precision",
+                     "gold_free_precision_lower", "gold_free_recall"]
 CHECK_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
@@ -292,6 +351,7 @@ class GatesConfig(_Strict):
     execution: ExecutionGates = Field(default_factory=ExecutionGates)
     gold: GoldGates = Field(default_factory=GoldGates)
     consistency: ConsistencyGates = Field(default_factory=ConsistencyGates)
+    grounding: GroundingGates = Field(default_factory=GroundingGates)
     judge: JudgeGates = Field(default_factory=JudgeGates)
     select: SelectGates = Field(default_factory=SelectGates)
     checks: dict[str, CheckThreshold] = Field(default_factory=dict)
@@ -391,13 +451,26 @@ def validated(model: type[ModelT], data: dict[str, Any], source: str,
         raise ConfigError(describe_validation_error(err, source, env)) from None
 
 
-def load_run_config(path: Path, environ: dict[str, str] | None = None) -> RunConfig:
-    """The run config at ``path`` with the environment's settings applied (see :data:`ENV_SETTINGS`)."""
+def overlaid(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overlay``'s keys set over it, mappings merged key by key."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        merged[key] = overlaid(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
+
+
+def load_run_config(path: Path, environ: dict[str, str] | None = None, overlay: Path | None = None) -> RunConfig:
+    """The run config at ``path``, with ``overlay``'s settings over it (``configs/demo.yaml`` for the
+    demo) and the environment's applied last (see :data:`ENV_SETTINGS`)."""
     data = read_yaml(path)
+    source = str(path)
+    if overlay is not None:
+        data, source = overlaid(data, read_yaml(overlay)), f"{path} with {overlay}"
     env: dict[tuple[str, ...], str] = {}
     if environ is not None:
         data, env = apply_environment(data, environ)
-    config = validated(RunConfig, data, str(path), env)
+    config = validated(RunConfig, data, source, env)
     paths = {key: _path(value) for key in ("path", "databases", "db_path")
              if (value := getattr(config.dataset, key)) is not None}
     # frozen absolute, so steps started from another folder read the same files
@@ -545,19 +618,21 @@ class RunRegistry:
     def current_gates(self) -> GatesConfig:
         return load_gates(self.configs_dir / "quality_gates.yaml")
 
-    def create(self, run_id: str, config_path: Path | None = None, parent_run_id: str | None = None) -> FrozenRun:
+    def create(self, run_id: str, config_path: Path | None = None, parent_run_id: str | None = None,
+               overlay: Path | None = None) -> FrozenRun:
         """Freeze the given run config and the current gates for a new run_id.
 
         Raises:
             RunConfigError: the run_id already exists.
             ConfigError: a config file or environment variable is wrong.
         """
-        return self.save(self.prepare(run_id, config_path, parent_run_id))
+        return self.save(self.prepare(run_id, config_path, parent_run_id, overlay=overlay))
 
     def prepare(self, run_id: str, config_path: Path | None = None, parent_run_id: str | None = None,
-                environ: dict[str, str] | None = None) -> FrozenRun:
+                environ: dict[str, str] | None = None, overlay: Path | None = None) -> FrozenRun:
         """The frozen run a :meth:`create` would write, without writing it (to check it first).
-        ``environ`` (default: this process's) supplies the settings of :data:`ENV_SETTINGS`.
+        ``environ`` (default: this process's) supplies the settings of :data:`ENV_SETTINGS`;
+        ``overlay``: a YAML file whose settings go over the run config's (the demo's).
 
         Raises:
             RunConfigError: the run_id already exists.
@@ -566,7 +641,7 @@ class RunRegistry:
         if self.exists(run_id):
             raise RunConfigError(f"run_id {run_id!r} already exists; choose a new name")
         config = load_run_config(config_path or self.configs_dir / "run_config.yaml",
-                                 dict(os.environ) if environ is None else environ)
+                                 dict(os.environ) if environ is None else environ, overlay)
         if parent_run_id:  # born-again: the parent run's student is this run's teacher
             config = config.model_copy(update={"teacher": config.teacher.model_copy(
                 update={"provider": "student", "model": parent_run_id})})

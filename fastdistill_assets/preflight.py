@@ -19,7 +19,7 @@ from fastdistill_assets.config import ConfigError, FrozenRun, RunConfig, gold_fr
 from fastdistill_assets.datasets import questions
 from fastdistill_assets.datasets.demo import SPLITS as DEMO_SPLITS
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.gates.judge import judge_endpoint
+from fastdistill_assets.gates.judge import CANNOT_JUDGE, judge_endpoint
 from fastdistill_assets.teacher.gateway import API_KEY_ENV, ProviderGateway
 
 FIRST_ROWS = 20   # questions per split loaded to prove the dataset works
@@ -40,6 +40,12 @@ def preflight(frozen: FrozenRun, configs_dir: Path, data_dir: Path, environ: dic
     if frozen.gates.judge.enabled:
         judge = judge_endpoint(frozen.gates.judge, config.teacher)
         gateway.check(judge.provider, judge.overrides)
+    if config.teacher.escalate is not None:
+        escalate = config.teacher.escalate
+        if escalate.provider in CANNOT_JUDGE:  # a student is no stronger teacher than the one it learned from
+            raise ConfigError(f"run_config.yaml: teacher.escalate.provider {escalate.provider!r} cannot be an "
+                              "escalation teacher: name a stronger teacher's provider")
+        gateway.check(escalate.provider, escalate.endpoint_overrides())
     return gold_free_notes(config, frozen.gates)
 
 

@@ -5,8 +5,9 @@ import json
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import ConsistencyGates, GatesConfig, RunConfig, gold_free_notes
+from fastdistill_assets.config import ConsistencyGates, GatesConfig, RecipeConfig, RunConfig, TeacherConfig, gold_free_notes
 from fastdistill_assets.gates.sft_export import preference_pairs
+from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.gates.consistency import (LOW_AGREEMENT, MINORITY, NO_MAJORITY, TOO_FEW, apply_consistency,
                                                   sample_verdicts)
 from fastdistill_assets.gates.gold import result_signature
@@ -56,7 +57,11 @@ CANDIDATES = [
 ]
 
 
-def _filtered(tmp_path, empty_result: str, multi_decode: bool = False) -> pl.DataFrame:
+PLAIN_VOTE = {"grounding": {"enabled": False}, "consistency": {"degenerate_result": "keep"}}
+
+
+def _filtered(tmp_path, empty_result: str, multi_decode: bool = False, gates: dict | None = None) -> pl.DataFrame:
+    """The candidates gated; ``gates`` (default: the plain vote, no grounding or degenerate rule)."""
     db_path = str(make_sqlite(tmp_path / "db.sqlite"))
     frame = pl.DataFrame([{
         "candidate_id": f"c{i}", "sample_id": sample, "generation_index": i, "raw_output": raw, "error": err,
@@ -64,9 +69,23 @@ def _filtered(tmp_path, empty_result: str, multi_decode: bool = False) -> pl.Dat
         "question": "q", "schema": "s", "messages": json.dumps([{"role": "user", "content": "q"}]),
     } for i, (sample, gold, raw, err) in enumerate(CANDIDATES)],
         schema_overrides={"raw_output": pl.String, "error": pl.String, "gold_sql": pl.String})
-    gates = GatesConfig.model_validate({"execution": {"empty_result": empty_result}})
-    gated = apply_consistency(gate_frame(frame, gates), gates.consistency)
-    return select(attach_judge(gated, None), gates, multi_decode=multi_decode)
+    gates = GatesConfig.model_validate({"execution": {"empty_result": empty_result},
+                                        **(PLAIN_VOTE if gates is None else gates)})
+    filtered, summary = gate_chunk(frame, gates, RecipeConfig(multi_decode_select=multi_decode), None, TeacherConfig())
+    assert summary == {"judge_calls": 0, "escalation": None}
+    return filtered
+
+
+def test_default_gates_reject_ungrounded_literals_before_the_vote(tmp_path):
+    """With the shipped gates, 'Rome' occurs in no club: that candidate leaves the vote, so U3 has one
+    executed candidate left (too few); 'Lyon' and 'Porto' are grounded."""
+    filtered = _filtered(tmp_path, "keep", gates={})
+    assert filtered["reject_reason"].to_list() == [
+        None, "gold_mismatch", None, None, MINORITY, NO_MAJORITY, NO_MAJORITY, "ungrounded_literal", TOO_FEW,
+        "exec_error", TOO_FEW, "teacher_error"]
+    assert filtered["ungrounded"].to_list()[7] == "player.club = 'Rome'"
+    assert filtered["ungrounded"].null_count() == filtered.height - 1
+    assert filtered["result_degenerate"].to_list()[7:9] == [True, True]
 
 
 def test_mixed_frame_verdicts_and_per_path_report(tmp_path):
@@ -131,7 +150,7 @@ def test_empty_result_judge_keeps_only_what_the_judge_approves(tmp_path):
                           for i, (s, gold, out) in enumerate(rows)],
                          schema_overrides={"error": pl.String, "gold_sql": pl.String})
     gates = GatesConfig.model_validate({"execution": {"empty_result": "judge"},
-                                        "judge": {"enabled": True, "min_score": 0.75}})
+                                        "judge": {"enabled": True, "min_score": 0.75}, **PLAIN_VOTE})
     gated = apply_consistency(gate_frame(frame, gates), gates.consistency)
     scores = {"c0": (1.0, None), "c1": (0.75, None), "c2": (0.5, None), "c3": (0.5, None), "c4": (0.5, None)}
     chosen = select(attach_judge(gated, scores), gates, multi_decode=False)

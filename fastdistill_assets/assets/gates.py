@@ -1,5 +1,6 @@
 """Gate assets: filtered (every verdict) and distilled (kept samples and exports)."""
 
+import contextlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from fastdistill_assets.assets.sharding import ShardedStage, StageStep, row_chun
 from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork, rechunk, spool_fingerprint
 from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
+from fastdistill_assets.gates.escalation import EscalationSummary, Escalator
 from fastdistill_assets.gates.judge import judge_endpoint
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
 from fastdistill_assets.processes import step_workers
@@ -28,13 +30,36 @@ def _gate(step: StageStep) -> Iterator[ChunkWork]:
     frozen, context = step.frozen, step.context
     gates, config = frozen.gates, frozen.config
     workers = gate_workers(step_workers(config.scale.workers, config.scale.shards), _chunk_rows(frozen))
-    with GateWorkers(workers, gates.execution) as runner:  # one for the step's chunks
+    escalate = config.teacher.escalate
+    with GateWorkers(workers, gates.execution) as runner, contextlib.ExitStack() as stack:  # one for the step's chunks
+        escalator = stack.enter_context(Escalator(step.teacher, escalate, config.decode)) if escalate else None
 
         def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-            frame, judge_calls = gate_chunk(chunk, gates, config.recipe, step.teacher, config.teacher, runner)
-            context.log.info(f"gates: chunk {index} done ({frame.height} candidates)")
-            return frame, {"judge_calls": judge_calls, "workers": workers}
+            frame, summary = gate_chunk(chunk, gates, config.recipe, step.teacher, config.teacher, runner, escalator)
+            escalated = summary["escalation"]["samples"] if summary["escalation"] else 0
+            context.log.info(f"gates: chunk {index} done ({frame.height} candidates"
+                             + (f", {escalated} samples escalated)" if escalate else ")"))
+            return frame, {**summary, "workers": workers}
         yield work
+
+
+def escalation_metadata(step: StageStep, summaries: list[dict]) -> dict:
+    """The escalation teacher's figures over the stage: samples asked and kept, requests, calls,
+    cache hits, tokens and cost (``escalation_*``), or nothing when the run does not escalate."""
+    escalate = step.frozen.config.teacher.escalate
+    if escalate is None:
+        return {}
+    total, models = EscalationSummary(), set()
+    for summary in summaries:
+        chunk = EscalationSummary.from_json(summary["escalation"])
+        total.samples, total.kept = total.samples + chunk.samples, total.kept + chunk.kept
+        total.account.merge(chunk.account)
+        models |= {chunk.model} if chunk.model else set()
+    account = total.account.metadata(step.teacher.prices(escalate.provider))
+    keep = ("requests", "calls", "cache_hits", "errors", "input_tokens", "output_tokens", "cost_usd")
+    return {"escalation_samples": total.samples, "escalation_kept_samples": total.kept,
+            **{f"escalation_{k}": account[k] for k in keep if k in account},
+            "escalation_provider": escalate.provider, "escalation_model": ", ".join(sorted(models)) or "-"}
 
 
 def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
@@ -49,6 +74,7 @@ def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
         "exec_error_counts": dg.MetadataValue.json(report["exec_error_counts"]),
         "cleaning_counts": dg.MetadataValue.json(report["cleaning_counts"]),
         "judge_calls": sum(s["judge_calls"] for s in summaries),
+        **escalation_metadata(step, summaries),
         "gate_workers": max(s["workers"] for s in summaries),
         "quality_report": dg.MetadataValue.md(markdown_table(report)),
     })
@@ -68,12 +94,20 @@ def _judge(frozen: FrozenRun, teacher: ProviderGateway) -> str | None:
     return teacher.teacher_identity(judge.provider, judge.model, judge.overrides)
 
 
+def _escalation_teacher(frozen: FrozenRun, teacher: ProviderGateway) -> str | None:
+    """The model the escalation reaches (a null model is the provider's default), if the run escalates."""
+    escalate = frozen.config.teacher.escalate
+    if escalate is None:
+        return None
+    return teacher.teacher_identity(escalate.provider, escalate.model, escalate.endpoint_overrides())
+
+
 GATES_STAGE = ShardedStage(
     name="filtered",
     chunks=row_chunks(_chunk_rows, key="sample_id"),
     depends_on=lambda step, candidates: {
         "config": step.frozen.config_hash, "gates": step.frozen.gates_hash, "rows": _chunk_rows(step.frozen),
-        "judge": _judge(step.frozen, step.teacher),
+        "judge": _judge(step.frozen, step.teacher), "escalate": _escalation_teacher(step.frozen, step.teacher),
         "candidates": candidates.manifest.get("content_hash") if candidates else None},
     work=_gate,
     finish=_publish,
@@ -92,9 +126,12 @@ K Dagster steps (`filtered_shard`). Its steps are in the `teacher` pool because 
 Reads teacher_candidates: candidate_id, sample_id, raw_output, error, db_path, dialect,
 gold_sql, question, schema, messages. Adds: rationale, cleaned_sql, clean_actions, rule_ok,
 rule_reason, parse_ok, parse_error, exec_ok, exec_error, exec_error_detail, exec_ms,
-result_rows, result_signature, result_preview, gold_signature, gold_match, agreement,
-judge_score, judge_source, judge_error, reject_reason, kept, gate_ms. Side file:
-quality_report.json (overall and per path: labeled, gold_free).
+result_rows, result_signature, result_preview, result_degenerate, ungrounded, gold_signature,
+gold_match, agreement, judge_score, judge_source, judge_error, reject_reason, kept, gate_ms,
+shadow_kept, shadow_reason (labeled samples: the gold-free verdict with the gold hidden) and
+label_source (gold, teacher or escalated). With `teacher.escalate`, the unsettled gold-free samples'
+answers from the stronger teacher are rows of their own, right after their sample's. Side file:
+quality_report.json (overall, per path: labeled, gold_free, and the shadow calibration).
 """.strip())
 
 
@@ -103,9 +140,9 @@ def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, 
     """Kept samples only, plus `sft.jsonl` (chat format) and, by recipe, preference pairs.
     Streams filtered chunk by chunk (whole samples), writing the side files as it goes.
 
-    Reads filtered: kept, cleaned_sql, rationale, messages, judge_score and ids.
+    Reads filtered: kept, cleaned_sql, rationale, messages, judge_score, label_source and ids.
     Writes: sample_id, candidate_id, split, db_id, question, schema, sql, rationale,
-    judge_score, messages. Side files: sft.jsonl, preference_pairs.jsonl/.parquet.
+    judge_score, label_source (gold, teacher or escalated), messages. Side files: sft.jsonl, preference_pairs.jsonl/.parquet.
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)

@@ -11,19 +11,7 @@ from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.config import GoldGates
 from fastdistill_assets.gates.gold import matches_gold
 from fastdistill_assets.prompt_format import build_messages
-
-Z95 = 1.959963984540054
-
-
-def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (0, 0 for n = 0)."""
-    if n == 0:
-        return 0.0, 0.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+from fastdistill_assets.proportions import Z95, wilson_interval
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Run every gate on every candidate, short-circuiting, and record each verdict and reason.
 
 Order: teacher error -> (rationale split) -> clean -> rules -> parse -> execute -> (empty result) ->
-gold match, for samples with gold. A sample without gold stops after execution here: the
-self-consistency gate (``consistency``), the judge and the final selection (``select``) run
-afterwards over the whole frame, since they compare a sample's candidates.
+grounding (``ungrounded``, ``missing_numbers`` are recorded for every executed candidate; they
+reject only gold-free ones) -> gold match, for samples with gold. A sample without gold stops after grounding
+here: the self-consistency gate (``consistency``), the judge and the final selection (``select``)
+run afterwards over the whole frame, since they compare a sample's candidates.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import polars as pl
 
 from fastdistill_assets.config import ExecutionGates, GatesConfig
 from fastdistill_assets.gates.clean import clean_sql
+from fastdistill_assets.gates.consistency import is_degenerate
+from fastdistill_assets.gates.grounding import (LiteralUse, first_ungrounded, missing_question_numbers,
+                                                string_literal_uses)
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.gold import matches_gold, result_signature
 from fastdistill_assets.judge_format import result_preview
@@ -29,9 +33,17 @@ GATE_SCHEMA: dict[str, pl.DataType] = {
     "rule_ok": pl.Boolean(), "rule_reason": pl.String(), "parse_ok": pl.Boolean(), "parse_error": pl.String(),
     "exec_ok": pl.Boolean(), "exec_error": pl.String(), "exec_error_detail": pl.String(), "exec_ms": pl.Float64(),
     "result_rows": pl.Int64(), "result_signature": pl.String(), "result_preview": pl.String(),
-    "gold_signature": pl.String(), "gold_match": pl.Boolean(), "reject_reason": pl.String(), "gate_ms": pl.Float64(),
+    "result_degenerate": pl.Boolean(), "ungrounded": pl.String(), "missing_numbers": pl.String(), "gold_signature": pl.String(), "gold_match": pl.Boolean(), "reject_reason": pl.String(), "gate_ms": pl.Float64(),
 }
-NEEDED = ["error", "raw_output", "dialect", "db_path", "gold_sql"]
+NEEDED = ["error", "raw_output", "dialect", "db_path", "gold_sql", "question"]
+
+
+def grounding_reason(ungrounded: str | None, missing_numbers: str | None) -> str | None:
+    """The grounding verdict of an executed candidate: a value its column never holds, or a number
+    of its question it leaves out (None: grounded)."""
+    if ungrounded:
+        return "ungrounded_literal"
+    return "missing_question_number" if missing_numbers else None
 
 
 def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor: Executor) -> dict[str, Any]:
@@ -69,10 +81,20 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     out["result_rows"] = len(result.rows)
     out["result_signature"] = result_signature(result.rows)
     out["result_preview"] = result_preview(result.rows)
+    out["result_degenerate"] = is_degenerate(result.rows)
     if not result.rows and gates.execution.empty_result == "reject":
         return done("empty_result")
-    if row["gold_sql"] is None:
-        return done(None)  # gold-free: decided by self-consistency across the sample's candidates
+    if gates.grounding.enabled:
+        db_path, dialect, case_sensitive = row["db_path"], row["dialect"], gates.grounding.case_sensitive
+
+        def exists(use: LiteralUse) -> bool | None:
+            return executor.value_exists(db_path, dialect, use.table, use.column, use.value, case_sensitive)
+        missing = first_ungrounded(string_literal_uses(parsed.expression, dialect), exists)
+        out["ungrounded"] = f"{missing.table}.{missing.column} = {missing.value!r}" if missing else None
+        if gates.grounding.question_numbers:
+            out["missing_numbers"] = ",".join(missing_question_numbers(row["question"], parsed.expression)) or None
+    if row["gold_sql"] is None:  # gold-free: decided by self-consistency across the sample's candidates
+        return done(grounding_reason(out["ungrounded"], out["missing_numbers"]))
     gold = executor.gold(row["db_path"], row["dialect"], row["gold_sql"])
     if not gold.ok:
         return done("gold_unavailable")

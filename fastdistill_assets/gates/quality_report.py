@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from fastdistill_assets.gates.shadow import calibration
+
 
 def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
@@ -31,7 +33,8 @@ def path_report(frame: pl.DataFrame) -> dict[str, Any]:
 
 
 REPORT_COLUMNS = ["sample_id", "gold_sql", "kept", "agreement", "error", "rule_reason", "rule_ok", "parse_ok", "exec_ok",
-                  "gold_match", "judge_score", "reject_reason", "exec_error", "clean_actions"]
+                  "gold_match", "judge_score", "reject_reason", "exec_error", "clean_actions", "label_source",
+                  "shadow_kept"]
 
 
 def report_frame(filtered: pl.LazyFrame) -> pl.DataFrame:
@@ -65,6 +68,7 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
                            "agreement_p90": _percentile(agreements, 90),
                            "samples_nothing_executed": per_sample.null_count()}}
     kept = int(filtered["kept"].sum()) if n else 0
+    shadow = calibration(filtered)
     scores = filtered["judge_score"].drop_nulls().to_numpy() if n else np.array([])
     report: dict[str, Any] = {
         "candidates": n,
@@ -90,6 +94,12 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
         "judge_mean": round(float(scores.mean()), 6) if scores.size else None,
         "judge_p50": _percentile(scores, 50),
         "judge_p90": _percentile(scores, 90),
+        # the gold-free gate's precision, measured on the labeled samples with their gold hidden
+        "gold_free_precision": shadow["precision"] if shadow else None,
+        "gold_free_precision_lower": shadow["precision_lower"] if shadow else None,
+        "gold_free_recall": shadow["recall"] if shadow else None,
+        "calibration": shadow or {},
+        "kept_samples_by_label_source": _counts(filtered.filter(pl.col("kept")).unique("sample_id"), "label_source"),
         "reject_reason_counts": _counts(filtered, "reject_reason"),
         "exec_error_counts": _counts(filtered, "exec_error"),
         "cleaning_counts": _cleaning_counts(filtered),
@@ -110,7 +120,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     for key, value in report.items():
         if not isinstance(value, dict):
             lines.append(f"| {key} | {value if value is not None else '-'} |")
-    for title in ("reject_reason_counts", "exec_error_counts", "cleaning_counts"):
+    for title in ("kept_samples_by_label_source", "reject_reason_counts", "exec_error_counts", "cleaning_counts"):
         if report.get(title):
             lines += ["", f"| {title} | count |", "|---|---|"]
             lines += [f"| {k} | {v} |" for k, v in report[title].items()]

@@ -14,7 +14,7 @@ from fastdistill_assets.prompt_format import assistant_target
 
 
 DISTILLED_COLUMNS = ["sample_id", "candidate_id", "split", "db_id", "question", "schema", "sql", "rationale",
-                     "judge_score", "messages"]
+                     "judge_score", "label_source", "messages"]
 
 
 def sft_record(row: dict[str, Any], rationale: bool) -> dict[str, Any]:

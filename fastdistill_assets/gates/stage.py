@@ -1,25 +1,84 @@
-"""The filtered stage over one chunk of whole samples: every gate in order, then selection."""
+"""The filtered stage over one chunk of whole samples: every gate in order, then selection.
+
+Per chunk: the per-candidate gates (``pipeline``), self-consistency for gold-free samples, the
+judge, selection; the shadow verdicts of labeled samples (``shadow``); then, with
+``teacher.escalate``, the unsettled gold-free samples asked again of the stronger teacher
+(``escalation``), whose candidates are gated the same way and placed right after their sample's.
+Every row says where a kept label comes from: ``label_source`` gold, teacher or escalated.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import polars as pl
 
 from fastdistill_assets.config import GatesConfig, RecipeConfig, TeacherConfig
 from fastdistill_assets.gates.consistency import apply_consistency
+from fastdistill_assets.gates.escalation import (ESCALATED, EscalationSummary, Escalator, decide_escalated,
+                                                 escalation_requests, unsettled_samples)
 from fastdistill_assets.gates.judge import run_judge
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_frame
-from fastdistill_assets.gates.select import attach_judge, select
+from fastdistill_assets.gates.select import JudgeScores, attach_judge, select
+from fastdistill_assets.gates.shadow import shadow_verdicts
 from fastdistill_assets.teacher.gateway import ProviderGateway
 
 
+def _judged(gated: pl.DataFrame, gates: GatesConfig, gateway: ProviderGateway,
+            teacher: TeacherConfig) -> tuple[JudgeScores | None, int]:
+    """The LLM judge's scores (None without a judge: deterministic scores) and its calls."""
+    if not gates.judge.enabled:
+        return None, 0
+    return run_judge(gated, gateway, gates.judge, teacher)
+
+
+def _label_source(frame: pl.DataFrame, escalated: bool = False) -> pl.DataFrame:
+    source = pl.lit(ESCALATED) if escalated else \
+        pl.when(pl.col("gold_sql").is_not_null()).then(pl.lit("gold")).otherwise(pl.lit("teacher"))
+    return frame.with_columns(source.alias("label_source"))
+
+
 def gate_chunk(candidates: pl.DataFrame, gates: GatesConfig, recipe: RecipeConfig, gateway: ProviderGateway,
-               teacher: TeacherConfig, runner: GateWorkers | None = None) -> tuple[pl.DataFrame, int]:
+               teacher: TeacherConfig, runner: GateWorkers | None = None,
+               escalator: Escalator | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Verdicts for a chunk holding every candidate of its samples (self-consistency and
     best-of-n look across a sample's candidates). ``runner``: the stage's gate workers (None: this
-    process). Returns (frame, judge calls)."""
-    gated = apply_consistency(gate_frame(candidates, gates, rationale=recipe.rationale, runner=runner),
-                              gates.consistency)
-    scores, judge_calls = None, 0
-    if gates.judge.enabled:
-        scores, judge_calls = run_judge(gated, gateway, gates.judge, teacher)
-    return select(attach_judge(gated, scores), gates, recipe.multi_decode_select), judge_calls
+    process); ``escalator``: the stage's escalation teacher (None: no escalation). Returns the
+    frame and the chunk's summary: ``judge_calls`` and ``escalation`` (EscalationSummary JSON or None)."""
+    gated = gate_frame(candidates, gates, rationale=recipe.rationale, runner=runner)
+    scores, judge_calls = _judged(gated, gates, gateway, teacher)
+    frame = select(attach_judge(apply_consistency(gated, gates.consistency), scores), gates, recipe.multi_decode_select)
+    shadow = shadow_verdicts(gated, gates, recipe.multi_decode_select, scores)
+    frame = _label_source(frame.with_columns(shadow["shadow_kept"], shadow["shadow_reason"]))
+    summary: dict[str, Any] = {"judge_calls": judge_calls, "escalation": None}
+    if escalator is None:
+        return frame, summary
+    unsettled = unsettled_samples(frame, escalator.escalate.reasons)
+    outcome = EscalationSummary()
+    if unsettled:
+        first_index = int(candidates["generation_index"].max() or 0) + 1
+        requests, carried = escalation_requests(frame, unsettled, escalator.escalate.num_generations, first_index)
+        asked, outcome.account, outcome.model = escalator.frame(requests, carried)
+        esc_gated = gate_frame(asked, gates, rationale=recipe.rationale, runner=runner)
+        esc_scores, esc_calls = _judged(esc_gated, gates, gateway, teacher)
+        decided = decide_escalated(esc_gated, gated.filter(pl.col("sample_id").is_in(unsettled)), gates,
+                                   escalator.escalate)
+        esc = select(attach_judge(decided, esc_scores), gates, recipe.multi_decode_select)
+        esc = _label_source(esc.with_columns(pl.lit(None, pl.Boolean).alias("shadow_kept"),
+                                             pl.lit(None, pl.String).alias("shadow_reason")), escalated=True)
+        outcome.samples, outcome.kept = len(unsettled), esc.filter(pl.col("kept"))["sample_id"].n_unique()
+        summary["judge_calls"] += esc_calls
+        frame = after_their_samples(frame, esc)
+    summary["escalation"] = outcome.to_json()
+    return frame, summary
+
+
+def after_their_samples(frame: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with ``extra``'s rows placed right after the last row of their sample (a sample's
+    rows stay contiguous, as chunking needs), each group in its own order; ``frame``'s columns (one
+    that ``extra`` lacks is null there)."""
+    position = frame.with_row_index("_row").group_by("sample_id").agg(pl.col("_row").max().alias("_at"))
+    ordered = pl.concat([frame.with_row_index("_row").with_columns(pl.col("_row").alias("_at"), pl.lit(0).alias("_k")),
+                         extra.with_row_index("_row").join(position, on="sample_id", how="left")
+                         .with_columns(pl.lit(1).alias("_k"))], how="diagonal_relaxed")
+    return ordered.sort("_at", "_k", "_row").select(frame.columns)

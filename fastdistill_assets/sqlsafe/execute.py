@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,9 @@ class _SqliteDatabase:
     def _progress(self) -> int:
         return 1 if time.perf_counter() > self._deadline else 0
 
-    def fetch(self, sql: str, timeout_s: float, max_rows: int) -> list[tuple[Any, ...]]:
+    def fetch(self, sql: str, timeout_s: float, max_rows: int, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._deadline = time.perf_counter() + timeout_s
-        cursor = self.conn.execute(sql)
+        cursor = self.conn.execute(sql, tuple(params))
         try:
             return cursor.fetchmany(max_rows + 1)
         finally:
@@ -92,11 +93,11 @@ class _DuckDatabase:
                                    config={"enable_external_access": False, "threads": 1, "memory_limit": "1GB"})
         self.conn.execute("SET lock_configuration = true")
 
-    def fetch(self, sql: str, timeout_s: float, max_rows: int) -> list[tuple[Any, ...]]:
+    def fetch(self, sql: str, timeout_s: float, max_rows: int, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         timer = threading.Timer(timeout_s, self.conn.interrupt)
         timer.start()
         try:
-            return self.conn.execute(sql).fetchmany(max_rows + 1)
+            return self.conn.execute(sql, list(params)).fetchmany(max_rows + 1)
         finally:
             timer.cancel()
 
@@ -105,6 +106,12 @@ class _DuckDatabase:
 
 
 GOLD_CACHE_SIZE = 4096  # gold results kept (a sample's candidates are gated together; the cache stays bounded)
+VALUE_CACHE_SIZE = 65_536  # value lookups kept (candidates of a sample repeat the same literals)
+
+
+def quote_identifier(name: str) -> str:
+    """A double-quoted identifier, embedded quotes doubled (SQLite and DuckDB)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 class Executor:
@@ -114,6 +121,7 @@ class Executor:
         self.timeout_s, self.max_rows = timeout_ms / 1000, max_rows
         self._dbs: dict[tuple[str, str], _SqliteDatabase | _DuckDatabase] = {}
         self._gold: OrderedDict[tuple[str, str, str], ExecResult] = OrderedDict()
+        self._values: OrderedDict[tuple[str, str, str, str, str, bool], bool | None] = OrderedDict()
 
     def _db(self, db_path: str, dialect: str) -> _SqliteDatabase | _DuckDatabase:
         key = (db_path, dialect)
@@ -152,6 +160,30 @@ class Executor:
         if len(self._gold) > GOLD_CACHE_SIZE:
             self._gold.popitem(last=False)
         return result
+
+    def value_exists(self, db_path: str, dialect: str, table: str, column: str, value: str,
+                     case_sensitive: bool = False) -> bool | None:
+        """Whether ``value`` occurs in ``table.column`` (compared as text); None when it could not be checked.
+
+        One bound-parameter ``LIMIT 1`` read under the run's timeout; a missing table or column, a
+        timeout or any other database error gives None, never an exception. Answers are cached.
+        """
+        key = (db_path, dialect, table, column, value, case_sensitive)
+        if key in self._values:
+            self._values.move_to_end(key)
+            return self._values[key]
+        # Qualified, because SQLite reads an unqualified "name" that is no column as the string 'name'.
+        cell = f"CAST({quote_identifier(table)}.{quote_identifier(column)} AS TEXT)"
+        condition = f"{cell} = ?" if case_sensitive else f"lower({cell}) = lower(?)"
+        sql = f"SELECT 1 FROM {quote_identifier(table)} WHERE {condition} LIMIT 1"
+        try:
+            found: bool | None = bool(self._db(db_path, dialect).fetch(sql, self.timeout_s, 1, (value,)))
+        except Exception:  # noqa: BLE001 - a lookup that fails is missing evidence, not a verdict
+            found = None
+        self._values[key] = found
+        if len(self._values) > VALUE_CACHE_SIZE:
+            self._values.popitem(last=False)
+        return found
 
     def close(self) -> None:
         for db in self._dbs.values():

@@ -31,8 +31,7 @@ from fastdistill_assets.config import ERROR_PROFILE_KEY, ConfigError, DecodeProf
 from fastdistill_assets.teacher.cache import ResponseCache, endpoint_identity, local_identity
 from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationRequest, GenerationResult, Generator,
                                                    ProgressFn)
-from fastdistill_assets.teacher.provider_config import (LOCAL_PROVIDERS, GatewayConfig, ProviderSettings,
-                                                        load_gateway_config)
+from fastdistill_assets.teacher.provider_config import GatewayConfig, ProviderSettings, load_gateway_config
 from fastdistill_assets.teacher.server import (EMBEDDED_MODEL_NAME, ChatServer, InProcessChat, embedded_model,
                                                embedded_teacher)
 
@@ -130,7 +129,7 @@ class ProviderGateway(dg.ConfigurableResource):
             ConfigError: the first problem, in one line.
         """
         entry = self.settings(provider, overrides)
-        if provider not in LOCAL_PROVIDERS and not entry.base_url:
+        if entry.local_kind(provider) is None and not entry.base_url:
             raise ConfigError(f"provider {provider!r} has no base_url: set it in provider_gateway.yaml "
                               "or teacher.base_url")
         self.api_key_for(provider, entry)
@@ -185,17 +184,19 @@ class ProviderGateway(dg.ConfigurableResource):
         ``student`` serves the student trained in run ``model``, the born-again chain (cache identity
         ``local:student:<weights sha256>``). Their port changes every time, so it is no identity.
         """
-        if provider not in LOCAL_PROVIDERS or self.settings(provider, overrides).base_url:
+        entry = self.settings(provider, overrides)
+        kind = entry.local_kind(provider)
+        if kind is None or entry.base_url:
             yield self.endpoint(provider, model, decode, overrides)
             return
-        if provider == "student":
+        if kind == "student":
             if not model:
                 raise ConfigError("the student provider needs teacher.model = the parent run_id")
             server, identity = (self.students or LocalStudents()).start(model)
         else:
             profile = error_profile(overrides)
             identity = local_identity(provider, profile.fingerprint() if profile else None)
-            if self.settings(provider, overrides).in_process:
+            if entry.in_process:
                 chat = InProcessChat(embedded_model(profile), EMBEDDED_MODEL_NAME)
                 yield dataclasses.replace(self.endpoint(provider, model, decode, overrides, base_url=chat.base_url,
                                                         cache_identity=identity), transport=chat)

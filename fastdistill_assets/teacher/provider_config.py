@@ -7,7 +7,7 @@ per provider name; an entry's settings win over ``defaults``, which win over the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,13 @@ class ProviderSettings(BaseModel):
     price_in_per_mtok: float | None = Field(default=None, ge=0)
     price_out_per_mtok: float | None = Field(default=None, ge=0)
     in_process: bool = False    # embedded only: answer in this process, no local server (for benchmarks)
+    # served on 127.0.0.1 by the gateway as the embedded teacher or a student (the entries named
+    # embedded and student are); lets another entry serve the embedded teacher under its own prices
+    serves: Literal["embedded", "student"] | None = None
+
+    def local_kind(self, provider: str) -> str | None:
+        """What the gateway serves itself for this entry (``embedded``, ``student``), or None for a remote one."""
+        return self.serves or (provider if provider in LOCAL_PROVIDERS else None)
 
 
 DEFAULTS = ProviderSettings()

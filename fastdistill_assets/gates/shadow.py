@@ -1,0 +1,73 @@
+"""Shadow calibration: the gold-free verdict of every labeled sample, as if its gold were absent.
+
+A labeled sample's label still comes from its gold. Beside it, its candidates go through the
+gold-free gates (grounding, self-consistency with the degenerate-result rule, the judge's scores,
+best-of-n) with the gold hidden; whichever answer that path would have kept is then scored against
+the gold. So every run with some labeled questions measures the precision of the labels it makes
+without gold, at no extra label or teacher cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.gates.consistency import apply_consistency
+from fastdistill_assets.gates.pipeline import grounding_reason
+from fastdistill_assets.gates.select import JudgeScores, attach_judge, select
+from fastdistill_assets.proportions import wilson_interval
+
+GOLD_REASONS = ("gold_mismatch", "gold_unavailable")   # verdicts that only gold can give
+
+
+def shadow_verdicts(gated: pl.DataFrame, gates: GatesConfig, multi_decode: bool,
+                    scores: JudgeScores | None) -> pl.DataFrame:
+    """``gated`` (after the per-candidate gates, before consistency) plus ``shadow_kept`` and
+    ``shadow_reason``: the gold-free path's verdict on each labeled candidate (null on gold-free
+    rows, whose verdict is the real one). Reads sample_id, candidate_id, gold_sql, reject_reason,
+    ungrounded, missing_numbers, result_signature, result_degenerate and the columns :func:`select` reads."""
+    labeled = gated.with_row_index("_shadow_row").filter(pl.col("gold_sql").is_not_null())
+    kept: list[bool | None] = [None] * gated.height
+    reasons: list[str | None] = [None] * gated.height
+    if labeled.height:
+        grounding = [grounding_reason(u, m) for u, m in labeled.select("ungrounded", "missing_numbers").iter_rows()]
+        reason = pl.col("reject_reason")
+        hidden = labeled.with_columns(pl.Series("_grounding", grounding, pl.String)).with_columns(
+            pl.lit(None, pl.String).alias("gold_sql"), pl.lit(None, pl.Boolean).alias("gold_match"),
+            pl.when(reason.is_null() | reason.is_in(GOLD_REASONS)).then(pl.col("_grounding"))
+            .otherwise(reason).alias("reject_reason"))
+        shadow = select(attach_judge(apply_consistency(hidden, gates.consistency), scores), gates, multi_decode)
+        for i, is_kept, why in shadow.select("_shadow_row", "kept", "reject_reason").iter_rows():
+            kept[i], reasons[i] = is_kept, why
+    return gated.with_columns(pl.Series("shadow_kept", kept, pl.Boolean), pl.Series("shadow_reason", reasons, pl.String))
+
+
+def calibration(frame: pl.DataFrame) -> dict[str, Any] | None:
+    """The gold-free gate's precision and recall measured on the labeled samples' shadow verdicts,
+    or None when the frame has no labeled sample (nothing to measure on).
+
+    precision: of the labeled samples the gold-free path would keep, the share whose kept answers
+    all match the gold (95 % Wilson interval); recall: of the labeled samples with at least one
+    candidate matching the gold, the share it would keep with a matching answer. Reads sample_id,
+    gold_sql, gold_match, shadow_kept.
+    """
+    labeled = frame.filter(pl.col("gold_sql").is_not_null())
+    if labeled.height == 0:
+        return None
+    shadow_kept = pl.col("shadow_kept").fill_null(False)
+    matched = pl.col("gold_match").fill_null(False)
+    per_sample = labeled.group_by("sample_id").agg(
+        shadow_kept.any().alias("kept"), (shadow_kept & ~matched).any().alias("wrong"),
+        matched.any().alias("reachable"))
+    kept = per_sample.filter(pl.col("kept"))
+    correct = int((~kept["wrong"]).sum())
+    reachable = int(per_sample["reachable"].sum())
+    lower, upper = wilson_interval(correct, kept.height)
+    return {"samples": per_sample.height, "kept": kept.height, "correct": correct,
+            "precision": round(correct / kept.height, 6) if kept.height else None,
+            "precision_lower": round(lower, 6) if kept.height else None,
+            "precision_upper": round(upper, 6) if kept.height else None,
+            "reachable": reachable, "recall": round(correct / reachable, 6) if reachable else None,
+            "measured_on": "labeled samples, gold hidden from the gold-free gates (shadow calibration)"}
