@@ -38,6 +38,10 @@ from fastdistill_assets.storage import StageOutput, StageScan
 PATH_METRICS = {"gold_match_rate": "labeled", "labeled_p_keep": "labeled", "gold_free_p_keep": "gold_free",
                 "agreement_p50": "gold_free", "agreement_p90": "gold_free", "gold_free_precision": "labeled",
                 "gold_free_precision_lower": "labeled", "gold_free_recall": "labeled"}
+# Why the shadow calibration's figures can be null: nothing to measure the gold-free gate on.
+NOT_MEASURED = dict.fromkeys(("gold_free_precision", "gold_free_precision_lower", "gold_free_recall"),
+                             "no labeled sample that the gold-free gates would keep (the shadow calibration needs "
+                             "labeled samples with decode.num_generations >= consistency.min_executed)")
 HARD_GATES = ("test_exec_accuracy_vs_baseline", "online_win_rate")
 RELOAD = "reload the code location (the checks are declared from configs/quality_gates.yaml when it loads)"
 GATES_STEP, HARD_GATES_STEP = "filtered_gates", "eval_report_hard_gates"   # the checks' op (step) names
@@ -67,30 +71,39 @@ def describe_threshold(threshold: CheckThreshold) -> str:
     return f"{threshold.metric} {threshold.op} {threshold.value} ({kind})"
 
 
-def evaluate_threshold(threshold: CheckThreshold, value: float | None) -> dg.AssetCheckResult:
+def evaluate_threshold(threshold: CheckThreshold, value: float | None,
+                       reject_counts: Mapping[str, int] | None = None) -> dg.AssetCheckResult:
     """The verdict of one gate on the quality report's ``value`` of its metric.
 
     A per-path metric that is null because the run has no sample on that path is not
     applicable: the check passes with ``applicable: False`` and says so, no threshold judged.
-    Any other missing value fails.
+    Any other missing value fails. A failure carries ``reject_counts`` (the candidates rejected,
+    per reason, on the metric's path) in its metadata: what lies behind the number.
     """
     metric = threshold.metric
     common = {"threshold": threshold.value, "op": threshold.op, "blocking": threshold.blocking}
     if value is None and metric in PATH_METRICS:
+        why = NOT_MEASURED.get(metric, f"no {PATH_METRICS[metric]} samples in this run")
         return dg.AssetCheckResult(
             passed=True, severity=severity(threshold.blocking),
-            description=f"not applicable: no {PATH_METRICS[metric]} samples in this run, so {metric} has no value "
-                        "and the threshold was not judged",
+            description=f"not applicable: {why}, so {metric} has no value and the threshold was not judged",
             metadata={"applicable": False, **common})
     if value is None:
         return dg.AssetCheckResult(passed=False, severity=severity(threshold.blocking),
                                    description=f"{metric} has no value in the quality report",
                                    metadata={"applicable": True, **common})
     passed = value >= threshold.value if threshold.op == ">=" else value <= threshold.value
+    behind = {} if passed or reject_counts is None else {"reject_reason_counts": dg.MetadataValue.json(dict(reject_counts))}
     return dg.AssetCheckResult(
         passed=passed, severity=severity(threshold.blocking),
         description=f"{metric} = {value} (must be {threshold.op} {threshold.value})",
-        metadata={"value": dg.MetadataValue.float(float(value)), "applicable": True, **common})
+        metadata={"value": dg.MetadataValue.float(float(value)), "applicable": True, **common, **behind})
+
+
+def reject_counts(report: Mapping, metric: str) -> Mapping[str, int]:
+    """The quality report's reject counts behind ``metric``: its path's, or the whole stage's."""
+    path = PATH_METRICS.get(metric)
+    return report["paths"][path]["reject_reason_counts"] if path else report["reject_reason_counts"]
 
 
 def changed_checks(declared: Mapping[str, CheckThreshold], frozen: Mapping[str, CheckThreshold]) -> list[str]:
@@ -143,7 +156,7 @@ def build_gate_checks(gates: GatesConfig) -> list[dg.AssetChecksDefinition]:
         for spec in _selected(context, specs):
             threshold = declared[spec.name]
             result = stale_result(f"checks {', '.join(changed)} differ", threshold.blocking) if changed else \
-                evaluate_threshold(threshold, report.get(threshold.metric))
+                evaluate_threshold(threshold, report.get(threshold.metric), reject_counts(report, threshold.metric))
             yield for_spec(spec, result)
 
     return [filtered_gates]

@@ -7,6 +7,7 @@ these lines and Dagster's warnings and errors appear, or everything with ``verbo
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -30,6 +31,25 @@ def _report_summary(run_id: str) -> Path | None:
     except FileNotFoundError:
         return None
     return report.files.get("eval_report.md") if isinstance(report, StageOutput) else None
+
+
+SHOWN_EXAMPLES = 3   # kept labels and rejected answers printed after a run that made filtered
+
+
+def label_lines(run_id: str, shown: int = SHOWN_EXAMPLES) -> list[str]:
+    """A few of filtered's example labels (``quality_report.json``): kept ones, then rejected ones."""
+    try:
+        output = ArtifactStore(artifacts_dir()).read(run_id, "filtered")
+    except FileNotFoundError:
+        return []
+    if not isinstance(output, StageOutput) or "quality_report.json" not in output.files:
+        return []
+    examples = json.loads(output.files["quality_report.json"].read_text()).get("examples", [])
+    kept = [e for e in examples if e["verdict"] == "kept"][:shown]
+    rejected = [e for e in examples if e["verdict"] != "kept"][:shown]
+    return ["labels (a few; all in filtered, and in the UI's label_examples):"] + [
+        f"  {'kept (' + str(e['label_source']) + ')' if e['verdict'] == 'kept' else 'rejected: ' + e['verdict']}: "
+        f"{e['question']} -> {e['sql']} -> {e['result_preview'] or '-'}" for e in kept + rejected]
 
 
 def _value(metadata: Mapping, key: str):
@@ -204,6 +224,8 @@ def materialize_run(run_id: str, select: str | None = None, verbose: bool = Fals
             asset_selection=selection)
     for line in progress.summary():
         print(line)
+    if "filtered" in progress.materialized:
+        print("\n".join(label_lines(run_id)))
     summary = _report_summary(run_id) if EVAL_REPORT in progress.materialized else None
     if summary:
         print()

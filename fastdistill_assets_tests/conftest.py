@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import yaml
 from fastdistill_assets.config import FrozenRun, RunRegistry
 from fastdistill_assets.partitions import RUN_ID
 
+BIN = Path(sys.executable).parent   # the environment's commands (dagster, fastdistill)
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SINGLE_GREEDY = {"decode": {"name": "greedy", "temperature": 0.0, "num_generations": 1},
                  "recipe": {"multi_decode_select": False}, "dataset": {"withhold_gold": {"share": 0.0}},
@@ -148,8 +152,24 @@ def forkserver_steps() -> list[str]:
     """Arguments for `dagster asset materialize`: Dagster's multiprocess executor with its step
     processes forked from a forkserver that has the package loaded (a spawned step imports Dagster
     and the package anew, seconds per step). Still a process per step."""
-    import json
-
     config = {"execution": {"config": {"multiprocess": {"start_method": {"forkserver": {
         "preload_modules": ["fastdistill_assets.definitions"]}}}}}}
     return ["--config-json", json.dumps(config)]
+
+
+def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.1) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(poll_s)
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def materialize_command(run_id: str, select: str = "raw,canonical,teacher_candidates",
+                        in_process: bool = False) -> list[str]:
+    """The documented `dagster asset materialize`; ``in_process``: every step in the command's
+    own process (Dagster's in-process executor), where a test needs no process per step."""
+    executor = ["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})] if in_process else []
+    return [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
+            "--select", select, "--partition", run_id, *executor]

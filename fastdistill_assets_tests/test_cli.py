@@ -112,7 +112,7 @@ def test_distill_job_has_every_asset_and_check_and_runs_in_process_by_default():
     assert job.partitions_def.name == "run_id"
     assert set(job.asset_layer.executable_asset_keys) == set(repo.asset_graph.get_all_asset_keys())
     assert set(job.asset_layer.asset_graph.asset_check_keys) == set(repo.asset_graph.asset_check_keys)
-    assert len(repo.asset_graph.asset_check_keys) == 11
+    assert len(repo.asset_graph.asset_check_keys) == 12
     schema = job.executor_def.config_schema.as_field()
     assert schema.default_value == {"in_process": {}}
     assert job.executor_def.get_requirements({"in_process": {}}) == []
@@ -133,7 +133,10 @@ def test_fastdistill_materialize_prints_progress_and_summary_quietly(project):
                                            "student_model", "baseline_model", "eval_report"])
     assert any(line.startswith("materialized canonical ") and "rows=30" in line and line.endswith("s")
                for line in lines)
-    assert "checks: 11 passed, 0 failed" in lines
+    assert "checks: 12 passed, 0 failed" in lines
+    # a few labels to look at: every question has gold here, so kept labels come from it
+    examples = lines[lines.index("labels (a few; all in filtered, and in the UI's label_examples):") + 1:]
+    assert examples[0].startswith("  kept (gold): ") and " -> SELECT " in examples[0]
     assert "| hard gate | value | op | threshold | verdict |" in lines  # the eval report
     assert lines[-1].startswith("run mat: succeeded")
     assert "DEBUG" not in out.stdout + out.stderr and "STEP_START" not in out.stdout + out.stderr
@@ -169,7 +172,7 @@ def test_fastdistill_materialize_failing_blocking_gate_exits_1_naming_the_check(
     assert out.returncode == 1, out.stdout + out.stderr
     failed = [line for line in out.stdout.splitlines() if line.startswith("check filtered.exec_pass_rate FAILED")]
     assert failed and re.search(r"\(blocking\): value [01](\.\d+)?, must be >= 1\.01", failed[0]), failed
-    assert "checks: 7 passed, 1 failed" in out.stdout  # the checks on filtered ran; nothing after it did
+    assert "checks: 8 passed, 1 failed" in out.stdout  # the checks on filtered ran; nothing after it did
     assert "materialized distilled" not in out.stdout and "not run (" in out.stdout
     assert out.stdout.splitlines()[-1].startswith("run impossible: FAILED")
     assert "Stack Trace" not in out.stderr  # the check's own line says it, not Dagster's traceback

@@ -4,7 +4,6 @@ The lock and liveness helpers are tested directly; the rest runs the documented 
 (`fastdistill run new`, `dagster asset materialize`, `dagster-daemon run`) as subprocesses
 against a real local teacher server."""
 
-import json
 import os
 import signal
 import subprocess
@@ -20,18 +19,8 @@ from fastdistill_assets.run_lock import RunWriterLock, describe_holder
 from fastdistill_assets.run_worker import process_alive, run_worker
 from fastdistill_assets.settings import DAGSTER_YAML
 from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import materialize
+from fastdistill_assets_tests.conftest import BIN, materialize, materialize_command, wait_until
 
-BIN = Path(sys.executable).parent
-
-
-def _wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.1) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(poll_s)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 # --- the writer lock and process liveness, directly ----------------------------------------------------------
@@ -105,7 +94,7 @@ def test_a_step_whose_run_is_being_written_elsewhere_retries_without_blocking(pr
 def test_process_alive_sees_exits_zombies_and_recycled_pids():
     assert process_alive(os.getpid())
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    _wait_until(lambda: not process_alive(child.pid), 10, "the child to exit")  # a zombie until reaped
+    wait_until(lambda: not process_alive(child.pid), 10, "the child to exit")  # a zombie until reaped
     child.wait()
     assert not process_alive(child.pid)
     # a pid whose process started after the given time is a different process than the one we knew
@@ -174,15 +163,6 @@ def _instance_home(project, **changes) -> dict[str, str]:
             "DAGSTER_HOME": str(home)}
 
 
-def _materialize_command(run_id: str, select: str = "raw,canonical,teacher_candidates",
-                         in_process: bool = False) -> list[str]:
-    """The documented `dagster asset materialize`; ``in_process``: every step in the command's
-    own process (Dagster's in-process executor), where a test needs no process per step."""
-    executor = ["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})] if in_process else []
-    return [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-            "--select", select, "--partition", run_id, *executor]
-
-
 def _new_run(run_id: str, env: dict[str, str], project, base_url: str) -> None:
     subprocess.run([str(BIN / "fastdistill"), "run", "new", run_id], check=True, cwd=project.root,
                    env={**env, "FASTDISTILL_BASE_URL": base_url}, capture_output=True)
@@ -201,10 +181,10 @@ def test_two_materializations_of_one_run_call_the_teacher_once(project):
     cache = project.artifacts / "_cache" / "responses.sqlite"
     with embedded_teacher(FaultConfig(latency_ms=500)) as server:  # 30 s of teacher: the second comes during it
         _new_run("twice", env, project, server.base_url)
-        first = subprocess.Popen(_materialize_command("twice"), env=env, cwd=project.root, text=True,
+        first = subprocess.Popen(materialize_command("twice"), env=env, cwd=project.root, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        _wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 4, 180, "the first's teacher step")
-        second = subprocess.run(_materialize_command("twice", "teacher_candidates"), env=env, cwd=project.root,
+        wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 4, 180, "the first's teacher step")
+        second = subprocess.run(materialize_command("twice", "teacher_candidates"), env=env, cwd=project.root,
                                 text=True, capture_output=True, timeout=300)
         first_log = first.communicate(timeout=300)[0]
     assert (first.returncode, second.returncode) == (0, 0), (first_log[-3000:], second.stdout[-6000:], second.stderr[-3000:])
@@ -232,9 +212,9 @@ def test_killed_materialization_is_marked_failed_and_its_step_stops(project):
                                   env=env, cwd=project.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
         try:
-            proc = subprocess.Popen(_materialize_command("killed"), env=env, cwd=project.root,
+            proc = subprocess.Popen(materialize_command("killed"), env=env, cwd=project.root,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 12, 180, "teacher answers")
+            wait_until(lambda: cache.exists() and len(ResponseCache(cache)) >= 12, 180, "teacher answers")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
@@ -242,16 +222,16 @@ def test_killed_materialization_is_marked_failed_and_its_step_stops(project):
                 step_pids = {r.event_log_entry.dagster_event.pid for r in instance.get_records_for_run(
                     run.run_id, of_type=dg.DagsterEventType.STEP_START).records}
                 assert step_pids and proc.pid not in step_pids  # the steps ran in processes of their own
-                _wait_until(lambda: not any(process_alive(pid) for pid in step_pids), 3, "the step process to stop")
+                wait_until(lambda: not any(process_alive(pid) for pid in step_pids), 3, "the step process to stop")
                 calls_after_stop = server.stats.total_calls
                 time.sleep(1.0)
                 assert server.stats.total_calls == calls_after_stop  # nobody left calling the teacher
-                _wait_until(lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE,
+                wait_until(lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE,
                             120, "run monitoring to mark the run failed")
                 failure = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
                 assert "is gone" in failure[0].event_log_entry.dagster_event.message
             answered_before = len(ResponseCache(cache))
-            subprocess.run(_materialize_command("killed"), env=env, cwd=project.root, check=True, capture_output=True,
+            subprocess.run(materialize_command("killed"), env=env, cwd=project.root, check=True, capture_output=True,
                            timeout=300)
         finally:
             os.killpg(daemon.pid, signal.SIGTERM)
@@ -281,16 +261,16 @@ def test_a_killed_teacher_step_resumes_from_the_chunks_it_finished(project):
     spool = project.artifacts / "resume" / "_work" / "teacher_candidates"
     with embedded_teacher(FaultConfig(latency_ms=150)) as server:
         _new_run("resume", env, project, server.base_url)
-        proc = subprocess.Popen(_materialize_command("resume", in_process=True), env=env, cwd=project.root, start_new_session=True,
+        proc = subprocess.Popen(materialize_command("resume", in_process=True), env=env, cwd=project.root, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_until(lambda: len(list(spool.glob("*/part-*.json"))) >= 3, 180, "three finished chunks")
+        wait_until(lambda: len(list(spool.glob("*/part-*.json"))) >= 3, 180, "three finished chunks")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         finished = pl.concat([pl.read_parquet(p.with_suffix(".parquet")) for p in spool.glob("*/part-*.json")])
         calls_before = server.stats.total_calls
         for cache_file in (project.artifacts / "_cache").glob("responses.sqlite*"):
             cache_file.unlink()
-        subprocess.run(_materialize_command("resume", in_process=True), env=env, cwd=project.root, check=True, capture_output=True,
+        subprocess.run(materialize_command("resume", in_process=True), env=env, cwd=project.root, check=True, capture_output=True,
                        timeout=300)
     store = ArtifactStore(project.artifacts)
     n = store.read("resume", "canonical").height

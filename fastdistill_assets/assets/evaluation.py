@@ -46,7 +46,8 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
         raise dg.Failure(description=str(err), metadata={"eval_split": frozen.config.eval_split}) from err
     timing = timing_report(*_stage_timings(context, frozen.run_id), timer.elapsed_s())
     quality = json.loads(Path(filtered.files["quality_report.json"]).read_text())
-    report = assemble(frozen, summary, timing, previous.report if previous else None, quality["paths"])
+    report = assemble(frozen, summary, timing, previous.report if previous else None, quality["paths"],
+                      quality.get("calibration"))
     text = markdown(report)
     win, paired = report["online_win_rate"], report["paired_comparison"]
     plots = {"accuracy.png": accuracy_plot(plot_bars(report)),

@@ -16,7 +16,8 @@ from fastdistill_assets.gates.escalation import EscalationSummary, Escalator
 from fastdistill_assets.gates.judge import judge_endpoint
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
 from fastdistill_assets.processes import step_workers
-from fastdistill_assets.gates.quality_report import markdown_table, quality_report, report_frame
+from fastdistill_assets.gates.quality_report import (examples_table, label_examples, markdown_table, merge_examples,
+                                                     quality_report, report_frame)
 from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.resources import RunConfigResource
@@ -39,7 +40,7 @@ def _gate(step: StageStep) -> Iterator[ChunkWork]:
             escalated = summary["escalation"]["samples"] if summary["escalation"] else 0
             context.log.info(f"gates: chunk {index} done ({frame.height} candidates"
                              + (f", {escalated} samples escalated)" if escalate else ")"))
-            return frame, {**summary, "workers": workers}
+            return frame, {**summary, "workers": workers, "examples": label_examples(frame)}
         yield work
 
 
@@ -64,8 +65,9 @@ def escalation_metadata(step: StageStep, summaries: list[dict]) -> dict:
 
 def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
     parts = spool.parts(count)
-    report = quality_report(report_frame(pl.scan_parquet(parts)))
     summaries = [spool.summary(i) for i in range(count)]
+    report = {**quality_report(report_frame(pl.scan_parquet(parts))),
+              "examples": merge_examples([s["examples"] for s in summaries])}
     step.context.add_output_metadata({
         **stage_metadata(step, spool, count, report["candidates"],
                          pl.scan_parquet(parts).select("gate_ms").collect()["gate_ms"]),
@@ -77,6 +79,7 @@ def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
         **escalation_metadata(step, summaries),
         "gate_workers": max(s["workers"] for s in summaries),
         "quality_report": dg.MetadataValue.md(markdown_table(report)),
+        "label_examples": dg.MetadataValue.md(examples_table(report["examples"])),
     })
     return ChunkedFrame(parts, files={"quality_report.json": json.dumps(report, indent=2)}, spool=spool)
 

@@ -34,12 +34,16 @@ def withheld_gold_matches(candidates: pl.DataFrame, withheld: pl.DataFrame, gate
 def withheld_precision(filtered: pl.DataFrame, canonical: pl.DataFrame, gates: GatesConfig,
                        rationale: bool = False) -> dict[str, Any] | None:
     """Share of kept gold-free samples whose kept answer matches the withheld gold (with a 95 %
-    Wilson interval), or None when the run withheld no gold."""
+    Wilson interval), overall and per ``label_source`` (teacher, escalated), or None when the run
+    withheld no gold."""
     withheld = canonical.select("sample_id", "withheld_gold_sql")
     kept = filtered.filter(pl.col("kept") & pl.col("gold_sql").is_null())
     matches = withheld_gold_matches(kept, withheld, gates, rationale)
     if matches.height == 0:
         return None
-    per_sample = matches.group_by("sample_id").agg(pl.col("correct").all())
-    return {**Accuracy(int(per_sample["correct"].sum()), per_sample.height).as_dict(),
+    per_sample = matches.join(kept.select("candidate_id", "label_source"), on="candidate_id").group_by(
+        "sample_id", "label_source").agg(pl.col("correct").all())
+    by_source = {source: Accuracy(int(group["correct"].sum()), group.height).as_dict()
+                 for (source,), group in per_sample.sort("label_source").group_by("label_source", maintain_order=True)}
+    return {**Accuracy(int(per_sample["correct"].sum()), per_sample.height).as_dict(), "by_label_source": by_source,
             "measured_on": "kept gold-free samples with withheld gold"}

@@ -99,9 +99,10 @@ def paired_verdict(paired: PairedComparison | None, alpha: float, kind: str, rea
 
 
 def assemble(frozen: FrozenRun, summary: dict[str, Any], timing: dict[str, Any],
-             previous: dict[str, Any] | None, gate_paths: dict[str, Any]) -> dict[str, Any]:
+             previous: dict[str, Any] | None, gate_paths: dict[str, Any],
+             calibration: dict[str, Any] | None = None) -> dict[str, Any]:
     """The full report: the evaluation summary, the run's identity, hard-gate verdicts, timing,
-    and the quality report's labeled / gold-free paths."""
+    the quality report's labeled / gold-free paths and its shadow calibration (empty: none)."""
     student = Accuracy(summary["student"]["correct"], summary["student"]["n"])
     win = WinRate(*(summary["online_win_rate"][k] for k in ("wins", "losses", "ties")))  # judge-decided if set
     threshold = win_rate_threshold(frozen.gates.eval, win.n, previous)
@@ -112,7 +113,8 @@ def assemble(frozen: FrozenRun, summary: dict[str, Any], timing: dict[str, Any],
     return {**summary, "paired_comparison": {**summary["paired_comparison"], "verdict": verdict},
             "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
             "parent_run_id": frozen.config.parent_run_id, "hard_gates": gates, "timing": timing,
-            "accepted": all(g["passed"] for g in gates.values()), "gate_paths": gate_paths}
+            "accepted": all(g["passed"] for g in gates.values()), "gate_paths": gate_paths,
+            "gold_free_calibration": calibration or {}}
 
 
 def plot_bars(report: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
@@ -144,11 +146,26 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{gate['threshold']:.4f}{significance_clause(gate)} | {'PASS' if gate['passed'] else 'FAIL'} |")
     lines += ["", "### Gates by path (labeled: gold match; gold_free: self-consistency)", "",
               paths_table(report["gate_paths"])]
-    if precision := report.get("gold_free_precision"):
+    lines += gold_free_markdown(report.get("gold_free_precision"), report.get("gold_free_calibration") or {})
+    return "\n".join(lines + ["", *timing_markdown(report["timing"])])
+
+
+def gold_free_markdown(precision: dict[str, Any] | None, calibration: dict[str, Any]) -> list[str]:
+    """How right the labels made without gold are: against withheld gold where the run withheld
+    some (overall and per label source), and the shadow calibration's estimate from the labeled samples."""
+    lines = []
+    if precision:
         lines += ["", f"gold-free precision against withheld gold: {precision['accuracy']:.3f} "
                   f"[{precision['ci95_low']:.3f}, {precision['ci95_high']:.3f}] "
                   f"({precision['correct']} of {precision['n']} kept gold-free samples)"]
-    return "\n".join(lines + ["", *timing_markdown(report["timing"])])
+        lines += [f"- label_source {source}: {acc['accuracy']:.3f} [{acc['ci95_low']:.3f}, {acc['ci95_high']:.3f}] "
+                  f"({acc['correct']} of {acc['n']})" for source, acc in precision.get("by_label_source", {}).items()]
+    if calibration.get("precision") is not None:
+        lines += ["", f"shadow calibration (labeled samples, gold hidden from the gold-free gates): precision "
+                  f"{calibration['precision']:.3f} [{calibration['precision_lower']:.3f}, "
+                  f"{calibration['precision_upper']:.3f}] on {calibration['kept']} of {calibration['samples']} "
+                  f"samples it would keep; recall {figure(calibration['recall'], '.3f')}"]
+    return lines
 
 
 def paired_markdown(paired: dict[str, Any], kind: str) -> list[str]:

@@ -114,11 +114,52 @@ def _cleaning_counts(filtered: pl.DataFrame) -> dict[str, int]:
     return dict(sorted(actions.value_counts().iter_rows(), key=lambda kv: (-kv[1], kv[0]))) if actions.len() else {}
 
 
+EXAMPLES_PER_KIND = 2   # kept labels per label source and rejected answers per reason shown to a user
+_EXAMPLE_TEXT = 160     # characters of a question, SQL or result preview in an example
+
+
+def label_examples(frame: pl.DataFrame, per_kind: int = EXAMPLES_PER_KIND) -> list[dict[str, Any]]:
+    """A few answers a user can look at: ``per_kind`` kept labels per label source and rejected
+    answers per reject reason, in the frame's order (question, SQL, result preview, verdict, source).
+    Reads question, raw_output, cleaned_sql, result_preview, kept, reject_reason, label_source."""
+    if frame.height == 0:
+        return []
+    short = [pl.col(c).cast(pl.String).str.slice(0, _EXAMPLE_TEXT) for c in ("question", "result_preview")]
+    sql = pl.coalesce("cleaned_sql", "raw_output").cast(pl.String).str.slice(0, _EXAMPLE_TEXT).alias("sql")
+    verdict = pl.when(pl.col("kept")).then(pl.lit("kept")).otherwise(pl.col("reject_reason")).alias("verdict")
+    return (frame.select(*short, sql, verdict, "label_source")
+            .with_columns(pl.when(pl.col("verdict") == "kept").then(pl.concat_str(pl.lit("kept|"), "label_source"))
+                          .otherwise(pl.col("verdict")).alias("_kind"))
+            .group_by("_kind", maintain_order=True).head(per_kind).drop("_kind").to_dicts())
+
+
+def merge_examples(parts: list[list[dict[str, Any]]], per_kind: int = EXAMPLES_PER_KIND) -> list[dict[str, Any]]:
+    """The first ``per_kind`` examples of each kind over the chunks' examples, kept labels first."""
+    seen: dict[tuple[str | None, str | None], int] = {}
+    chosen = []
+    for example in (e for part in parts for e in part):
+        kind = (example["verdict"], example["label_source"] if example["verdict"] == "kept" else None)
+        if seen.get(kind, 0) < per_kind:
+            seen[kind] = seen.get(kind, 0) + 1
+            chosen.append(example)
+    return sorted(chosen, key=lambda e: e["verdict"] != "kept")
+
+
+def examples_table(examples: list[dict[str, Any]]) -> str:
+    """The examples as a markdown table for the Dagster UI."""
+    def cell(value: Any) -> str:
+        return "-" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+    lines = ["| verdict | label source | question | SQL | result |", "|---|---|---|---|---|"]
+    lines += [f"| {cell(e['verdict'])} | {cell(e['label_source'])} | {cell(e['question'])} | {cell(e['sql'])} | "
+              f"{cell(e['result_preview'])} |" for e in examples]
+    return "\n".join(lines)
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """A readable summary for the Dagster UI."""
     lines = ["| metric | value |", "|---|---|"]
     for key, value in report.items():
-        if not isinstance(value, dict):
+        if not isinstance(value, (dict, list)):
             lines.append(f"| {key} | {value if value is not None else '-'} |")
     for title in ("kept_samples_by_label_source", "reject_reason_counts", "exec_error_counts", "cleaning_counts"):
         if report.get(title):

@@ -1,0 +1,254 @@
+"""Gold-free labels a user can trust: degenerate majorities, question numbers, shadow calibration,
+and escalation to a stronger teacher (pure functions, then real materializations against real
+OpenAI-compatible servers on 127.0.0.1, one per teacher)."""
+
+import json
+import os
+import signal
+import subprocess
+
+import polars as pl
+import pytest
+from sqlglot import parse_one
+
+from fastdistill_assets.assets.data import canonical, raw
+from fastdistill_assets.assets.gates import distilled, filtered
+from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.checks import evaluate_threshold
+from fastdistill_assets.config import CheckThreshold, ConsistencyGates, EscalateConfig, GatesConfig, RecipeConfig, \
+    TeacherConfig
+from fastdistill_assets.gates.consistency import DEGENERATE, MINORITY, TOO_FEW, is_degenerate, sample_verdicts
+from fastdistill_assets.gates.escalation import UNCONFIRMED, decide_escalated, unsettled_samples
+from fastdistill_assets.gates.grounding import missing_question_numbers, question_numbers
+from fastdistill_assets.gates.shadow import calibration
+from fastdistill_assets.gates.stage import after_their_samples, gate_chunk
+from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.teacher.cache import ResponseCache
+from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
+from fastdistill_assets_tests.conftest import materialize, materialize_command, teacher_gateway, wait_until
+from fastdistill_assets_tests.db_fixtures import make_sqlite
+
+
+@pytest.mark.parametrize("rows, degenerate", [
+    ([], True),                                   # no rows
+    ([(None,)], True),                            # a lone NULL (MAX over nothing)
+    ([(None, None), (None, None)], True),         # every value NULL
+    ([(0,)], True),                               # COUNT(*) of nothing
+    ([(0.0,)], True),
+    ([(0, None)], True),                          # one row of only 0 / NULL
+    ([(0,), (3,)], False),                        # a legitimate 0 among other rows
+    ([(0,), (0,)], False),                        # two rows are a result, whatever they hold
+    ([(3,)], False),
+    ([("0",)], False),                            # the text '0' is a value
+    ([(None, "Porto")], False),
+])
+def test_degenerate_results(rows, degenerate):
+    assert is_degenerate(rows) is degenerate
+
+
+KEEP_DEGENERATE = ConsistencyGates(degenerate_result="keep")
+
+
+@pytest.mark.parametrize("signatures, degenerate, config, reasons", [
+    (["e", "e", "x"], [True, True, False], ConsistencyGates(), [DEGENERATE] * 3),      # consensus on nothing
+    (["e", "e", "x"], [True, True, False], KEEP_DEGENERATE, [None, None, MINORITY]),   # the plain vote
+    (["r", "r", "e"], [False, False, True], ConsistencyGates(), [None, None, MINORITY]),  # a degenerate minority
+    (["e", None], [True, None], ConsistencyGates(), [TOO_FEW, None]),                  # too few comes first
+])
+def test_a_degenerate_majority_is_no_evidence(signatures, degenerate, config, reasons):
+    assert sample_verdicts(signatures, config, degenerate)[1] == reasons
+
+
+@pytest.mark.parametrize("question, numbers", [
+    ("Give the city where the opening year is 1931.", ["1931"]),
+    ("Which airport has runways smaller than 6 and passengers over 38.5?", ["6", "38.5"]),
+    ("How many towns have more than 1,000 people?", ["1000"]),
+    ("What is the time for the 1500m event?", []),                # part of a word
+    ("Which model is the Astra 749?", ["749"]),
+    ("How many entries are there?", []),
+])
+def test_question_numbers(question, numbers):
+    assert question_numbers(question) == numbers
+
+
+@pytest.mark.parametrize("question, sql, missing", [
+    ("Give the city where the opening year is 1931.", "SELECT city FROM t", ["1931"]),
+    ("Give the city where the opening year is 1931.", "SELECT city FROM t WHERE year = 1931", []),
+    ("Passengers over 38.0?", "SELECT p FROM t WHERE p > 38", []),          # the same number
+    ("Which model is the Astra 749?", "SELECT m FROM t WHERE m = 'Astra 749'", []),   # inside a string
+    ("The 3 largest cities over 1,000?", "SELECT c FROM t WHERE n > 1000 ORDER BY n DESC LIMIT 3", []),
+    ("Salary over 72457 for Quinn?", "SELECT s FROM t WHERE s > 101833", ["72457"]),  # a changed value
+])
+def test_missing_question_numbers(question, sql, missing):
+    assert missing_question_numbers(question, parse_one(sql, read="sqlite")) == missing
+
+
+def _frame(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"sample_id": pl.String, "gold_sql": pl.String, "gold_match": pl.Boolean,
+                                      "shadow_kept": pl.Boolean}, orient="row")
+
+
+def test_calibration_figures_by_hand():
+    """S1 kept and right, S2 kept and wrong, S3 right answer not kept, S4 nothing right; G1 has no gold."""
+    frame = _frame([("S1", "g", True, True), ("S1", "g", True, False),
+                    ("S2", "g", False, True), ("S2", "g", True, False),
+                    ("S3", "g", True, False), ("S3", "g", False, False),
+                    ("S4", "g", False, False), ("G1", None, None, True)])
+    got = calibration(frame)
+    # Wilson 95 % for 1 of 2: centre 0.5, half-width 1.96 * sqrt(0.125 + 1.96^2 / 16) / (1 + 1.96^2 / 2)
+    assert {k: got[k] for k in ("samples", "kept", "correct", "reachable", "precision", "recall")} == \
+        {"samples": 4, "kept": 2, "correct": 1, "reachable": 3, "precision": 0.5, "recall": pytest.approx(1 / 3, abs=1e-6)}
+    assert (got["precision_lower"], got["precision_upper"]) == pytest.approx((0.094531, 0.905469), abs=1e-6)
+    assert calibration(frame.filter(pl.col("gold_sql").is_null())) is None   # no labeled sample: nothing measured
+
+
+def test_the_precision_check_is_not_applicable_without_labeled_samples():
+    threshold = CheckThreshold(metric="gold_free_precision_lower", op=">=", value=0.9, blocking=False)
+    assert evaluate_threshold(threshold, None).metadata["applicable"].value is False
+    failed = evaluate_threshold(threshold, 0.85)
+    assert not failed.passed and failed.severity.value == "WARN"
+
+
+GOLD = "SELECT name FROM player WHERE club = 'Porto'"
+
+
+def _candidates(tmp_path, rows: list[tuple]) -> pl.DataFrame:
+    path = tmp_path / "db.sqlite"
+    db_path = str(path if path.exists() else make_sqlite(path))
+    return pl.DataFrame([{
+        "candidate_id": f"c{i}", "sample_id": sample, "generation_index": i, "raw_output": raw, "error": None,
+        "db_path": db_path, "dialect": "sqlite", "gold_sql": gold, "question": question,
+        "schema": "s", "messages": json.dumps([{"role": "user", "content": question}]), "prompt_hash": "p",
+    } for i, (sample, gold, question, raw) in enumerate(rows)], schema_overrides={"error": pl.String, "gold_sql": pl.String})
+
+
+def test_shadow_verdicts_give_labeled_samples_the_gold_free_verdict(tmp_path):
+    """L1's majority matches its gold (shadow-kept, right); L2's two answers agree on a result
+    that is not its gold (shadow-kept, wrong: the gold-free gate would have kept a wrong label);
+    L3 leaves out the question's number (rejected on the gold-free path, labeled by gold anyway)."""
+    rows = [("L1", GOLD, "Who plays for Porto?", GOLD), ("L1", GOLD, "Who plays for Porto?", GOLD),
+            ("L1", GOLD, "Who plays for Porto?", "SELECT name FROM player"),
+            ("L2", GOLD, "Who plays for Porto?", "SELECT name FROM player WHERE goals > 5"),
+            ("L2", GOLD, "Who plays for Porto?", "SELECT name FROM player WHERE goals > 5"),
+            ("L3", "SELECT name FROM player WHERE goals = 7", "Who scored 7 goals?", "SELECT name FROM player"),
+            ("L3", "SELECT name FROM player WHERE goals = 7", "Who scored 7 goals?", "SELECT name FROM player")]
+    frame, _ = gate_chunk(_candidates(tmp_path, rows), GatesConfig(), RecipeConfig(multi_decode_select=True), None,
+                          TeacherConfig())
+    assert frame["reject_reason"].to_list() == [None, "not_selected", "gold_mismatch", "gold_mismatch",
+                                                "gold_mismatch", "gold_mismatch", "gold_mismatch"]
+    assert frame["shadow_kept"].to_list() == [True, False, False, True, False, False, False]
+    assert frame["shadow_reason"].to_list() == [None, "not_selected", MINORITY, None, "not_selected",
+                                                "missing_question_number", "missing_question_number"]
+    assert frame["missing_numbers"].to_list()[5:] == ["7", "7"]
+    assert frame["label_source"].unique().to_list() == ["gold"]
+    assert {k: calibration(frame)[k] for k in ("kept", "correct", "reachable")} == {"kept": 2, "correct": 1,
+                                                                                   "reachable": 1}
+
+
+def test_escalated_answers_pass_the_same_gates(tmp_path):
+    """U1: the strong answer agrees with one first answer (kept); U2: it agrees with none
+    (unconfirmed, unless trusted alone); U3: it is degenerate; U4: it names a club no one plays for."""
+    first = _candidates(tmp_path, [
+        ("U1", None, "Who plays for Porto?", GOLD), ("U1", None, "Who plays for Porto?", "SELECT name FROM player"),
+        ("U2", None, "Who plays for Oslo?", "SELECT name FROM player"),
+        ("U2", None, "Who plays for Oslo?", "SELECT club FROM player"),
+        ("U3", None, "Who?", "SELECT name FROM player"), ("U4", None, "Who?", "SELECT name FROM player")])
+    asked = _candidates(tmp_path, [
+        ("U1", None, "Who plays for Porto?", GOLD),
+        ("U2", None, "Who plays for Oslo?", "SELECT name FROM player WHERE club = 'Oslo'"),
+        ("U3", None, "Who?", "SELECT name FROM player WHERE goals > 100"),
+        ("U4", None, "Who?", "SELECT name FROM player WHERE club = 'Rome'")])
+    gates = GatesConfig()
+    gated_first, _ = gate_chunk(first, gates, RecipeConfig(multi_decode_select=True), None, TeacherConfig())
+    assert unsettled_samples(gated_first, ["no_majority"]) == ["U1", "U2"]
+    from fastdistill_assets.gates.pipeline import gate_frame
+
+    esc = gate_frame(asked, gates)
+    verdicts = decide_escalated(esc, gated_first, gates, EscalateConfig(provider="embedded"))
+    assert verdicts["reject_reason"].to_list() == [None, UNCONFIRMED, DEGENERATE, "ungrounded_literal"]
+    trusted = decide_escalated(esc, gated_first, gates, EscalateConfig(provider="embedded", trust_single=True))
+    assert trusted["reject_reason"].to_list() == [None, None, DEGENERATE, "ungrounded_literal"]
+    twice = decide_escalated(esc, gated_first, gates, EscalateConfig(provider="embedded", min_confirmations=2))
+    assert twice["reject_reason"].to_list()[:2] == [UNCONFIRMED, UNCONFIRMED]
+
+
+def test_escalated_rows_follow_their_sample():
+    frame = pl.DataFrame({"sample_id": ["A", "A", "B", "C"], "n": [1, 2, 3, 4]})
+    extra = pl.DataFrame({"sample_id": ["C", "A", "A"], "n": [5, 6, 7]})
+    assert after_their_samples(frame, extra).rows() == [("A", 1), ("A", 2), ("A", 6), ("A", 7), ("B", 3), ("C", 4),
+                                                        ("C", 5)]
+
+
+ESCALATION_RUN = {"dataset": {"limit_per_split": 40, "splits": ["train"], "withhold_gold": {"share": 1.0}},
+                  "decode": {"name": "sampled", "temperature": 0.4, "num_generations": 5},
+                  "recipe": {"multi_decode_select": True}, "eval_split": None}
+STAGES = [raw, canonical, teacher_candidates, filtered, distilled]
+
+
+def _escalating_project(project, base_url: str, **escalate) -> None:
+    """Every train question without gold; the first teacher: the embedded one with its shipped
+    error profile (started by the gateway); the escalation: a server the test started."""
+    project.edit_config("run_config", **ESCALATION_RUN, teacher={
+        "error_profile": {}, "escalate": {"provider": "vllm", "base_url": base_url, "model": "baseline-schema-linker",
+                                          **escalate}})
+
+
+def test_unsettled_samples_are_escalated_once_and_labelled_as_such(project):
+    with embedded_teacher() as strong:
+        _escalating_project(project, strong.base_url)
+        project.new_run("esc")
+        result = materialize(project, STAGES, "esc", teacher=teacher_gateway(project))
+        assert result.success
+        out = ArtifactStore(project.artifacts).read("esc", "filtered")
+        frame, report = out.frame, json.loads(out.files["quality_report.json"].read_text())
+        escalated = frame.filter(pl.col("label_source") == "escalated")
+        first = frame.filter(pl.col("label_source") == "teacher")
+        [meta] = [e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()
+                  if e.event_specific_data.materialization.asset_key == filtered.key]
+        # every unsettled sample asked once, of the escalation server, one answer each
+        unsettled = unsettled_samples(first, EscalateConfig(provider="x").reasons)
+        assert escalated["sample_id"].to_list() == unsettled and len(unsettled) > 0
+        assert len(strong.stats.calls) == strong.stats.total_calls == len(unsettled)
+        assert meta["escalation_samples"].value == meta["escalation_requests"].value == len(unsettled)
+        assert meta["escalation_calls"].value == len(unsettled)
+        kept_escalated = escalated.filter(pl.col("kept"))["sample_id"].n_unique()
+        assert meta["escalation_kept_samples"].value == kept_escalated > 0
+        assert report["kept_samples_by_label_source"]["escalated"] == kept_escalated
+        assert "escalation_cost_usd" not in meta   # the vllm entry has no prices: no dollars made up
+        assert meta["escalation_input_tokens"].value > 0 and meta["escalation_provider"].value == "vllm"
+        # a sample's rows stay together, escalated ones after the first teacher's
+        order = frame["sample_id"].to_list()
+        assert all(order.index(s) + order.count(s) - 1 == len(order) - 1 - order[::-1].index(s) for s in set(order))
+        # no sample has two kept labels; distilled says where each came from
+        assert frame.filter(pl.col("kept"))["sample_id"].is_unique().all()
+        sources = ArtifactStore(project.artifacts).read("esc", "distilled").frame["label_source"].value_counts()
+        assert dict(sources.iter_rows()) == report["kept_samples_by_label_source"]
+        # a second materialization of filtered asks nothing: the answers are in the response cache
+        again = materialize(project, STAGES, "esc", teacher=teacher_gateway(project), selection=[filtered.key])
+        assert again.success and strong.stats.total_calls == len(unsettled)
+
+
+def test_a_killed_escalation_resumes_without_asking_again(project):
+    """The filtered step is SIGKILLed (the documented command, its whole process group) while the
+    escalation server answers one request at a time; the re-run asks only what had no answer yet."""
+    with embedded_teacher(FaultConfig(latency_ms=150)) as strong:
+        _escalating_project(project, strong.base_url, concurrency=1)
+        project.edit_config("run_config", scale={"chunk_rows": 8})
+        project.new_run("kill")
+        assert materialize(project, STAGES[:3], "kill", teacher=teacher_gateway(project)).success
+        env = {**os.environ}
+        proc = subprocess.Popen(materialize_command("kill", "filtered", in_process=True), env=env, cwd=project.root,
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: strong.stats.total_calls >= 4, 180, "escalation answers")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        asked_before = set(strong.stats.calls)
+        subprocess.run(materialize_command("kill", "filtered", in_process=True), env=env, cwd=project.root, check=True,
+                       capture_output=True, timeout=300)
+    frame = ArtifactStore(project.artifacts).read("kill", "filtered").frame
+    escalated = frame.filter(pl.col("label_source") == "escalated")
+    assert len(asked_before) >= 4 and len(strong.stats.calls) == escalated.height
+    assert sum(n - 1 for n in strong.stats.calls.values()) <= 1   # at most the one request in flight at the kill
+    cache = ResponseCache(project.artifacts / "_cache" / "responses.sqlite")
+    assert len(cache) >= escalated.height
+    cache.close()
