@@ -37,7 +37,8 @@ SHOWN_EXAMPLES = 3   # kept labels and rejected answers printed after a run that
 
 
 def label_lines(run_id: str, shown: int = SHOWN_EXAMPLES) -> list[str]:
-    """A few of filtered's example labels (``quality_report.json``): kept ones, then rejected ones."""
+    """A few of filtered's example labels (``quality_report.json``): a kept one per label source,
+    then rejected ones for ``shown`` reasons."""
     try:
         output = ArtifactStore(artifacts_dir()).read(run_id, "filtered")
     except FileNotFoundError:
@@ -45,8 +46,8 @@ def label_lines(run_id: str, shown: int = SHOWN_EXAMPLES) -> list[str]:
     if not isinstance(output, StageOutput) or "quality_report.json" not in output.files:
         return []
     examples = json.loads(output.files["quality_report.json"].read_text()).get("examples", [])
-    kept = [e for e in examples if e["verdict"] == "kept"][:shown]
-    rejected = [e for e in examples if e["verdict"] != "kept"][:shown]
+    kept = list({e["label_source"]: e for e in reversed(examples) if e["verdict"] == "kept"}.values())[::-1]
+    rejected = list({e["verdict"]: e for e in reversed(examples) if e["verdict"] != "kept"}.values())[::-1][:shown]
     return ["labels (a few; all in filtered, and in the UI's label_examples):"] + [
         f"  {'kept (' + str(e['label_source']) + ')' if e['verdict'] == 'kept' else 'rejected: ' + e['verdict']}: "
         f"{e['question']} -> {e['sql']} -> {e['result_preview'] or '-'}" for e in kept + rejected]

@@ -61,7 +61,8 @@ def test_mixed_labeled_and_gold_free_run(project):
     kept_free = gold_free.filter(pl.col("kept"))
     assert kept_free["agreement"].min() >= 0.6
     assert report["paths"]["gold_free"]["reject_reason_counts"].keys() <= {
-        "minority_result", "no_majority", "low_agreement", "too_few_executed", "exec_error", "not_selected"}
+        "minority_result", "no_majority", "low_agreement", "too_few_executed", "exec_error", "not_selected",
+        "degenerate_result", "ungrounded_literal", "missing_question_number"}
     assert "gold_unavailable" not in report["reject_reason_counts"]
     assert store.read("mixed", "distilled").frame.height == report["kept"]
     checks = _checks(result)

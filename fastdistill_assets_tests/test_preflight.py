@@ -47,7 +47,7 @@ def shop_file(project):
 @pytest.mark.parametrize("edits, env, expected", [
     ({"dataset": {"kind": "wikisql", "path": "/no/such/folder"}}, {},
      "dataset: WikiSQL split 'train' needs /no/such/folder/train.jsonl"),
-    ({"teacher": {"provider": "nope"}}, {}, "unknown provider 'nope': provider_gateway.yaml has embedded, ollama, "),
+    ({"teacher": {"provider": "nope"}}, {}, "unknown provider 'nope': provider_gateway.yaml has embedded, embedded_strong, ollama, "),
     ({"teacher": {"provider": "openrouter"}}, {},
      "provider 'openrouter' needs an API key: set OPENROUTER_API_KEY (or FASTDISTILL_API_KEY)"),
     ({"dataset": {"splits": ["train", "dev"]}}, {},

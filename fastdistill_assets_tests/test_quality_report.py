@@ -5,9 +5,9 @@ import json
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.config import GatesConfig, RecipeConfig, TeacherConfig
 from fastdistill_assets.gates.pipeline import gate_frame
-from fastdistill_assets.gates.select import attach_judge, select
+from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.gates.quality_report import markdown_table, quality_report
 from fastdistill_assets_tests.db_fixtures import make_sqlite
 from fastdistill_assets_tests.db_fixtures import RUNAWAY
@@ -37,8 +37,8 @@ def candidates(db_path) -> pl.DataFrame:
 @pytest.fixture
 def filtered(tmp_path):
     gates = GatesConfig.model_validate({"rules": {"banned_tokens": ["DROP "]}, "execution": {"timeout_ms": 300}})
-    gated = gate_frame(candidates(make_sqlite(tmp_path / "db.sqlite")), gates)
-    return select(attach_judge(gated, None), gates, multi_decode=False)
+    frame, _ = gate_chunk(candidates(make_sqlite(tmp_path / "db.sqlite")), gates, RecipeConfig(), None, TeacherConfig())
+    return frame
 
 
 def test_report_matches_hand_computed_values(filtered):
@@ -57,6 +57,9 @@ def test_report_matches_hand_computed_values(filtered):
     assert report["exec_error_counts"] == {"no_such_column": 1, "timeout": 1}
     assert report["cleaning_counts"]["code_fence"] == 1
     assert "| p_keep | 0.222222 |" in markdown_table(report)
+    assert report["kept_samples_by_label_source"] == {"gold": 2}
+    # one answer per question: the shadow gold-free gate keeps none (too few executed), nothing to measure
+    assert report["calibration"]["kept"] == 0 and report["gold_free_precision_lower"] is None
 
 
 def test_every_candidate_keeps_raw_output_and_reason(filtered):
