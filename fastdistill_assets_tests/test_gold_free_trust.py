@@ -4,6 +4,7 @@ OpenAI-compatible servers on 127.0.0.1, one per teacher)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 
@@ -25,8 +26,10 @@ from fastdistill_assets.gates.stage import after_their_samples, gate_chunk
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
-from fastdistill_assets_tests.conftest import materialize, materialize_command, teacher_gateway, wait_until
+from fastdistill_assets_tests.conftest import REPO_CONFIGS, materialize, materialize_command, teacher_gateway, \
+    wait_until
 from fastdistill_assets_tests.db_fixtures import make_sqlite
+from fastdistill_assets_tests.wikisql_fixture import GOOD, write_wikisql
 
 
 @pytest.mark.parametrize("rows, degenerate", [
@@ -105,8 +108,11 @@ def test_calibration_figures_by_hand():
 def test_the_precision_check_is_not_applicable_without_labeled_samples():
     threshold = CheckThreshold(metric="gold_free_precision_lower", op=">=", value=0.9, blocking=False)
     assert evaluate_threshold(threshold, None).metadata["applicable"].value is False
-    failed = evaluate_threshold(threshold, 0.85)
+    failed = evaluate_threshold(threshold, 0.85, {"low_agreement": 7, "ungrounded_literal": 2})
     assert not failed.passed and failed.severity.value == "WARN"
+    assert failed.metadata["reject_reason_counts"].value == {"low_agreement": 7, "ungrounded_literal": 2}
+    assert "reject_reason_counts" not in evaluate_threshold(threshold, 0.95, {"low_agreement": 7}).metadata
+    assert "no labeled sample that the gold-free gates would keep" in evaluate_threshold(threshold, None).description
 
 
 GOLD = "SELECT name FROM player WHERE club = 'Porto'"
@@ -252,3 +258,26 @@ def test_a_killed_escalation_resumes_without_asking_again(project):
     cache = ResponseCache(project.artifacts / "_cache" / "responses.sqlite")
     assert len(cache) >= escalated.height
     cache.close()
+
+
+def test_no_gold_is_withheld_unless_the_run_config_asks(project):
+    """The shipped template keeps every gold label of a user's dataset; only the demo's own settings
+    (configs/demo.yaml, read by `fastdistill demo`) withhold a quarter of train and escalate."""
+    from fastdistill_assets.cli import DEMO_OVERLAY
+    from fastdistill_assets.config import load_run_config
+
+    template = load_run_config(project.configs / "run_config.yaml")
+    assert template.dataset.withhold_gold.share == 0 and template.teacher.escalate is None
+    demo = load_run_config(project.configs / "run_config.yaml", overlay=project.configs / DEMO_OVERLAY)
+    assert (demo.dataset.withhold_gold.share, demo.dataset.withhold_gold.splits) == (0.25, ["train"])
+    assert demo.teacher.escalate == EscalateConfig(provider="embedded_strong")
+    assert demo.model_dump(exclude={"dataset", "teacher"}) == template.model_dump(exclude={"dataset", "teacher"})
+    # a user's WikiSQL split with the shipped template: every question reaches the pipeline with its gold
+    shutil.copy(REPO_CONFIGS / "run_config.yaml", project.configs / "run_config.yaml")
+    questions = [{**GOOD, "question": f"How many goals did Ana Silva score in game {i}?"} for i in range(8)]
+    folder = write_wikisql(project.root / "wikisql", "train", questions)
+    project.edit_config("run_config", dataset={"kind": "wikisql", "path": str(folder), "splits": ["train"]})
+    project.new_run("mine")
+    assert materialize(project, [raw, canonical], "mine").success
+    frame = ArtifactStore(project.artifacts).read("mine", "canonical")
+    assert frame.height == 8 and frame["gold_sql"].null_count() == 0 and frame["withheld_gold_sql"].null_count() == 8

@@ -28,6 +28,7 @@ from sqlglot.dialects.dialect import Dialect, NormalizationStrategy
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 _WILDCARDS = ("%", "_")
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.Like, exp.ILike, exp.In)   # what _compared reads
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,12 @@ def _single_table(expression: exp.Expression) -> exp.Table | None:
 
 def string_literal_uses(expression: exp.Expression, dialect: str) -> list[LiteralUse]:
     """Columns of real tables compared with string literals, deduplicated, in the order of the text."""
-    compared = [(column, values) for column, values in map(_compared, _walk(expression)) if column is not None]
+    table = _single_table(expression)
+    nodes = expression.find_all(*_COMPARISONS, bfs=False) if table is not None else _walk(expression)  # text order
+    compared = [(column, values) for column, values in map(_compared, nodes) if column is not None]
     if not compared:
         return []
     case_insensitive = Dialect.get_or_raise(dialect).normalization_strategy == NormalizationStrategy.CASE_INSENSITIVE
-    table = _single_table(expression)
     if table is not None:
         names = {n.lower() if case_insensitive else n for n in (table.name, table.alias_or_name)}
         outputs = {e.alias for e in expression.expressions if isinstance(e, exp.Alias)}
