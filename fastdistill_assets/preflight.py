@@ -43,7 +43,7 @@ def preflight(frozen: FrozenRun, configs_dir: Path, data_dir: Path, environ: dic
     if config.teacher.escalate is not None:
         escalate = config.teacher.escalate
         if escalate.provider in CANNOT_JUDGE:  # a student is no stronger teacher than the one it learned from
-            raise ConfigError(f"run_config.yaml: teacher.escalate.provider {escalate.provider!r} cannot be an "
+            raise ConfigError(f"teacher.escalate.provider {escalate.provider!r} cannot be an "
                               "escalation teacher: name a stronger teacher's provider")
         gateway.check(escalate.provider, escalate.endpoint_overrides())
     return gold_free_notes(config, frozen.gates)

@@ -48,6 +48,12 @@ def shop_file(project):
     ({"dataset": {"kind": "wikisql", "path": "/no/such/folder"}}, {},
      "dataset: WikiSQL split 'train' needs /no/such/folder/train.jsonl"),
     ({"teacher": {"provider": "nope"}}, {}, "unknown provider 'nope': provider_gateway.yaml has embedded, embedded_strong, ollama, "),
+    ({"teacher": {"escalate": {"provider": "nope"}}}, {}, "unknown provider 'nope': provider_gateway.yaml has "),
+    ({"teacher": {"escalate": {"provider": "openai"}}}, {},
+     "provider 'openai' needs an API key: set OPENAI_API_KEY (or FASTDISTILL_API_KEY)"),
+    ({"teacher": {"escalate": {"provider": "student"}}}, {},
+     "teacher.escalate.provider 'student' cannot be an escalation teacher"),
+    ({"teacher": {"escalate": {"model": "gpt-4o"}}}, {}, "{file}: teacher.escalate.provider: Field required"),
     ({"teacher": {"provider": "openrouter"}}, {},
      "provider 'openrouter' needs an API key: set OPENROUTER_API_KEY (or FASTDISTILL_API_KEY)"),
     ({"dataset": {"splits": ["train", "dev"]}}, {},
@@ -70,6 +76,7 @@ def shop_file(project):
 def test_config_mistakes_are_refused_in_one_line(project, capsys, monkeypatch, edits, env, expected):
     project.edit_config("run_config", **edits)
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("FASTDISTILL_API_KEY", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
