@@ -44,7 +44,7 @@ def build_candidates(n: int, data_dir: Path) -> pl.DataFrame:
             sql = baseline.predict_sql(q["question"], q["schema"], temperature=1.0 if seed else 0.0, seed=seed)
             output = baseline.format_reply(sql, f"{q['question']}{seed}")
         rows.append({"candidate_id": str(i), "raw_output": output, "error": None, "db_path": q["db_path"],
-                     "dialect": "sqlite", "gold_sql": q["gold_sql"]})
+                     "dialect": "sqlite", "gold_sql": q["gold_sql"], "question": q["question"]})
         i += 1
     return pl.DataFrame(rows, schema_overrides={"error": pl.String})
 

@@ -146,7 +146,7 @@ def test_empty_result_judge_keeps_only_what_the_judge_approves(tmp_path):
             ("U1", None, empty), ("U1", None, empty),                      # gold-free, empty majority
             ("U2", None, GOLD), ("U2", None, GOLD)]                        # gold-free, rows: judge not needed
     frame = pl.DataFrame([{"candidate_id": f"c{i}", "sample_id": s, "generation_index": i, "raw_output": out,
-                           "error": None, "db_path": db_path, "dialect": "sqlite", "gold_sql": gold}
+                           "error": None, "db_path": db_path, "dialect": "sqlite", "gold_sql": gold, "question": "q"}
                           for i, (s, gold, out) in enumerate(rows)],
                          schema_overrides={"error": pl.String, "gold_sql": pl.String})
     gates = GatesConfig.model_validate({"execution": {"empty_result": "judge"},
