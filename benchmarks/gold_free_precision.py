@@ -40,7 +40,7 @@ from fastdistill_assets.canonical import canonicalize
 from fastdistill_assets.config import DatasetConfig, EscalateConfig, GatesConfig, RecipeConfig, RunConfig, \
     TeacherConfig, TeacherErrorProfile, WithholdGold, load_gates
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.evaluation.gold_free import withheld_gold_matches
+from fastdistill_assets.evaluation.gold_free import withheld_precision
 from fastdistill_assets.gates.escalation import Escalator
 from fastdistill_assets.gates.grounding import first_ungrounded, missing_question_numbers, string_literal_uses
 from fastdistill_assets.gates.pipeline import gate_frame
@@ -77,18 +77,14 @@ def gates_variant(base: GatesConfig, degenerate: bool, grounding: bool) -> Gates
 
 
 def score(filtered: pl.DataFrame, candidates: pl.DataFrame, gates: GatesConfig, questions: int) -> dict:
-    """The kept gold-free samples against the hidden gold, overall and per label source."""
-    kept = filtered.filter(pl.col("kept") & pl.col("gold_sql").is_null())
-    withheld = candidates.select("sample_id", "withheld_gold_sql").unique("sample_id")
-    matches = withheld_gold_matches(kept, withheld, gates)
-    per_sample = kept.join(matches.select("candidate_id", "correct"), on="candidate_id").group_by(
-        "sample_id", "label_source").agg(pl.col("correct").all())
-    out = {"kept": per_sample.height, "correct": int(per_sample["correct"].sum()), "questions": questions,
-           "by_source": {s: (int(g["correct"].sum()), g.height)
-                         for (s,), g in per_sample.group_by("label_source", maintain_order=True)}}
-    out["precision"] = out["correct"] / out["kept"] if out["kept"] else 0.0
-    out["interval"] = wilson_interval(out["correct"], out["kept"])
-    return out
+    """The kept gold-free samples against the hidden gold (the eval report's own scoring), overall and
+    per label source."""
+    measured = withheld_precision(filtered, candidates.select("sample_id", "withheld_gold_sql").unique("sample_id"),
+                                  gates) or {"correct": 0, "n": 0, "by_label_source": {}}
+    by_source = {source: (acc["correct"], acc["n"]) for source, acc in measured["by_label_source"].items()}
+    return {"kept": measured["n"], "correct": measured["correct"], "questions": questions, "by_source": by_source,
+            "precision": measured["correct"] / measured["n"] if measured["n"] else 0.0,
+            "interval": wilson_interval(measured["correct"], measured["n"])}
 
 
 def main() -> None:
@@ -158,12 +154,15 @@ def main() -> None:
         estimate = calibration(shadow)
         hidden = half.filter(pl.col("gold_sql").is_null())
         truth = score(shadow.filter(pl.col("gold_sql").is_null()), hidden, gates, hidden["sample_id"].n_unique())
-        inside = estimate["precision_lower"] <= truth["precision"] <= estimate["precision_upper"]
-        print(f"\nshadow calibration (+ grounding, no escalation): estimate {estimate['precision']:.4f} "
-              f"[{estimate['precision_lower']:.3f}, {estimate['precision_upper']:.3f}] from the {estimate['samples']} "
-              f"questions that keep their gold ({estimate['kept']} shadow-kept); true precision on the other "
-              f"{truth['questions']} with their gold hidden {truth['precision']:.4f} ({truth['correct']} of "
-              f"{truth['kept']}): {'within' if inside else 'OUTSIDE'} the estimate's interval")
+        if estimate is None or estimate["precision"] is None:
+            print("\nshadow calibration: nothing to measure on (no labeled question the gold-free gates would keep)")
+        else:
+            inside = estimate["precision_lower"] <= truth["precision"] <= estimate["precision_upper"]
+            print(f"\nshadow calibration (+ grounding, no escalation): estimate {estimate['precision']:.4f} "
+                  f"[{estimate['precision_lower']:.3f}, {estimate['precision_upper']:.3f}] from the "
+                  f"{estimate['samples']} questions that keep their gold ({estimate['kept']} shadow-kept); true "
+                  f"precision on the other {truth['questions']} with their gold hidden {truth['precision']:.4f} "
+                  f"({truth['correct']} of {truth['kept']}): {'within' if inside else 'OUTSIDE'} the estimate's interval")
         gates = gates_variant(shipped, True, True)
         total = min(gated_seconds(candidates, gates) for _ in range(3))
         spent = min(grounding_seconds(candidates, gates) for _ in range(3))

@@ -40,8 +40,9 @@ PATH_METRICS = {"gold_match_rate": "labeled", "labeled_p_keep": "labeled", "gold
                 "gold_free_precision_lower": "labeled", "gold_free_recall": "labeled"}
 # Why the shadow calibration's figures can be null: nothing to measure the gold-free gate on.
 NOT_MEASURED = dict.fromkeys(("gold_free_precision", "gold_free_precision_lower", "gold_free_recall"),
-                             "no labeled sample that the gold-free gates would keep (the shadow calibration needs "
-                             "labeled samples with decode.num_generations >= consistency.min_executed)")
+                             "the shadow calibration had nothing to measure on (no labeled sample, none that the "
+                             "gold-free gates would keep, or none with a right answer to recall; it needs labeled "
+                             "samples with decode.num_generations >= consistency.min_executed)")
 HARD_GATES = ("test_exec_accuracy_vs_baseline", "online_win_rate")
 RELOAD = "reload the code location (the checks are declared from configs/quality_gates.yaml when it loads)"
 GATES_STEP, HARD_GATES_STEP = "filtered_gates", "eval_report_hard_gates"   # the checks' op (step) names
@@ -101,7 +102,10 @@ def evaluate_threshold(threshold: CheckThreshold, value: float | None,
 
 
 def reject_counts(report: Mapping, metric: str) -> Mapping[str, int]:
-    """The quality report's reject counts behind ``metric``: its path's, or the whole stage's."""
+    """The quality report's reject counts behind ``metric``: the shadow verdicts' for the
+    calibration's figures, else its path's, or the whole stage's."""
+    if metric in NOT_MEASURED:
+        return report["calibration"].get("shadow_reason_counts", {})
     path = PATH_METRICS.get(metric)
     return report["paths"][path]["reject_reason_counts"] if path else report["reject_reason_counts"]
 

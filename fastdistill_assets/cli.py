@@ -103,7 +103,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from fastdistill_assets.run_summary import materialize_run
 
     run_id = args.run_id or "demo-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    create_run(run_id, Path(args.config) if args.config else None, overlay=settings.configs_dir() / DEMO_OVERLAY)
+    overlay = settings.configs_dir() / DEMO_OVERLAY   # a configs folder without one: the run config alone
+    create_run(run_id, Path(args.config) if args.config else None, overlay=overlay if overlay.is_file() else None)
     return materialize_run(run_id, verbose=args.verbose)
 
 

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -113,8 +113,9 @@ def _overrides(base_url: str | None, timeout_s: float | None, concurrency: int |
 
 
 # The gold-free verdicts that leave a sample unsettled: what a stronger teacher is asked about.
-ESCALATE_REASONS = ("no_majority", "low_agreement", "too_few_executed", "degenerate_result", "ungrounded_literal",
-                    "missing_question_number")
+EscalateReason = Literal["no_majority", "low_agreement", "too_few_executed", "degenerate_result",
+                         "ungrounded_literal", "missing_question_number"]
+ESCALATE_REASONS: tuple[str, ...] = get_args(EscalateReason)
 
 
 class EscalateConfig(_Strict):
@@ -137,8 +138,7 @@ class EscalateConfig(_Strict):
     num_generations: int = Field(default=1, ge=1)
     trust_single: bool = False
     min_confirmations: int = Field(default=1, ge=1)   # first-teacher answers that must give the single answer's result
-    reasons: list[Literal["no_majority", "low_agreement", "too_few_executed", "degenerate_result",
-                          "ungrounded_literal", "missing_question_number"]] = Field(default_factory=lambda: list(ESCALATE_REASONS), min_length=1)
+    reasons: list[EscalateReason] = Field(default_factory=lambda: list(ESCALATE_REASONS), min_length=1)
     error_profile: TeacherErrorProfile | None = None
 
     def endpoint_overrides(self) -> dict[str, Any]:

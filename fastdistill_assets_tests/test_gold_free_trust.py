@@ -4,6 +4,7 @@ OpenAI-compatible servers on 127.0.0.1, one per teacher)."""
 
 import json
 import os
+from decimal import Decimal
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from sqlglot import parse_one
 from fastdistill_assets.assets.data import canonical, raw
 from fastdistill_assets.assets.gates import distilled, filtered
 from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.checks import evaluate_threshold
+from fastdistill_assets.checks import evaluate_threshold, reject_counts
 from fastdistill_assets.config import CheckThreshold, ConsistencyGates, EscalateConfig, GatesConfig, RecipeConfig, \
     TeacherConfig
 from fastdistill_assets.gates.consistency import DEGENERATE, MINORITY, TOO_FEW, is_degenerate, sample_verdicts
@@ -39,6 +40,7 @@ from fastdistill_assets_tests.wikisql_fixture import GOOD, write_wikisql
     ([(0,)], True),                               # COUNT(*) of nothing
     ([(0.0,)], True),
     ([(0, None)], True),                          # one row of only 0 / NULL
+    ([(Decimal("0.00"),)], True),                 # DuckDB's SUM over nothing of a DECIMAL column
     ([(0,), (3,)], False),                        # a legitimate 0 among other rows
     ([(0,), (0,)], False),                        # two rows are a result, whatever they hold
     ([(3,)], False),
@@ -69,6 +71,8 @@ def test_a_degenerate_majority_is_no_evidence(signatures, degenerate, config, re
     ("What is the time for the 1500m event?", []),                # part of a word
     ("Which model is the Astra 749?", ["749"]),
     ("How many entries are there?", []),
+    ("Which cities have more than 1 million people and 50% of them under 30?", ["30"]),  # written otherwise
+    ("Towns with 20 percent growth or 3k people?", []),
 ])
 def test_question_numbers(question, numbers):
     assert question_numbers(question) == numbers
@@ -88,20 +92,22 @@ def test_missing_question_numbers(question, sql, missing):
 
 def _frame(rows: list[tuple]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"sample_id": pl.String, "gold_sql": pl.String, "gold_match": pl.Boolean,
-                                      "shadow_kept": pl.Boolean}, orient="row")
+                                      "shadow_kept": pl.Boolean, "shadow_reason": pl.String}, orient="row")
 
 
 def test_calibration_figures_by_hand():
     """S1 kept and right, S2 kept and wrong, S3 right answer not kept, S4 nothing right; G1 has no gold."""
-    frame = _frame([("S1", "g", True, True), ("S1", "g", True, False),
-                    ("S2", "g", False, True), ("S2", "g", True, False),
-                    ("S3", "g", True, False), ("S3", "g", False, False),
-                    ("S4", "g", False, False), ("G1", None, None, True)])
+    frame = _frame([("S1", "g", True, True, None), ("S1", "g", True, False, "not_selected"),
+                    ("S2", "g", False, True, None), ("S2", "g", True, False, "minority_result"),
+                    ("S3", "g", True, False, "low_agreement"), ("S3", "g", False, False, "low_agreement"),
+                    ("S4", "g", False, False, "exec_error"), ("G1", None, None, True, "no_majority")])
     got = calibration(frame)
     # Wilson 95 % for 1 of 2: centre 0.5, half-width 1.96 * sqrt(0.125 + 1.96^2 / 16) / (1 + 1.96^2 / 2)
     assert {k: got[k] for k in ("samples", "kept", "correct", "reachable", "precision", "recall")} == \
         {"samples": 4, "kept": 2, "correct": 1, "reachable": 3, "precision": 0.5, "recall": pytest.approx(1 / 3, abs=1e-6)}
     assert (got["precision_lower"], got["precision_upper"]) == pytest.approx((0.094531, 0.905469), abs=1e-6)
+    assert got["shadow_reason_counts"] == {"low_agreement": 2, "exec_error": 1, "minority_result": 1,
+                                           "not_selected": 1}   # labeled rows only: G1's is a real verdict
     assert calibration(frame.filter(pl.col("gold_sql").is_null())) is None   # no labeled sample: nothing measured
 
 
@@ -112,7 +118,13 @@ def test_the_precision_check_is_not_applicable_without_labeled_samples():
     assert not failed.passed and failed.severity.value == "WARN"
     assert failed.metadata["reject_reason_counts"].value == {"low_agreement": 7, "ungrounded_literal": 2}
     assert "reject_reason_counts" not in evaluate_threshold(threshold, 0.95, {"low_agreement": 7}).metadata
-    assert "no labeled sample that the gold-free gates would keep" in evaluate_threshold(threshold, None).description
+    assert "the shadow calibration had nothing to measure on" in evaluate_threshold(threshold, None).description
+    # what lies behind each figure: the shadow verdicts for the calibration's, the path's for a path metric
+    report = {"calibration": {"shadow_reason_counts": {"low_agreement": 3}}, "reject_reason_counts": {"x": 1},
+              "paths": {"gold_free": {"reject_reason_counts": {"no_majority": 2}}}}
+    assert reject_counts(report, "gold_free_precision_lower") == {"low_agreement": 3}
+    assert reject_counts(report, "gold_free_p_keep") == {"no_majority": 2}
+    assert reject_counts(report, "p_keep") == {"x": 1}
 
 
 GOLD = "SELECT name FROM player WHERE club = 'Porto'"
@@ -167,6 +179,12 @@ def test_escalated_answers_pass_the_same_gates(tmp_path):
     gates = GatesConfig()
     gated_first, _ = gate_chunk(first, gates, RecipeConfig(multi_decode_select=True), None, TeacherConfig())
     assert unsettled_samples(gated_first, ["no_majority"]) == ["U1", "U2"]
+    # a sample none of whose answers executed is unsettled too (as too few executed), when that is asked
+    failing = _candidates(tmp_path, [("U5", None, "Who?", "SELECT nme FROM player"),
+                                     ("U5", None, "Who?", "SELECT nme FROM player")])
+    gated_failing, _ = gate_chunk(failing, gates, RecipeConfig(multi_decode_select=True), None, TeacherConfig())
+    assert unsettled_samples(gated_failing, ["too_few_executed"]) == ["U5"]
+    assert unsettled_samples(gated_failing, ["no_majority"]) == []
     from fastdistill_assets.gates.pipeline import gate_frame
 
     esc = gate_frame(asked, gates)
@@ -211,8 +229,15 @@ def test_unsettled_samples_are_escalated_once_and_labelled_as_such(project):
         first = frame.filter(pl.col("label_source") == "teacher")
         [meta] = [e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()
                   if e.event_specific_data.materialization.asset_key == filtered.key]
-        # every unsettled sample asked once, of the escalation server, one answer each
-        unsettled = unsettled_samples(first, EscalateConfig(provider="x").reasons)
+        # every unsettled sample asked once, of the escalation server, one answer each: the gold-free
+        # samples without a kept first answer that were rejected for a reason escalation takes, or
+        # none of whose answers executed
+        reasons = ["no_majority", "low_agreement", "too_few_executed", "degenerate_result", "ungrounded_literal",
+                   "missing_question_number"]
+        verdicts = first.group_by("sample_id", maintain_order=True).agg(
+            pl.col("kept").any(), pl.col("reject_reason").is_in(reasons).any().alias("settle"),
+            pl.col("exec_ok").fill_null(False).any().alias("ran"))
+        unsettled = verdicts.filter(~pl.col("kept") & (pl.col("settle") | ~pl.col("ran")))["sample_id"].to_list()
         assert escalated["sample_id"].to_list() == unsettled and len(unsettled) > 0
         assert len(strong.stats.calls) == strong.stats.total_calls == len(unsettled)
         assert meta["escalation_samples"].value == meta["escalation_requests"].value == len(unsettled)
@@ -223,8 +248,11 @@ def test_unsettled_samples_are_escalated_once_and_labelled_as_such(project):
         assert "escalation_cost_usd" not in meta   # the vllm entry has no prices: no dollars made up
         assert meta["escalation_input_tokens"].value > 0 and meta["escalation_provider"].value == "vllm"
         # a sample's rows stay together, escalated ones after the first teacher's
-        order = frame["sample_id"].to_list()
-        assert all(order.index(s) + order.count(s) - 1 == len(order) - 1 - order[::-1].index(s) for s in set(order))
+        runs = frame.select("sample_id", "label_source").rows()
+        starts = [row for i, row in enumerate(runs) if i == 0 or row != runs[i - 1]]
+        assert len(starts) == len(set(starts))   # each (sample, source) is one run of rows
+        assert all(runs[i - 1][0] == sample and runs[i - 1][1] == "teacher"
+                   for i, (sample, source) in enumerate(runs) if source == "escalated" and runs[i - 1][1] != source)
         # no sample has two kept labels; distilled says where each came from
         assert frame.filter(pl.col("kept"))["sample_id"].is_unique().all()
         sources = ArtifactStore(project.artifacts).read("esc", "distilled").frame["label_source"].value_counts()

@@ -23,8 +23,8 @@ USES = [
     ("SELECT * FROM t WHERE c IN ('a', 'b', 3, NULL, 'a')", [U("t", "c", "a"), U("t", "c", "b")]),
     ("SELECT * FROM t WHERE c NOT IN ('a')", [U("t", "c", "a")]),
     ("SELECT * FROM t WHERE c != 'x' AND d <> 'y'", [U("t", "c", "x"), U("t", "d", "y")]),
-    ("SELECT * FROM t WHERE c LIKE 'Brazil' AND d LIKE 'Bra%' AND e LIKE 'B_azil'", [U("t", "c", "Brazil")]),
-    ("SELECT * FROM t WHERE c ILIKE 'brazil' AND d ILIKE '%x'", [U("t", "c", "brazil")]),
+    ("SELECT * FROM t WHERE c LIKE 'Brazil' AND d LIKE 'Bra%' AND e LIKE 'B_azil'", [U("t", "c", "Brazil", like=True)]),
+    ("SELECT * FROM t WHERE c ILIKE 'brazil' AND d ILIKE '%x'", [U("t", "c", "brazil", like=True)]),
     ("SELECT * FROM t WHERE 'Brazil' LIKE c", []),
     ("SELECT * FROM t WHERE c = 3 AND d = 2.5 AND e = NULL AND f IS NULL AND g = h", []),
     ("SELECT * FROM t WHERE lower(c) = 'x' AND c = 'a' || 'b'", []),
@@ -153,3 +153,24 @@ def test_gate_end_to_end(countries):
 
         assert first_ungrounded(uses, exists) == U("country", "name", "Brzail")
         assert first_ungrounded(uses[:1], exists) is None
+
+
+@pytest.mark.parametrize("dialect, ddl, stored, value, expected", [
+    ("sqlite", "v REAL", 10.0, "10", True),                       # numeric affinity: 10.0 = '10'
+    ("sqlite", "v REAL", 10.0, "11", False),
+    ("duckdb", "v TIMESTAMP", "2020-01-01", "2020-01-01", True),  # the database's own comparison
+    ("duckdb", "v DECIMAL(5, 2)", 5, "5", True),
+    ("duckdb", "v DECIMAL(5, 2)", 5, "6", False),
+    ("duckdb", "v TIMESTAMP", "2020-01-01", "not a time", None),  # cannot be compared: no evidence
+])
+def test_value_exists_on_typed_columns(tmp_path, dialect, ddl, stored, value, expected):
+    """A query that returns rows on a typed column is never called ungrounded."""
+    path = tmp_path / f"typed.{'duckdb' if dialect == 'duckdb' else 'sqlite'}"
+    db = duckdb.connect(str(path)) if dialect == "duckdb" else sqlite3.connect(path)
+    db.execute(f"CREATE TABLE t ({ddl})")
+    db.execute("INSERT INTO t VALUES (?)", [stored])
+    if dialect != "duckdb":
+        db.commit()
+    db.close()
+    with Executor() as executor:
+        assert executor.value_exists(str(path), dialect, "t", "v", value) is expected

@@ -124,17 +124,19 @@ Every candidate with each gate's verdict and reason; nothing is dropped.
 Samples with gold pass the gold match; samples without gold (gold_sql null) pass self-consistency
 across their candidates instead. Streams in chunks of whole samples (`scale.chunk_rows` samples),
 resuming from the chunks a killed step finished; with `scale.shards` K the chunks are spread over
-K Dagster steps (`filtered_shard`). Its steps are in the `teacher` pool because of the LLM judge.
+K Dagster steps (`filtered_shard`). Its steps are in the `teacher` pool because of the LLM judge
+and the escalation teacher.
 
 Reads teacher_candidates: candidate_id, sample_id, raw_output, error, db_path, dialect,
 gold_sql, question, schema, messages. Adds: rationale, cleaned_sql, clean_actions, rule_ok,
 rule_reason, parse_ok, parse_error, exec_ok, exec_error, exec_error_detail, exec_ms,
-result_rows, result_signature, result_preview, result_degenerate, ungrounded, gold_signature,
-gold_match, agreement, judge_score, judge_source, judge_error, reject_reason, kept, gate_ms,
-shadow_kept, shadow_reason (labeled samples: the gold-free verdict with the gold hidden) and
-label_source (gold, teacher or escalated). With `teacher.escalate`, the unsettled gold-free samples'
-answers from the stronger teacher are rows of their own, right after their sample's. Side file:
-quality_report.json (overall, per path: labeled, gold_free, and the shadow calibration).
+result_rows, result_signature, result_preview, result_degenerate, ungrounded, missing_numbers,
+gold_signature, gold_match, agreement, judge_score, judge_source, judge_error, reject_reason, kept,
+gate_ms, shadow_kept, shadow_reason (labeled samples: the gold-free verdict with the gold hidden)
+and label_source (gold, teacher or escalated). With `teacher.escalate`, the unsettled gold-free
+samples' answers from the stronger teacher are rows of their own, right after their sample's.
+Side file: quality_report.json (overall, per path: labeled, gold_free, the shadow calibration and
+a few example labels).
 """.strip())
 
 

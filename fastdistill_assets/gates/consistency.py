@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from numbers import Number
 from typing import Any
 
 import polars as pl
@@ -33,7 +34,7 @@ def is_degenerate(rows: Sequence[Sequence[Any]]) -> bool:
         return True
     if all(value is None for row in rows for value in row):
         return True
-    return len(rows) == 1 and all(value is None or (not isinstance(value, bool) and isinstance(value, (int, float))
+    return len(rows) == 1 and all(value is None or (isinstance(value, Number) and not isinstance(value, bool)
                                                     and value == 0) for value in rows[0])
 
 

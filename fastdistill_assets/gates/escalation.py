@@ -2,7 +2,8 @@
 
 A gold-free sample with no kept answer, one of whose candidates was rejected for a reason in
 ``teacher.escalate.reasons`` (no majority, low agreement, too few executed, a degenerate
-majority, an ungrounded literal), is asked again of the escalation teacher with the same prompt.
+majority, an ungrounded literal, a missing question number), or none of whose candidates
+executed (with ``too_few_executed`` among the reasons), is asked again of the escalation teacher with the same prompt.
 Its answers are new candidates (``label_source`` ``escalated``) that pass the same gates: with at
 least ``consistency.min_executed`` of them, self-consistency among them; with fewer, an answer
 is kept when it executes, is grounded, is not degenerate and gives the result of one of the first
@@ -22,7 +23,7 @@ from typing import Any
 import polars as pl
 
 from fastdistill_assets.config import DecodeProfile, EscalateConfig, GatesConfig
-from fastdistill_assets.gates.consistency import DEGENERATE, apply_consistency
+from fastdistill_assets.gates.consistency import DEGENERATE, TOO_FEW, apply_consistency
 from fastdistill_assets.hashing import sha256_text
 from fastdistill_assets.teacher.candidates import CARRIED, TeacherAccount, candidate_frame
 from fastdistill_assets.teacher.gateway import ProviderGateway
@@ -33,12 +34,14 @@ ESCALATED = "escalated"
 
 
 def unsettled_samples(frame: pl.DataFrame, reasons: Sequence[str]) -> list[str]:
-    """The gold-free samples with no kept candidate and a candidate rejected for one of ``reasons``,
-    in their order in ``frame``. Reads sample_id, gold_sql, kept, reject_reason."""
+    """The gold-free samples with no kept candidate and a candidate rejected for one of ``reasons``
+    (a sample none of whose candidates executed counts as ``too_few_executed``), in their order in
+    ``frame``. Reads sample_id, gold_sql, kept, reject_reason, result_signature."""
+    nothing_executed = pl.col("result_signature").is_null().all() & pl.lit(TOO_FEW in reasons)
     per_sample = (frame.filter(pl.col("gold_sql").is_null())
                   .group_by("sample_id", maintain_order=True)
-                  .agg(pl.col("kept").any().alias("kept"), pl.col("reject_reason").is_in(list(reasons)).any()
-                       .alias("unsettled")))
+                  .agg(pl.col("kept").any().alias("kept"),
+                       (pl.col("reject_reason").is_in(list(reasons)).any() | nothing_executed).alias("unsettled")))
     return per_sample.filter(~pl.col("kept") & pl.col("unsettled"))["sample_id"].to_list()
 
 
@@ -109,8 +112,10 @@ class Escalator:
 
     def __init__(self, gateway: ProviderGateway, escalate: EscalateConfig, decode: DecodeProfile) -> None:
         self.gateway, self.escalate = gateway, escalate
-        self.decode = decode.model_copy(update={"name": f"{decode.name}-escalate",
-                                                "num_generations": escalate.num_generations})
+        # one answer: the stronger teacher's greedy one (reproducible); several: sampled like the first's
+        self.decode = decode.model_copy(update={
+            "name": f"{decode.name}-escalate", "num_generations": escalate.num_generations,
+            **({"temperature": 0.0} if escalate.num_generations == 1 else {})})
         self._stack = contextlib.ExitStack()
         self._generator: Generator | None = None
 

@@ -27,6 +27,8 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect, NormalizationStrategy
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
+UNGROUNDED = "ungrounded_literal"             # a string its column never holds
+MISSING_NUMBER = "missing_question_number"     # a number of the question the query leaves out
 _WILDCARDS = ("%", "_")
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.Like, exp.ILike, exp.In)   # what _compared reads
 
@@ -38,6 +40,7 @@ class LiteralUse:
     table: str
     column: str
     value: str
+    like: bool = False   # a LIKE / ILIKE pattern without wildcards: it matches regardless of case in SQLite
 
 
 def _string(node: exp.Expression | None) -> str | None:
@@ -59,22 +62,23 @@ def _walk(node: exp.Expression) -> Iterator[exp.Expression]:
         stack.extend(reversed(children))
 
 
-def _compared(node: exp.Expression) -> tuple[exp.Expression | None, list[str]]:
-    """(the column side, the string values) of a comparison with string literals, else (None, [])."""
+def _compared(node: exp.Expression) -> tuple[exp.Expression | None, list[str], bool]:
+    """(the column side, the string values, whether it is a LIKE) of a comparison with string
+    literals, else (None, [], False)."""
     if isinstance(node, (exp.EQ, exp.NEQ)):
         left, right = node.this, node.expression
         if isinstance(left, exp.Column) and _string(right) is not None:
-            return left, [_string(right)]
+            return left, [_string(right)], False
         if isinstance(right, exp.Column) and _string(left) is not None:
-            return right, [_string(left)]
+            return right, [_string(left)], False
     elif isinstance(node, (exp.Like, exp.ILike)):
         pattern = _string(node.expression)
         if pattern is not None and not any(w in pattern for w in _WILDCARDS):
-            return node.this, [pattern]
+            return node.this, [pattern], True
     elif isinstance(node, exp.In) and not node.args.get("query"):
         values = [_string(item) for item in node.expressions]
-        return node.this, [v for v in values if v is not None]
-    return None, []
+        return node.this, [v for v in values if v is not None], False
+    return None, [], False
 
 
 def _source(scope: Scope, name: str, case_insensitive: bool) -> exp.Expression | Scope | None:
@@ -119,7 +123,7 @@ def string_literal_uses(expression: exp.Expression, dialect: str) -> list[Litera
     """Columns of real tables compared with string literals, deduplicated, in the order of the text."""
     table = _single_table(expression)
     nodes = expression.find_all(*_COMPARISONS, bfs=False) if table is not None else _walk(expression)  # text order
-    compared = [(column, values) for column, values in map(_compared, nodes) if column is not None]
+    compared = [(column, values, like) for column, values, like in map(_compared, nodes) if column is not None]
     if not compared:
         return []
     case_insensitive = Dialect.get_or_raise(dialect).normalization_strategy == NormalizationStrategy.CASE_INSENSITIVE
@@ -127,10 +131,10 @@ def string_literal_uses(expression: exp.Expression, dialect: str) -> list[Litera
         names = {n.lower() if case_insensitive else n for n in (table.name, table.alias_or_name)}
         outputs = {e.alias for e in expression.expressions if isinstance(e, exp.Alias)}
         found: dict[LiteralUse, None] = {}
-        for column, values in compared:
+        for column, values, like in compared:
             qualifier = column.table.lower() if case_insensitive else column.table
             if isinstance(column, exp.Column) and (qualifier in names if column.table else column.name not in outputs):
-                found.update((LiteralUse(table.name, column.name, value), None) for value in values)
+                found.update((LiteralUse(table.name, column.name, value, like), None) for value in values)
         return list(found)
     try:
         scopes = traverse_scope(expression)
@@ -143,10 +147,10 @@ def string_literal_uses(expression: exp.Expression, dialect: str) -> list[Litera
             if column.find_ancestor(exp.Select) is scope.expression:  # not a subquery's outer reference
                 tables[id(column)] = _table_of(column, scope, case_insensitive)
     uses: dict[LiteralUse, None] = {}
-    for column, values in compared:
+    for column, values, like in compared:
         name = tables.get(id(column)) if isinstance(column, exp.Column) else None
         if name:
-            uses.update((LiteralUse(name, column.name, value), None) for value in values)
+            uses.update((LiteralUse(name, column.name, value, like), None) for value in values)
     return list(uses)
 
 
@@ -158,11 +162,16 @@ def first_ungrounded(uses: Sequence[LiteralUse], exists: Callable[[LiteralUse], 
 # A number standing alone in a question ("1931", "38.5", "1,000"), not part of a word ("1500m", "A4").
 _QUESTION_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\w,])|(?<![\w.,])\d+(?:\.\d+)?(?![\w]|[.,]\d)")
 _ANY_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# A number a query writes otherwise: "1 million" (1000000), "50 %" (0.5), "3k"
+_SCALED = re.compile(r"\s*(?:%|per\s?cent\b|percent\b|thousand\b|million\b|billion\b|trillion\b|k\b|m\b|bn\b)",
+                     re.IGNORECASE)
 
 
 def question_numbers(question: str) -> list[str]:
-    """The numbers standing alone in ``question``, as written (thousands separators removed)."""
-    return [match.replace(",", "") for match in _QUESTION_NUMBER.findall(question or "")]
+    """The numbers standing alone in ``question``, as written (thousands separators removed), less
+    those with a scale or a percent sign after them (a query writes them as another number)."""
+    text = question or ""
+    return [m.group().replace(",", "") for m in _QUESTION_NUMBER.finditer(text) if not _SCALED.match(text, m.end())]
 
 
 def missing_question_numbers(question: str, expression: exp.Expression) -> list[str]:

@@ -18,8 +18,8 @@ import polars as pl
 from fastdistill_assets.config import ExecutionGates, GatesConfig
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.consistency import is_degenerate
-from fastdistill_assets.gates.grounding import (LiteralUse, first_ungrounded, missing_question_numbers,
-                                                string_literal_uses)
+from fastdistill_assets.gates.grounding import (MISSING_NUMBER, UNGROUNDED, LiteralUse, first_ungrounded,
+                                                missing_question_numbers, string_literal_uses)
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.gold import matches_gold, result_signature
 from fastdistill_assets.judge_format import result_preview
@@ -42,8 +42,8 @@ def grounding_reason(ungrounded: str | None, missing_numbers: str | None) -> str
     """The grounding verdict of an executed candidate: a value its column never holds, or a number
     of its question it leaves out (None: grounded)."""
     if ungrounded:
-        return "ungrounded_literal"
-    return "missing_question_number" if missing_numbers else None
+        return UNGROUNDED
+    return MISSING_NUMBER if missing_numbers else None
 
 
 def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor: Executor) -> dict[str, Any]:
@@ -87,8 +87,9 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     if gates.grounding.enabled:
         db_path, dialect, case_sensitive = row["db_path"], row["dialect"], gates.grounding.case_sensitive
 
-        def exists(use: LiteralUse) -> bool | None:
-            return executor.value_exists(db_path, dialect, use.table, use.column, use.value, case_sensitive)
+        def exists(use: LiteralUse) -> bool | None:  # a LIKE pattern is looked up regardless of case
+            return executor.value_exists(db_path, dialect, use.table, use.column, use.value,
+                                         case_sensitive and not use.like)
         missing = first_ungrounded(string_literal_uses(parsed.expression, dialect), exists)
         out["ungrounded"] = f"{missing.table}.{missing.column} = {missing.value!r}" if missing else None
         if gates.grounding.question_numbers:

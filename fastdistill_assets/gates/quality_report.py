@@ -34,7 +34,7 @@ def path_report(frame: pl.DataFrame) -> dict[str, Any]:
 
 REPORT_COLUMNS = ["sample_id", "gold_sql", "kept", "agreement", "error", "rule_reason", "rule_ok", "parse_ok", "exec_ok",
                   "gold_match", "judge_score", "reject_reason", "exec_error", "clean_actions", "label_source",
-                  "shadow_kept"]
+                  "shadow_kept", "shadow_reason"]
 
 
 def report_frame(filtered: pl.LazyFrame) -> pl.DataFrame:

@@ -51,7 +51,8 @@ def calibration(frame: pl.DataFrame) -> dict[str, Any] | None:
     precision: of the labeled samples the gold-free path would keep, the share whose kept answers
     all match the gold (95 % Wilson interval); recall: of the labeled samples with at least one
     candidate matching the gold, the share it would keep with a matching answer. Reads sample_id,
-    gold_sql, gold_match, shadow_kept.
+    gold_sql, gold_match, shadow_kept, shadow_reason (counted per reason: what the gold-free gates
+    would have rejected the labeled candidates for).
     """
     labeled = frame.filter(pl.col("gold_sql").is_not_null())
     if labeled.height == 0:
@@ -63,6 +64,7 @@ def calibration(frame: pl.DataFrame) -> dict[str, Any] | None:
         matched.any().alias("reachable"))
     kept = per_sample.filter(pl.col("kept"))
     correct = int((~kept["wrong"]).sum())
+    reasons = labeled.filter(pl.col("shadow_reason").is_not_null()).group_by("shadow_reason").len()
     reachable = int(per_sample["reachable"].sum())
     lower, upper = wilson_interval(correct, kept.height)
     return {"samples": per_sample.height, "kept": kept.height, "correct": correct,
@@ -70,4 +72,5 @@ def calibration(frame: pl.DataFrame) -> dict[str, Any] | None:
             "precision_lower": round(lower, 6) if kept.height else None,
             "precision_upper": round(upper, 6) if kept.height else None,
             "reachable": reachable, "recall": round(correct / reachable, 6) if reachable else None,
+            "shadow_reason_counts": dict(sorted(reasons.iter_rows(), key=lambda kv: (-kv[1], kv[0]))),
             "measured_on": "labeled samples, gold hidden from the gold-free gates (shadow calibration)"}

@@ -163,7 +163,8 @@ class Executor:
 
     def value_exists(self, db_path: str, dialect: str, table: str, column: str, value: str,
                      case_sensitive: bool = False) -> bool | None:
-        """Whether ``value`` occurs in ``table.column`` (compared as text); None when it could not be checked.
+        """Whether ``value`` occurs in ``table.column``: equal to it as the database compares (a REAL
+        10.0 and '10', a TIMESTAMP and '2020-01-01') or as text; None when it could not be checked.
 
         One bound-parameter ``LIMIT 1`` read under the run's timeout; a missing table or column, a
         timeout or any other database error gives None, never an exception. Answers are cached.
@@ -173,11 +174,12 @@ class Executor:
             self._values.move_to_end(key)
             return self._values[key]
         # Qualified, because SQLite reads an unqualified "name" that is no column as the string 'name'.
-        cell = f"CAST({quote_identifier(table)}.{quote_identifier(column)} AS TEXT)"
-        condition = f"{cell} = ?" if case_sensitive else f"lower({cell}) = lower(?)"
-        sql = f"SELECT 1 FROM {quote_identifier(table)} WHERE {condition} LIMIT 1"
+        column_sql = f"{quote_identifier(table)}.{quote_identifier(column)}"
+        text = f"CAST({column_sql} AS TEXT)"
+        as_text = f"{text} = ?" if case_sensitive else f"lower({text}) = lower(?)"
+        sql = f"SELECT 1 FROM {quote_identifier(table)} WHERE {column_sql} = ? OR {as_text} LIMIT 1"
         try:
-            found: bool | None = bool(self._db(db_path, dialect).fetch(sql, self.timeout_s, 1, (value,)))
+            found: bool | None = bool(self._db(db_path, dialect).fetch(sql, self.timeout_s, 1, (value, value)))
         except Exception:  # noqa: BLE001 - a lookup that fails is missing evidence, not a verdict
             found = None
         self._values[key] = found
