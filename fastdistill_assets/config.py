@@ -138,6 +138,9 @@ class EscalateConfig(_Strict):
     num_generations: int = Field(default=1, ge=1)
     trust_single: bool = False
     min_confirmations: int = Field(default=1, ge=1)   # first-teacher answers that must give the single answer's result
+    # escalate the labeled samples the gold-free gates would leave unsettled too (their label stays the
+    # gold's), so the shadow calibration measures the escalated labels: costs escalation calls
+    calibrate: bool = True
     reasons: list[EscalateReason] = Field(default_factory=lambda: list(ESCALATE_REASONS), min_length=1)
     error_profile: TeacherErrorProfile | None = None
 

@@ -92,21 +92,28 @@ def test_missing_question_numbers(question, sql, missing):
 
 def _frame(rows: list[tuple]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"sample_id": pl.String, "gold_sql": pl.String, "gold_match": pl.Boolean,
-                                      "shadow_kept": pl.Boolean, "shadow_reason": pl.String}, orient="row")
+                                      "shadow_kept": pl.Boolean, "shadow_reason": pl.String,
+                                      "label_source": pl.String}, orient="row")
 
 
 def test_calibration_figures_by_hand():
-    """S1 kept and right, S2 kept and wrong, S3 right answer not kept, S4 nothing right; G1 has no gold."""
-    frame = _frame([("S1", "g", True, True, None), ("S1", "g", True, False, "not_selected"),
-                    ("S2", "g", False, True, None), ("S2", "g", True, False, "minority_result"),
-                    ("S3", "g", True, False, "low_agreement"), ("S3", "g", False, False, "low_agreement"),
-                    ("S4", "g", False, False, "exec_error"), ("G1", None, None, True, "no_majority")])
+    """S1 kept and right, S2 kept and wrong, S3 right answer not kept, S4 nothing right, S5 right by
+    its escalated answer; G1 has no gold."""
+    frame = _frame([("S1", "g", True, True, None, "gold"), ("S1", "g", True, False, "not_selected", "gold"),
+                    ("S2", "g", False, True, None, "gold"), ("S2", "g", True, False, "minority_result", "gold"),
+                    ("S3", "g", True, False, "low_agreement", "gold"), ("S3", "g", False, False, "low_agreement", "gold"),
+                    ("S4", "g", False, False, "exec_error", "gold"), ("G1", None, None, True, "no_majority", "teacher"),
+                    ("S5", "g", False, False, "low_agreement", "gold"), ("S5", "g", True, True, None, "escalated")])
     got = calibration(frame)
     # Wilson 95 % for 1 of 2: centre 0.5, half-width 1.96 * sqrt(0.125 + 1.96^2 / 16) / (1 + 1.96^2 / 2)
     assert {k: got[k] for k in ("samples", "kept", "correct", "reachable", "precision", "recall")} == \
-        {"samples": 4, "kept": 2, "correct": 1, "reachable": 3, "precision": 0.5, "recall": pytest.approx(1 / 3, abs=1e-6)}
-    assert (got["precision_lower"], got["precision_upper"]) == pytest.approx((0.094531, 0.905469), abs=1e-6)
-    assert got["shadow_reason_counts"] == {"low_agreement": 2, "exec_error": 1, "minority_result": 1,
+        {"samples": 5, "kept": 3, "correct": 2, "reachable": 4, "precision": pytest.approx(2 / 3, abs=1e-6),
+         "recall": 0.5}
+    # per label source: S1 and S2 by the first teacher (1 of 2 right), S5 escalated (right)
+    teacher, escalated = got["by_label_source"]["teacher"], got["by_label_source"]["escalated"]
+    assert (teacher["kept"], teacher["correct"], escalated["kept"], escalated["correct"]) == (2, 1, 1, 1)
+    assert (teacher["precision_lower"], teacher["precision_upper"]) == pytest.approx((0.094531, 0.905469), abs=1e-6)
+    assert got["shadow_reason_counts"] == {"low_agreement": 3, "exec_error": 1, "minority_result": 1,
                                            "not_selected": 1}   # labeled rows only: G1's is a real verdict
     assert calibration(frame.filter(pl.col("gold_sql").is_null())) is None   # no labeled sample: nothing measured
 
@@ -260,6 +267,36 @@ def test_unsettled_samples_are_escalated_once_and_labelled_as_such(project):
         # a second materialization of filtered asks nothing: the answers are in the response cache
         again = materialize(project, STAGES, "esc", teacher=teacher_gateway(project), selection=[filtered.key])
         assert again.success and strong.stats.total_calls == len(unsettled)
+
+
+def test_escalation_is_calibrated_on_labeled_samples_without_changing_their_labels(project):
+    """Half the questions keep their gold. The labeled ones the gold-free path would leave unsettled
+    are asked too: their answers are calibration_only rows (never a label), and the calibration
+    gives the escalated labels' precision beside the first teacher's."""
+    with embedded_teacher() as strong:
+        _escalating_project(project, strong.base_url)
+        project.edit_config("run_config", dataset={"withhold_gold": {"share": 0.5}})
+        project.new_run("cal")
+        assert materialize(project, STAGES, "cal", teacher=teacher_gateway(project)).success
+    out = ArtifactStore(project.artifacts).read("cal", "filtered")
+    frame, report = out.frame, json.loads(out.files["quality_report.json"].read_text())
+    labeled = frame.filter(pl.col("gold_sql").is_not_null())
+    measured = labeled.filter(pl.col("label_source") == "escalated")
+    assert measured.height > 0 and set(measured["reject_reason"]) == {"calibration_only"}
+    assert not measured["kept"].any() and measured["gold_match"].null_count() < measured.height
+    # each labeled sample keeps one label, its gold-matching first answer, as without escalation
+    kept = labeled.filter(pl.col("kept"))
+    assert set(kept["label_source"]) == {"gold"} and kept["gold_match"].all() and kept["sample_id"].is_unique().all()
+    # asked: exactly the labeled samples with no shadow-kept first answer (plus the gold-free ones)
+    first = labeled.filter(pl.col("label_source") == "gold").group_by("sample_id", maintain_order=True).agg(
+        pl.col("shadow_kept").any())
+    assert set(measured["sample_id"]) <= set(first.filter(~pl.col("shadow_kept"))["sample_id"])
+    assert len(strong.stats.calls) == frame.filter(pl.col("label_source") == "escalated").height
+    by_source = report["calibration"]["by_label_source"]
+    shadow_escalated = measured.filter(pl.col("shadow_kept"))
+    assert by_source["escalated"]["kept"] == shadow_escalated.height
+    assert by_source["escalated"]["correct"] == shadow_escalated["gold_match"].sum()
+    assert report["calibration"]["kept"] == by_source["teacher"]["kept"] + by_source["escalated"]["kept"]
 
 
 def test_a_killed_escalation_resumes_without_asking_again(project):

@@ -54,11 +54,13 @@ def escalation_metadata(step: StageStep, summaries: list[dict]) -> dict:
     for summary in summaries:
         chunk = EscalationSummary.from_json(summary["escalation"])
         total.samples, total.kept = total.samples + chunk.samples, total.kept + chunk.kept
+        total.calibration_samples += chunk.calibration_samples
         total.account.merge(chunk.account)
         models |= {chunk.model} if chunk.model else set()
     account = total.account.metadata(step.teacher.prices(escalate.provider))
     keep = ("requests", "calls", "cache_hits", "errors", "input_tokens", "output_tokens", "cost_usd")
     return {"escalation_samples": total.samples, "escalation_kept_samples": total.kept,
+            "escalation_calibration_samples": total.calibration_samples,
             **{f"escalation_{k}": account[k] for k in keep if k in account},
             "escalation_provider": escalate.provider, "escalation_model": ", ".join(sorted(models)) or "-"}
 

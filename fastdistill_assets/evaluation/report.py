@@ -163,8 +163,11 @@ def gold_free_markdown(precision: dict[str, Any] | None, calibration: dict[str, 
     if calibration.get("precision") is not None:
         lines += ["", f"shadow calibration (labeled samples, gold hidden from the gold-free gates): precision "
                   f"{calibration['precision']:.3f} [{calibration['precision_lower']:.3f}, "
-                  f"{calibration['precision_upper']:.3f}] on {calibration['kept']} of {calibration['samples']} "
+                  f"{calibration['precision_upper']:.3f}] on the {calibration['kept']} of {calibration['samples']} "
                   f"samples it would keep; recall {figure(calibration['recall'], '.3f')}"]
+        lines += [f"- label_source {source}: {m['precision']:.3f} [{m['precision_lower']:.3f}, "
+                  f"{m['precision_upper']:.3f}] ({m['correct']} of {m['kept']})"
+                  for source, m in calibration.get("by_label_source", {}).items()]
     return lines
 
 

@@ -91,19 +91,23 @@ def decide_escalated(escalated: pl.DataFrame, first: pl.DataFrame, gates: GatesC
 
 @dataclass
 class EscalationSummary:
-    """One chunk's escalation: samples asked, samples kept thanks to it, and the teacher's account."""
+    """One chunk's escalation: gold-free samples asked, those kept thanks to it, labeled samples asked
+    to calibrate, and the teacher's account (both kinds of request)."""
 
     samples: int = 0
     kept: int = 0
     account: TeacherAccount = field(default_factory=TeacherAccount)
     model: str | None = None
+    calibration_samples: int = 0   # labeled samples asked only to measure the escalated labels
 
     def to_json(self) -> dict[str, Any]:
-        return {"samples": self.samples, "kept": self.kept, "account": self.account.to_json(), "model": self.model}
+        return {"samples": self.samples, "kept": self.kept, "account": self.account.to_json(), "model": self.model,
+                "calibration_samples": self.calibration_samples}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EscalationSummary:
-        return cls(data["samples"], data["kept"], TeacherAccount.from_json(data["account"]), data["model"])
+        return cls(data["samples"], data["kept"], TeacherAccount.from_json(data["account"]), data["model"],
+                   data["calibration_samples"])
 
 
 class Escalator:

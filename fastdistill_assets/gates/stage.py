@@ -20,7 +20,7 @@ from fastdistill_assets.gates.escalation import (ESCALATED, EscalationSummary, E
 from fastdistill_assets.gates.judge import run_judge
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_frame
 from fastdistill_assets.gates.select import JudgeScores, attach_judge, select
-from fastdistill_assets.gates.shadow import shadow_verdicts
+from fastdistill_assets.gates.shadow import hide_gold, shadow_verdicts, shadow_view
 from fastdistill_assets.teacher.gateway import ProviderGateway
 
 
@@ -53,24 +53,46 @@ def gate_chunk(candidates: pl.DataFrame, gates: GatesConfig, recipe: RecipeConfi
     summary: dict[str, Any] = {"judge_calls": judge_calls, "escalation": None}
     if escalator is None:
         return frame, summary
-    unsettled = unsettled_samples(frame, escalator.escalate.reasons)
-    outcome = EscalationSummary()
-    if unsettled:
-        first_index = int(candidates["generation_index"].max() or 0) + 1
-        requests, carried = escalation_requests(frame, unsettled, escalator.escalate.num_generations, first_index)
-        asked, outcome.account, outcome.model = escalator.frame(requests, carried)
-        esc_gated = gate_frame(asked, gates, rationale=recipe.rationale, runner=runner)
-        esc_scores, esc_calls = _judged(esc_gated, gates, gateway, teacher)
-        decided = decide_escalated(esc_gated, gated.filter(pl.col("sample_id").is_in(unsettled)), gates,
-                                   escalator.escalate)
-        esc = select(attach_judge(decided, esc_scores), gates, recipe.multi_decode_select)
-        esc = _label_source(esc.with_columns(pl.lit(None, pl.Boolean).alias("shadow_kept"),
-                                             pl.lit(None, pl.String).alias("shadow_reason")), escalated=True)
-        outcome.samples, outcome.kept = len(unsettled), esc.filter(pl.col("kept"))["sample_id"].n_unique()
-        summary["judge_calls"] += esc_calls
-        frame = after_their_samples(frame, esc)
+    frame, outcome, esc_calls = _escalate(frame, gated, gates, recipe, gateway, teacher, runner, escalator)
+    summary["judge_calls"] += esc_calls
     summary["escalation"] = outcome.to_json()
     return frame, summary
+
+
+CALIBRATION_ONLY = "calibration_only"   # an escalated answer to a labeled question: measured, never its label
+
+
+def _escalate(frame: pl.DataFrame, gated: pl.DataFrame, gates: GatesConfig, recipe: RecipeConfig,
+              gateway: ProviderGateway, teacher: TeacherConfig, runner: GateWorkers | None,
+              escalator: Escalator) -> tuple[pl.DataFrame, EscalationSummary, int]:
+    """Ask the stronger teacher about the unsettled gold-free samples (and, to calibrate, the labeled
+    samples the gold-free path would leave unsettled); gate its answers; put them after their
+    sample's rows. Returns the frame, the escalation's summary and the judge calls it made."""
+    escalate, outcome = escalator.escalate, EscalationSummary()
+    gold_free = unsettled_samples(frame, escalate.reasons)
+    labeled = unsettled_samples(shadow_view(frame), escalate.reasons) if escalate.calibrate else []
+    if not gold_free and not labeled:
+        return frame, outcome, 0
+    first_index = int(frame["generation_index"].max() or 0) + 1
+    requests, carried = escalation_requests(frame, gold_free + labeled, escalate.num_generations, first_index)
+    asked, outcome.account, outcome.model = escalator.frame(requests, carried)
+    esc_gated = gate_frame(asked, gates, rationale=recipe.rationale, runner=runner)
+    scores, judge_calls = _judged(esc_gated, gates, gateway, teacher)
+    first = gated.filter(pl.col("sample_id").is_in(gold_free + labeled))
+    free = select(attach_judge(decide_escalated(esc_gated.filter(pl.col("gold_sql").is_null()), first, gates, escalate),
+                               scores), gates, recipe.multi_decode_select).with_columns(
+        pl.lit(None, pl.Boolean).alias("shadow_kept"), pl.lit(None, pl.String).alias("shadow_reason"))
+    answered = attach_judge(esc_gated.filter(pl.col("gold_sql").is_not_null()), scores)
+    shadow = select(attach_judge(decide_escalated(hide_gold(answered), hide_gold(first), gates, escalate), scores),
+                    gates, recipe.multi_decode_select)
+    calibration_rows = answered.with_columns(
+        shadow["kept"].alias("shadow_kept"), shadow["reject_reason"].alias("shadow_reason"),
+        pl.lit(None, pl.Float64).alias("agreement"), pl.lit(CALIBRATION_ONLY).alias("reject_reason"),
+        pl.lit(False).alias("kept"))
+    outcome.samples, outcome.calibration_samples = len(gold_free), len(labeled)
+    outcome.kept = free.filter(pl.col("kept"))["sample_id"].n_unique()
+    escalated = _label_source(pl.concat([free, calibration_rows], how="diagonal_relaxed"), escalated=True)
+    return after_their_samples(frame, escalated), outcome, judge_calls
 
 
 def after_their_samples(frame: pl.DataFrame, extra: pl.DataFrame) -> pl.DataFrame:
