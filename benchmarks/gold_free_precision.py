@@ -15,10 +15,10 @@ best-of-n, escalation) with the gates switched on one by one:
 Each row prints, against the hidden gold (the gates' own gold-match rule): kept samples, correct ones,
 precision with its 95 % Wilson interval, and the share of all questions labeled correctly; for the
 escalation row also its precision per label source, teacher requests and dollars (provider prices).
-Then the shadow calibration: half the questions (by sample_id) keep their gold and the gold-free
-verdict is computed beside it, as a run with labeled questions does; its precision estimate is
-printed next to the true precision on the other half, whose gold stays hidden (they should agree
-within the estimate's interval). Last, the grounding gate's own time (literal analysis, value
+Then the shadow calibration with every gate, escalation included: half the questions (by sample_id)
+keep their gold and the gold-free verdict is computed beside it, as a run with labeled questions
+does; its precision estimate, overall and per label source, is printed next to the true precision
+on the other half, whose gold stays hidden (they should agree within the estimate's interval). Last, the grounding gate's own time (literal analysis, value
 lookups with a cold cache, the question's numbers) as a share of the gates' time.
 
 The first teacher is called in-process (the function `fastdistill serve` answers with, same seeds).
@@ -150,19 +150,25 @@ def main() -> None:
         labeled_half = pl.col("sample_id").str.slice(0, 8).str.to_integer(base=16) % 2 == 0
         half = candidates.with_columns(pl.when(labeled_half).then(pl.col("withheld_gold_sql")).alias("gold_sql"))
         gates = gates_variant(shipped, True, True)
-        shadow, _ = gate_chunk(half, gates, RECIPE, gateway, TeacherConfig())
+        with Escalator(gateway, escalate, run.decode) as escalator:
+            shadow, _ = gate_chunk(half, gates, RECIPE, gateway, TeacherConfig(), escalator=escalator)
         estimate = calibration(shadow)
         hidden = half.filter(pl.col("gold_sql").is_null())
         truth = score(shadow.filter(pl.col("gold_sql").is_null()), hidden, gates, hidden["sample_id"].n_unique())
         if estimate is None or estimate["precision"] is None:
             print("\nshadow calibration: nothing to measure on (no labeled question the gold-free gates would keep)")
         else:
-            inside = estimate["precision_lower"] <= truth["precision"] <= estimate["precision_upper"]
-            print(f"\nshadow calibration (+ grounding, no escalation): estimate {estimate['precision']:.4f} "
-                  f"[{estimate['precision_lower']:.3f}, {estimate['precision_upper']:.3f}] from the "
-                  f"{estimate['samples']} questions that keep their gold ({estimate['kept']} shadow-kept); true "
-                  f"precision on the other {truth['questions']} with their gold hidden {truth['precision']:.4f} "
-                  f"({truth['correct']} of {truth['kept']}): {'within' if inside else 'OUTSIDE'} the estimate's interval")
+            print(f"\nshadow calibration, all gates: the estimate from the {estimate['samples']} questions that keep "
+                  f"their gold against the true precision on the other {truth['questions']}, their gold hidden")
+            truths = {"all": (truth["correct"], truth["kept"]), **truth["by_source"]}
+            measured = {"all": estimate, **estimate["by_label_source"]}
+            for source, m in measured.items():
+                correct, kept = truths.get(source, (0, 0))
+                true = correct / kept if kept else float("nan")
+                inside = m["precision_lower"] <= true <= m["precision_upper"]
+                print(f"  {source:<10} estimate {m['precision']:.4f} [{m['precision_lower']:.3f}, "
+                      f"{m['precision_upper']:.3f}] ({m['correct']} of {m['kept']}); true {true:.4f} ({correct} of "
+                      f"{kept}): {'within' if inside else 'OUTSIDE'} the estimate's interval")
         gates = gates_variant(shipped, True, True)
         total = min(gated_seconds(candidates, gates) for _ in range(3))
         spent = min(grounding_seconds(candidates, gates) for _ in range(3))
