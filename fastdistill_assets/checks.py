@@ -94,7 +94,8 @@ def evaluate_threshold(threshold: CheckThreshold, value: float | None,
                                    description=f"{metric} has no value in the quality report",
                                    metadata={"applicable": True, **common})
     passed = value >= threshold.value if threshold.op == ">=" else value <= threshold.value
-    behind = {} if passed or reject_counts is None else {"reject_reason_counts": dg.MetadataValue.json(dict(reject_counts))}
+    behind = {} if passed or reject_counts is None else \
+        {"reject_reason_counts": dg.MetadataValue.json(dict(reject_counts))}
     return dg.AssetCheckResult(
         passed=passed, severity=severity(threshold.blocking),
         description=f"{metric} = {value} (must be {threshold.op} {threshold.value})",

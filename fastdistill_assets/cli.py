@@ -89,6 +89,8 @@ def run_status(instance: dg.DagsterInstance, run_id: str) -> str:
             figures.append(f"mcnemar_p={meta['mcnemar_p']:.3g}")
         if "accepted" in meta:
             figures.append(f"accepted={meta['accepted']}")
+        if isinstance(meta.get("cost_per_kept_sample_usd"), float):
+            figures.append(f"cost_per_kept_sample=${meta['cost_per_kept_sample_usd']:.6f}")
         text += " " + " ".join(figures)
     return text
 

@@ -276,8 +276,9 @@ class GroundingGates(_Strict):
     """Grounded literals: a gold-free candidate that compares a column with a string (``=``, ``!=``,
     ``IN``, ``LIKE`` without wildcards) that occurs nowhere in that column is rejected
     (``ungrounded_literal``), and one that leaves out a number its question states
-    (``missing_question_number``, with ``question_numbers``). Labeled samples are decided by their gold; the check still runs on
-    them for the shadow calibration (the gold-free verdict they would get)."""
+    (``missing_question_number``, with ``question_numbers``). Labeled samples are decided by their
+    gold; the check still runs on them for the shadow calibration (the gold-free verdict they would
+    get)."""
 
     enabled: bool = True
     case_sensitive: bool = False

@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from fastdistill_assets.config import ConfigError
+from fastdistill_assets.gates.label_cost import cost_line
 from fastdistill_assets.partitions import RUN_ID
 from fastdistill_assets.settings import artifacts_dir
 from fastdistill_assets.storage import ArtifactStore, StageOutput
@@ -36,21 +37,24 @@ def _report_summary(run_id: str) -> Path | None:
 SHOWN_EXAMPLES = 3   # kept labels and rejected answers printed after a run that made filtered
 
 
-def label_lines(run_id: str, shown: int = SHOWN_EXAMPLES) -> list[str]:
+def label_lines(run_id: str, shown: int = SHOWN_EXAMPLES, with_cost: bool = True) -> list[str]:
     """A few of filtered's example labels (``quality_report.json``): a kept one per label source,
-    then rejected ones for ``shown`` reasons."""
+    then rejected ones for ``shown`` reasons; ``with_cost``: and what the kept labels cost."""
     try:
         output = ArtifactStore(artifacts_dir()).read(run_id, "filtered")
     except FileNotFoundError:
         return []
     if not isinstance(output, StageOutput) or "quality_report.json" not in output.files:
         return []
-    examples = json.loads(output.files["quality_report.json"].read_text()).get("examples", [])
+    report = json.loads(output.files["quality_report.json"].read_text())
+    examples = report.get("examples", [])
+    cost = cost_line(report.get("label_cost") or {})
     kept = list({e["label_source"]: e for e in reversed(examples) if e["verdict"] == "kept"}.values())[::-1]
     rejected = list({e["verdict"]: e for e in reversed(examples) if e["verdict"] != "kept"}.values())[::-1][:shown]
     return ["labels (a few; all in filtered, and in the UI's label_examples):"] + [
         f"  {'kept (' + str(e['label_source']) + ')' if e['verdict'] == 'kept' else 'rejected: ' + e['verdict']}: "
-        f"{e['question']} -> {e['sql']} -> {e['result_preview'] or '-'}" for e in kept + rejected]
+        f"{e['question']} -> {e['sql']} -> {e['result_preview'] or '-'}" for e in kept + rejected] + \
+        ([cost] if cost and with_cost else [])
 
 
 def _value(metadata: Mapping, key: str):
@@ -225,8 +229,8 @@ def materialize_run(run_id: str, select: str | None = None, verbose: bool = Fals
             asset_selection=selection)
     for line in progress.summary():
         print(line)
-    if "filtered" in progress.materialized:
-        print("\n".join(label_lines(run_id)))
+    if "filtered" in progress.materialized:  # the cost line is the eval report's when it is printed below
+        print("\n".join(label_lines(run_id, with_cost=EVAL_REPORT not in progress.materialized)))
     summary = _report_summary(run_id) if EVAL_REPORT in progress.materialized else None
     if summary:
         print()

@@ -151,6 +151,10 @@ def test_fastdistill_materialize_prints_progress_and_summary_quietly(project):
     assert "status=success (" in listed
     assert f"accuracy={report['student']['accuracy']:.3f} baseline={report['baseline']['accuracy']:.3f}" in listed
     assert f"accepted={report['accepted']}" in listed
+    # what the kept labels cost: the embedded teacher is priced (0.15 / 0.60 $ per million tokens)
+    cost = report["label_cost"]
+    assert cost["total_usd"] > 0 and f"cost_per_kept_sample=${cost['cost_per_kept_sample_usd']:.6f}" in listed
+    assert any(line.startswith("teacher cost $") and "per kept sample" in line for line in lines)
 
     verbose = _materialize(project, "mat", "--select", "raw,canonical", "--verbose")
     assert "DEBUG" in verbose.stdout + verbose.stderr and "STEP_START" in verbose.stdout + verbose.stderr

@@ -22,6 +22,7 @@ from fastdistill_assets.config import CheckThreshold, ConsistencyGates, Escalate
 from fastdistill_assets.gates.consistency import DEGENERATE, MINORITY, TOO_FEW, is_degenerate, sample_verdicts
 from fastdistill_assets.gates.escalation import UNCONFIRMED, decide_escalated, unsettled_samples
 from fastdistill_assets.gates.grounding import missing_question_numbers, question_numbers
+from fastdistill_assets.gates.label_cost import add_counts, cost_line, label_cost, token_counts
 from fastdistill_assets.gates.shadow import calibration
 from fastdistill_assets.gates.stage import after_their_samples, gate_chunk
 from fastdistill_assets.storage import ArtifactStore
@@ -203,6 +204,22 @@ def test_escalated_answers_pass_the_same_gates(tmp_path):
     assert twice["reject_reason"].to_list()[:2] == [UNCONFIRMED, UNCONFIRMED]
 
 
+def test_label_cost_by_hand():
+    frame = pl.DataFrame({"label_source": ["gold", "teacher", "escalated", "escalated"],
+                          "prompt_tokens": [100, 300, 1000, None], "completion_tokens": [10, 30, 50, 0]})
+    tokens = add_counts([token_counts(frame), token_counts(frame.head(1))])
+    assert tokens == {"teacher": [500, 50], "escalation": [1000, 50]}
+    # teacher 500 * 0.15 + 50 * 0.60 = 105 micro-dollars; escalation 1000 * 2.5 + 50 * 10 = 3,000
+    cost = label_cost(tokens, {"teacher": (0.15, 0.60), "escalation": (2.5, 10.0)}, kept_samples=3)
+    assert cost["teacher_cost_usd"] == {"escalation": 0.003, "teacher": 0.000105}
+    assert cost["total_usd"] == 0.003105 and cost["cost_per_kept_sample_usd"] == 0.001035
+    assert cost_line(cost) == ("teacher cost $0.0031 (escalation $0.0030, teacher $0.0001) for 3 kept samples: "
+                               "$0.001035 per kept sample")
+    unpriced = label_cost(tokens, {"teacher": (0.15, 0.60), "escalation": (None, None)}, kept_samples=3)
+    assert unpriced["total_usd"] is None and unpriced["teacher_cost_usd"]["escalation"] is None
+    assert cost_line(unpriced) is None   # unknown, not made up
+
+
 def test_escalated_rows_follow_their_sample():
     frame = pl.DataFrame({"sample_id": ["A", "A", "B", "C"], "n": [1, 2, 3, 4]})
     extra = pl.DataFrame({"sample_id": ["C", "A", "A"], "n": [5, 6, 7]})
@@ -225,6 +242,7 @@ def _escalating_project(project, base_url: str, **escalate) -> None:
 
 
 def test_unsettled_samples_are_escalated_once_and_labelled_as_such(project):
+    project.edit_config("provider_gateway", providers={"vllm": {"price_in_per_mtok": 2.0, "price_out_per_mtok": 8.0}})
     with embedded_teacher() as strong:
         _escalating_project(project, strong.base_url)
         project.new_run("esc")
@@ -252,8 +270,18 @@ def test_unsettled_samples_are_escalated_once_and_labelled_as_such(project):
         kept_escalated = escalated.filter(pl.col("kept"))["sample_id"].n_unique()
         assert meta["escalation_kept_samples"].value == kept_escalated > 0
         assert report["kept_samples_by_label_source"]["escalated"] == kept_escalated
-        assert "escalation_cost_usd" not in meta   # the vllm entry has no prices: no dollars made up
         assert meta["escalation_input_tokens"].value > 0 and meta["escalation_provider"].value == "vllm"
+        # dollars: every answer's tokens at its teacher's prices (embedded 0.15 / 0.60, vllm 2 / 8 here)
+        tokens = {source: (part["prompt_tokens"].sum(), part["completion_tokens"].sum())
+                  for source, part in (("teacher", first), ("escalated", escalated))}
+        dollars = (tokens["teacher"][0] * 0.15 + tokens["teacher"][1] * 0.60 + tokens["escalated"][0] * 2.0
+                   + tokens["escalated"][1] * 8.0) / 1e6
+        assert meta["escalation_cost_usd"].value == pytest.approx(dollars - (tokens["teacher"][0] * 0.15
+                                                                             + tokens["teacher"][1] * 0.60) / 1e6)
+        assert meta["teacher_cost_usd"].value == pytest.approx(dollars, abs=1e-6)
+        kept_samples = frame.filter(pl.col("kept"))["sample_id"].n_unique()
+        assert meta["cost_per_kept_sample_usd"].value == pytest.approx(dollars / kept_samples, abs=1e-8)
+        assert report["label_cost"]["kept_samples"] == kept_samples
         # a sample's rows stay together, escalated ones after the first teacher's
         runs = frame.select("sample_id", "label_source").rows()
         starts = [row for i, row in enumerate(runs) if i == 0 or row != runs[i - 1]]

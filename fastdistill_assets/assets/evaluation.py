@@ -47,7 +47,7 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
     timing = timing_report(*_stage_timings(context, frozen.run_id), timer.elapsed_s())
     quality = json.loads(Path(filtered.files["quality_report.json"]).read_text())
     report = assemble(frozen, summary, timing, previous.report if previous else None, quality["paths"],
-                      quality.get("calibration"))
+                      quality.get("calibration"), quality.get("label_cost"))
     text = markdown(report)
     win, paired = report["online_win_rate"], report["paired_comparison"]
     plots = {"accuracy.png": accuracy_plot(plot_bars(report)),
@@ -61,6 +61,8 @@ def eval_report(context: dg.AssetExecutionContext, run_config: RunConfigResource
             "paired_student_only": paired["student_only"], "paired_baseline_only": paired["baseline_only"]}
            if paired["applicable"] else {}),
         **({"gold_free_precision": report["gold_free_precision"]["accuracy"]} if report["gold_free_precision"] else {}),
+        **({"cost_per_kept_sample_usd": report["label_cost"]["cost_per_kept_sample_usd"]}
+           if report["label_cost"].get("cost_per_kept_sample_usd") is not None else {}),
         **{k: timing[k] for k in ("pipeline_kept_samples_per_hour", "data_wall_s", "pipeline_wall_s")
            if timing[k] is not None},
         "eval_report": dg.MetadataValue.md(text),

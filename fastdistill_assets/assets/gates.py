@@ -14,6 +14,7 @@ from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
 from fastdistill_assets.gates.escalation import EscalationSummary, Escalator
 from fastdistill_assets.gates.judge import judge_endpoint
+from fastdistill_assets.gates.label_cost import ESCALATION, TEACHER, add_counts, label_cost, token_counts
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
 from fastdistill_assets.processes import step_workers
 from fastdistill_assets.gates.quality_report import (examples_table, label_examples, markdown_table, merge_examples,
@@ -40,7 +41,8 @@ def _gate(step: StageStep) -> Iterator[ChunkWork]:
             escalated = summary["escalation"]["samples"] if summary["escalation"] else 0
             context.log.info(f"gates: chunk {index} done ({frame.height} candidates"
                              + (f", {escalated} samples escalated)" if escalate else ")"))
-            return frame, {**summary, "workers": workers, "examples": label_examples(frame)}
+            return frame, {**summary, "workers": workers, "examples": label_examples(frame),
+                           "tokens": token_counts(frame)}
         yield work
 
 
@@ -68,8 +70,12 @@ def escalation_metadata(step: StageStep, summaries: list[dict]) -> dict:
 def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
     parts = spool.parts(count)
     summaries = [spool.summary(i) for i in range(count)]
-    report = {**quality_report(report_frame(pl.scan_parquet(parts))),
-              "examples": merge_examples([s["examples"] for s in summaries])}
+    report = quality_report(report_frame(pl.scan_parquet(parts)))
+    config = step.frozen.config.teacher
+    prices = {TEACHER: step.teacher.prices(config.provider),
+              **({ESCALATION: step.teacher.prices(config.escalate.provider)} if config.escalate else {})}
+    cost = label_cost(add_counts(s["tokens"] for s in summaries), prices, report["kept_samples"])
+    report = {**report, "label_cost": cost, "examples": merge_examples([s["examples"] for s in summaries])}
     step.context.add_output_metadata({
         **stage_metadata(step, spool, count, report["candidates"],
                          pl.scan_parquet(parts).select("gate_ms").collect()["gate_ms"]),
@@ -78,6 +84,10 @@ def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
         "exec_error_counts": dg.MetadataValue.json(report["exec_error_counts"]),
         "cleaning_counts": dg.MetadataValue.json(report["cleaning_counts"]),
         "judge_calls": sum(s["judge_calls"] for s in summaries),
+        **{key: cost[source] for key, source in (("teacher_cost_usd", "total_usd"),
+                                                 ("cost_per_kept_sample_usd", "cost_per_kept_sample_usd"))
+           if cost[source] is not None},   # unknown where a teacher has no prices
+        "teacher_cost_usd_by_teacher": dg.MetadataValue.json(cost["teacher_cost_usd"]),
         **escalation_metadata(step, summaries),
         "gate_workers": max(s["workers"] for s in summaries),
         "quality_report": dg.MetadataValue.md(markdown_table(report)),
@@ -149,7 +159,8 @@ def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, 
 
     Reads filtered: kept, cleaned_sql, rationale, messages, judge_score, label_source and ids.
     Writes: sample_id, candidate_id, split, db_id, question, schema, sql, rationale,
-    judge_score, label_source (gold, teacher or escalated), messages. Side files: sft.jsonl, preference_pairs.jsonl/.parquet.
+    judge_score, label_source (gold, teacher or escalated), messages. Side files: sft.jsonl,
+    preference_pairs.jsonl/.parquet.
     """
     timer = StageTimer()
     frozen = run_config.for_partition(context)

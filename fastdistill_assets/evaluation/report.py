@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastdistill_assets.config import EvalGates, FrozenRun
+from fastdistill_assets.gates.label_cost import cost_line
 from fastdistill_assets.gates.quality_report import paths_table
 from fastdistill_assets.evaluation.metrics import Accuracy, PairedComparison, WinRate, parity_lower_bound
 
@@ -100,9 +101,10 @@ def paired_verdict(paired: PairedComparison | None, alpha: float, kind: str, rea
 
 def assemble(frozen: FrozenRun, summary: dict[str, Any], timing: dict[str, Any],
              previous: dict[str, Any] | None, gate_paths: dict[str, Any],
-             calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+             calibration: dict[str, Any] | None = None, label_cost: dict[str, Any] | None = None) -> dict[str, Any]:
     """The full report: the evaluation summary, the run's identity, hard-gate verdicts, timing,
-    the quality report's labeled / gold-free paths and its shadow calibration (empty: none)."""
+    the quality report's labeled / gold-free paths, its shadow calibration and what the kept labels
+    cost (empty: none)."""
     student = Accuracy(summary["student"]["correct"], summary["student"]["n"])
     win = WinRate(*(summary["online_win_rate"][k] for k in ("wins", "losses", "ties")))  # judge-decided if set
     threshold = win_rate_threshold(frozen.gates.eval, win.n, previous)
@@ -114,7 +116,7 @@ def assemble(frozen: FrozenRun, summary: dict[str, Any], timing: dict[str, Any],
             "run_id": frozen.run_id, "gates_hash": frozen.gates_hash,
             "parent_run_id": frozen.config.parent_run_id, "hard_gates": gates, "timing": timing,
             "accepted": all(g["passed"] for g in gates.values()), "gate_paths": gate_paths,
-            "gold_free_calibration": calibration or {}}
+            "gold_free_calibration": calibration or {}, "label_cost": label_cost or {}}
 
 
 def plot_bars(report: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
@@ -147,6 +149,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "### Gates by path (labeled: gold match; gold_free: self-consistency)", "",
               paths_table(report["gate_paths"])]
     lines += gold_free_markdown(report.get("gold_free_precision"), report.get("gold_free_calibration") or {})
+    if cost := cost_line(report.get("label_cost") or {}):
+        lines += ["", cost]
     return "\n".join(lines + ["", *timing_markdown(report["timing"])])
 
 

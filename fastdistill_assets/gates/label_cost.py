@@ -1,0 +1,62 @@
+"""What the kept labels cost: the teachers' tokens priced per provider, per kept sample.
+
+Every answer in ``filtered`` carries the tokens it took when it was asked (a cached answer keeps
+the tokens it was paid for once), so the cost of a run's labels does not depend on how often it
+was materialized. The first teacher's rows and the escalation's are priced separately, each at its
+provider's ``price_in_per_mtok`` / ``price_out_per_mtok`` (``provider_gateway.yaml``); a teacher
+without prices leaves the cost unknown rather than made up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import polars as pl
+
+Prices = tuple[float | None, float | None]   # dollars per million input tokens, per million output tokens
+TEACHER, ESCALATION = "teacher", "escalation"
+
+
+def token_counts(frame: pl.DataFrame) -> dict[str, list[int]]:
+    """[input tokens, output tokens] of the first teacher's answers and of the escalation's in
+    ``frame``. Reads label_source, prompt_tokens, completion_tokens."""
+    role = pl.when(pl.col("label_source") == "escalated").then(pl.lit(ESCALATION)).otherwise(pl.lit(TEACHER))
+    sums = frame.group_by(role.alias("role")).agg(pl.col("prompt_tokens").fill_null(0).sum(),
+                                                  pl.col("completion_tokens").fill_null(0).sum())
+    return {r: [int(i), int(o)] for r, i, o in sums.iter_rows()}
+
+
+def add_counts(parts: Iterable[Mapping[str, list[int]]]) -> dict[str, list[int]]:
+    total: dict[str, list[int]] = {}
+    for part in parts:
+        for role, (tokens_in, tokens_out) in part.items():
+            was = total.get(role, [0, 0])
+            total[role] = [was[0] + tokens_in, was[1] + tokens_out]
+    return total
+
+
+def label_cost(tokens: Mapping[str, list[int]], prices: Mapping[str, Prices], kept_samples: int) -> dict[str, Any]:
+    """Dollars per teacher role (``teacher_cost_usd``), their sum and ``cost_per_kept_sample_usd``;
+    a figure is None where a role that spent tokens has no prices (its cost is unknown)."""
+    per_role: dict[str, float | None] = {}
+    for role, (tokens_in, tokens_out) in sorted(tokens.items()):
+        price_in, price_out = prices.get(role, (None, None))
+        per_role[role] = None if price_in is None or price_out is None else \
+            round((tokens_in * price_in + tokens_out * price_out) / 1e6, 6)
+    known = None not in per_role.values()
+    total = round(sum(v for v in per_role.values() if v is not None), 6) if known else None
+    return {"teacher_cost_usd": per_role, "total_usd": total, "tokens": dict(sorted(tokens.items())),
+            "kept_samples": kept_samples,
+            "cost_per_kept_sample_usd": round(total / kept_samples, 8) if total is not None and kept_samples else None}
+
+
+def cost_line(cost: dict[str, Any]) -> str | None:
+    """``teacher cost $T (teacher $a, escalation $b): $P per kept sample``, or None when unknown
+    (a teacher without prices in provider_gateway.yaml)."""
+    if cost.get("total_usd") is None:
+        return None
+    parts = ", ".join(f"{role} ${value:.4f}" for role, value in cost["teacher_cost_usd"].items())
+    per = cost["cost_per_kept_sample_usd"]
+    return (f"teacher cost ${cost['total_usd']:.4f} ({parts}) for {cost['kept_samples']} kept samples: "
+            + (f"${per:.6f} per kept sample" if per is not None else "nothing kept"))
