@@ -220,6 +220,23 @@ def test_label_cost_by_hand():
     assert cost_line(unpriced) is None   # unknown, not made up
 
 
+def test_escalated_answers_train_neither_the_ungated_baseline_nor_a_rejected_side():
+    from fastdistill_assets.gates.sft_export import preference_pairs
+    from fastdistill_assets.training.baseline import ungated_training_set
+
+    frame = pl.DataFrame({
+        "sample_id": ["A", "A", "B", "B"], "candidate_id": ["a0", "a1", "b0", "b5"], "generation_index": [0, 5, 0, 5],
+        "error": [None, None, "server_error", None], "label_source": ["gold", "escalated", "teacher", "escalated"],
+        "kept": [True, False, False, True], "reject_reason": [None, "calibration_only", "teacher_error", None],
+        "judge_score": [1.0, 1.0, None, 0.5], "gold_match": [True, True, None, None],
+        "cleaned_sql": ["SELECT 1 x", "SELECT 2 y", None, "SELECT 3 z"], "raw_output": ["r0", "r1", None, "r3"],
+        "messages": ["[]"] * 4}, schema_overrides={"error": pl.String, "gold_match": pl.Boolean})
+    # the baseline learns the first teacher's first answer; B's only one errored, so B has none
+    assert ungated_training_set(frame)["candidate_id"].to_list() == ["a0"]
+    # A's calibration-only answer is no rejected side; B's kept escalated label vs its failed first answer
+    assert [(p["sample_id"], p["rejected_reason"]) for p in preference_pairs(frame)] == [("B", "teacher_error")]
+
+
 def test_escalated_rows_follow_their_sample():
     frame = pl.DataFrame({"sample_id": ["A", "A", "B", "C"], "n": [1, 2, 3, 4]})
     extra = pl.DataFrame({"sample_id": ["C", "A", "A"], "n": [5, 6, 7]})

@@ -42,9 +42,11 @@ def preference_pairs(filtered: pl.DataFrame) -> list[dict[str, Any]]:
     """chosen = the kept candidate; rejected = the lowest-ranked other candidate of the same input.
 
     A candidate that passed every gate but was not selected (best-of-n) ranks with the kept
-    ones: it is never the rejected side unless it scored lower. Ties keep a stable order.
+    ones: it is never the rejected side unless it scored lower. Ties keep a stable order. A
+    ``calibration_only`` answer (escalated only to measure the gates) is never a side.
     """
     pairs = []
+    filtered = filtered.filter(pl.col("reject_reason").fill_null("") != "calibration_only")
     passed = pl.col("kept") | (pl.col("reject_reason") == "not_selected")
     ranked = filtered.with_columns(pl.col("judge_score").fill_null(-1.0), passed.alias("_passed")).sort(
         ["sample_id", "kept", "_passed", "gold_match", "judge_score", "candidate_id"],
