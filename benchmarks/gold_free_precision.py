@@ -18,8 +18,9 @@ escalation row also its precision per label source, teacher requests and dollars
 Then the shadow calibration with every gate, escalation included: half the questions (by sample_id)
 keep their gold and the gold-free verdict is computed beside it, as a run with labeled questions
 does; its precision estimate, overall and per label source, is printed next to the true precision
-on the other half, whose gold stays hidden (they should agree within the estimate's interval). Last, the grounding gate's own time (literal analysis, value
-lookups with a cold cache, the question's numbers) as a share of the gates' time.
+on the other half, whose gold stays hidden (they should agree within the estimate's interval).
+Last, the grounding gate's own time (literal analysis, value lookups with a cold cache, the
+question's numbers) as a share of the gates' time.
 
 The first teacher is called in-process (the function `fastdistill serve` answers with, same seeds).
 
@@ -93,7 +94,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=5)
     parser.add_argument("--temperature", type=float, default=0.4)
     parser.add_argument("--limit", type=int, default=None, help="questions (default: the whole train split)")
-    parser.add_argument("--min-agreement", type=float, default=None, help="consistency.min_agreement (default: shipped)")
+    parser.add_argument("--min-agreement", type=float, default=None,
+                        help="consistency.min_agreement (default: shipped)")
     parser.add_argument("--min-confirmations", type=int, default=None,
                         help="teacher.escalate.min_confirmations (default: the typed default)")
     args = parser.parse_args()
@@ -164,11 +166,14 @@ def main() -> None:
             measured = {"all": estimate, **estimate["by_label_source"]}
             for source, m in measured.items():
                 correct, kept = truths.get(source, (0, 0))
-                true = correct / kept if kept else float("nan")
-                inside = m["precision_lower"] <= true <= m["precision_upper"]
+                if not kept:
+                    verdict, true = "n/a (nothing kept there)", "-"
+                else:
+                    inside = m["precision_lower"] <= correct / kept <= m["precision_upper"]
+                    verdict, true = f"{'within' if inside else 'OUTSIDE'} the estimate's interval", f"{correct / kept:.4f}"
                 print(f"  {source:<10} estimate {m['precision']:.4f} [{m['precision_lower']:.3f}, "
-                      f"{m['precision_upper']:.3f}] ({m['correct']} of {m['kept']}); true {true:.4f} ({correct} of "
-                      f"{kept}): {'within' if inside else 'OUTSIDE'} the estimate's interval")
+                      f"{m['precision_upper']:.3f}] ({m['correct']} of {m['kept']}); true {true} ({correct} of "
+                      f"{kept}): {verdict}")
         gates = gates_variant(shipped, True, True)
         total = min(gated_seconds(candidates, gates) for _ in range(3))
         spent = min(grounding_seconds(candidates, gates) for _ in range(3))

@@ -125,9 +125,13 @@ class EscalateConfig(_Strict):
     again of this provider (``num_generations`` answers, the run's decode otherwise), and its answers
     pass the same gates. With at least ``consistency.min_executed`` escalated answers they must agree
     as any sample's do; with fewer, an answer is kept when it executes, is grounded, is not
-    degenerate and gives the same result as one of the first teacher's executed answers (or alone,
-    with ``trust_single``). ``error_profile`` is for an embedded escalation teacher only (null:
-    the clean baseline). ``base_url`` / ``timeout_s`` / ``concurrency`` override the provider's.
+    degenerate and gives the same result as ``min_confirmations`` of the first teacher's executed
+    answers (or alone, with ``trust_single``); a sample none of whose first answers executed is
+    asked only where an answer can be kept without confirmation. One answer is the greedy one.
+    ``calibrate``: the labeled samples the gold-free path would leave unsettled are asked too, to
+    measure the escalated labels (their label stays the gold's). ``error_profile`` is for an
+    embedded escalation teacher only (null: the clean baseline). ``base_url`` / ``timeout_s`` /
+    ``concurrency`` override the provider's.
     """
 
     provider: str

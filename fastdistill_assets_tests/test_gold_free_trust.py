@@ -92,19 +92,23 @@ def test_missing_question_numbers(question, sql, missing):
 
 
 def _frame(rows: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema={"sample_id": pl.String, "gold_sql": pl.String, "gold_match": pl.Boolean,
-                                      "shadow_kept": pl.Boolean, "shadow_reason": pl.String,
-                                      "label_source": pl.String}, orient="row")
+    """Rows (sample_id, gold_sql, gold_match, shadow_kept, shadow_reason, label_source[, reject_reason])."""
+    return pl.DataFrame([row if len(row) == 7 else (*row, None) for row in rows],
+                        schema={"sample_id": pl.String, "gold_sql": pl.String, "gold_match": pl.Boolean,
+                                "shadow_kept": pl.Boolean, "shadow_reason": pl.String, "label_source": pl.String,
+                                "reject_reason": pl.String}, orient="row")
 
 
 def test_calibration_figures_by_hand():
     """S1 kept and right, S2 kept and wrong, S3 right answer not kept, S4 nothing right, S5 right by
-    its escalated answer; G1 has no gold."""
+    its escalated answer; G1 has no gold; S6's gold fails."""
     frame = _frame([("S1", "g", True, True, None, "gold"), ("S1", "g", True, False, "not_selected", "gold"),
                     ("S2", "g", False, True, None, "gold"), ("S2", "g", True, False, "minority_result", "gold"),
                     ("S3", "g", True, False, "low_agreement", "gold"), ("S3", "g", False, False, "low_agreement", "gold"),
                     ("S4", "g", False, False, "exec_error", "gold"), ("G1", None, None, True, "no_majority", "teacher"),
-                    ("S5", "g", False, False, "low_agreement", "gold"), ("S5", "g", True, True, None, "escalated")])
+                    ("S5", "g", False, False, "low_agreement", "gold"), ("S5", "g", True, True, None, "escalated"),
+                    # S6's gold does not run: nothing to score its shadow verdict against, left out
+                    ("S6", "g", None, True, None, "gold", "gold_unavailable")])
     got = calibration(frame)
     # Wilson 95 % for 1 of 2: centre 0.5, half-width 1.96 * sqrt(0.125 + 1.96^2 / 16) / (1 + 1.96^2 / 2)
     assert {k: got[k] for k in ("samples", "kept", "correct", "reachable", "precision", "recall")} == \
@@ -187,12 +191,14 @@ def test_escalated_answers_pass_the_same_gates(tmp_path):
     gates = GatesConfig()
     gated_first, _ = gate_chunk(first, gates, RecipeConfig(multi_decode_select=True), None, TeacherConfig())
     assert unsettled_samples(gated_first, ["no_majority"]) == ["U1", "U2"]
-    # a sample none of whose answers executed is unsettled too (as too few executed), when that is asked
+    # a sample none of whose answers executed is unsettled too (as too few executed) where an escalated
+    # answer can be kept without a first answer to confirm it
     failing = _candidates(tmp_path, [("U5", None, "Who?", "SELECT nme FROM player"),
                                      ("U5", None, "Who?", "SELECT nme FROM player")])
     gated_failing, _ = gate_chunk(failing, gates, RecipeConfig(multi_decode_select=True), None, TeacherConfig())
-    assert unsettled_samples(gated_failing, ["too_few_executed"]) == ["U5"]
-    assert unsettled_samples(gated_failing, ["no_majority"]) == []
+    assert unsettled_samples(gated_failing, ["too_few_executed"], unexecuted=True) == ["U5"]
+    assert unsettled_samples(gated_failing, ["too_few_executed"]) == []
+    assert unsettled_samples(gated_failing, ["no_majority"], unexecuted=True) == []
     from fastdistill_assets.gates.pipeline import gate_frame
 
     esc = gate_frame(asked, gates)
@@ -205,17 +211,20 @@ def test_escalated_answers_pass_the_same_gates(tmp_path):
 
 
 def test_label_cost_by_hand():
-    frame = pl.DataFrame({"label_source": ["gold", "teacher", "escalated", "escalated"],
-                          "prompt_tokens": [100, 300, 1000, None], "completion_tokens": [10, 30, 50, 0]})
+    frame = pl.DataFrame({"label_source": ["gold", "teacher", "escalated", "escalated", "escalated"],
+                          "reject_reason": [None, None, None, "unconfirmed_single", "calibration_only"],
+                          "prompt_tokens": [100, 300, 1000, None, 400], "completion_tokens": [10, 30, 50, 0, 20]})
     tokens = add_counts([token_counts(frame), token_counts(frame.head(1))])
-    assert tokens == {"teacher": [500, 50], "escalation": [1000, 50]}
-    # teacher 500 * 0.15 + 50 * 0.60 = 105 micro-dollars; escalation 1000 * 2.5 + 50 * 10 = 3,000
-    cost = label_cost(tokens, {"teacher": (0.15, 0.60), "escalation": (2.5, 10.0)}, kept_samples=3)
-    assert cost["teacher_cost_usd"] == {"escalation": 0.003, "teacher": 0.000105}
-    assert cost["total_usd"] == 0.003105 and cost["cost_per_kept_sample_usd"] == 0.001035
-    assert cost_line(cost) == ("teacher cost $0.0031 (escalation $0.0030, teacher $0.0001) for 3 kept samples: "
-                               "$0.001035 per kept sample")
-    unpriced = label_cost(tokens, {"teacher": (0.15, 0.60), "escalation": (None, None)}, kept_samples=3)
+    assert tokens == {"teacher": [500, 50], "escalation": [1000, 50], "calibration": [400, 20]}
+    # teacher 500 * 0.15 + 50 * 0.60 = 105 micro-dollars; escalation 1000 * 2.5 + 50 * 10 = 3,000;
+    # calibration 400 * 2.5 + 20 * 10 = 1,200
+    prices = {"teacher": (0.15, 0.60), "escalation": (2.5, 10.0), "calibration": (2.5, 10.0)}
+    cost = label_cost(tokens, prices, kept_samples=3)
+    assert cost["teacher_cost_usd"] == {"calibration": 0.0012, "escalation": 0.003, "teacher": 0.000105}
+    assert cost["total_usd"] == 0.004305 and cost["cost_per_kept_sample_usd"] == 0.001435
+    assert cost_line(cost) == ("teacher cost $0.0043 (calibration $0.0012, escalation $0.0030, teacher $0.0001) "
+                               "for 3 kept samples: $0.001435 per kept sample")
+    unpriced = label_cost(tokens, {**prices, "escalation": (None, None)}, kept_samples=3)
     assert unpriced["total_usd"] is None and unpriced["teacher_cost_usd"]["escalation"] is None
     assert cost_line(unpriced) is None   # unknown, not made up
 
@@ -272,14 +281,13 @@ def test_unsettled_samples_are_escalated_once_and_labelled_as_such(project):
         [meta] = [e.event_specific_data.materialization.metadata for e in result.get_asset_materialization_events()
                   if e.event_specific_data.materialization.asset_key == filtered.key]
         # every unsettled sample asked once, of the escalation server, one answer each: the gold-free
-        # samples without a kept first answer that were rejected for a reason escalation takes, or
-        # none of whose answers executed
+        # samples without a kept first answer that were rejected for a reason escalation takes (one
+        # answer needs a first one to confirm it: a sample none of whose answers ran is not asked)
         reasons = ["no_majority", "low_agreement", "too_few_executed", "degenerate_result", "ungrounded_literal",
                    "missing_question_number"]
         verdicts = first.group_by("sample_id", maintain_order=True).agg(
-            pl.col("kept").any(), pl.col("reject_reason").is_in(reasons).any().alias("settle"),
-            pl.col("exec_ok").fill_null(False).any().alias("ran"))
-        unsettled = verdicts.filter(~pl.col("kept") & (pl.col("settle") | ~pl.col("ran")))["sample_id"].to_list()
+            pl.col("kept").any(), pl.col("reject_reason").is_in(reasons).any().alias("settle"))
+        unsettled = verdicts.filter(~pl.col("kept") & pl.col("settle"))["sample_id"].to_list()
         assert escalated["sample_id"].to_list() == unsettled and len(unsettled) > 0
         assert len(strong.stats.calls) == strong.stats.total_calls == len(unsettled)
         assert meta["escalation_samples"].value == meta["escalation_requests"].value == len(unsettled)
@@ -342,6 +350,15 @@ def test_escalation_is_calibrated_on_labeled_samples_without_changing_their_labe
     assert by_source["escalated"]["kept"] == shadow_escalated.height
     assert by_source["escalated"]["correct"] == shadow_escalated["gold_match"].sum()
     assert report["calibration"]["kept"] == by_source["teacher"]["kept"] + by_source["escalated"]["kept"]
+    # the calibration rows measure, they are no candidates for a label: the report's rates leave them out
+    decided = labeled.filter(pl.col("reject_reason").fill_null("") != "calibration_only")
+    assert report["labeled_candidates"] == decided.height < labeled.height
+    assert report["gold_match_rate"] == pytest.approx(decided["gold_match"].fill_null(False).mean(), abs=1e-6)
+    assert "calibration_only" not in report["paths"]["labeled"]["reject_reason_counts"]
+    assert all(e["verdict"] != "calibration_only" for e in report["examples"])
+    # and what they cost is its own role
+    assert report["label_cost"]["tokens"]["calibration"] == [measured["prompt_tokens"].sum(),
+                                                            measured["completion_tokens"].sum()]
 
 
 def test_a_killed_escalation_resumes_without_asking_again(project):

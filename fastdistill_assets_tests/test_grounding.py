@@ -23,8 +23,8 @@ USES = [
     ("SELECT * FROM t WHERE c IN ('a', 'b', 3, NULL, 'a')", [U("t", "c", "a"), U("t", "c", "b")]),
     ("SELECT * FROM t WHERE c NOT IN ('a')", [U("t", "c", "a")]),
     ("SELECT * FROM t WHERE c != 'x' AND d <> 'y'", [U("t", "c", "x"), U("t", "d", "y")]),
-    ("SELECT * FROM t WHERE c LIKE 'Brazil' AND d LIKE 'Bra%' AND e LIKE 'B_azil'", [U("t", "c", "Brazil", like=True)]),
-    ("SELECT * FROM t WHERE c ILIKE 'brazil' AND d ILIKE '%x'", [U("t", "c", "brazil", like=True)]),
+    ("SELECT * FROM t WHERE c LIKE 'Brazil' AND d LIKE 'Bra%' AND e LIKE 'B_azil'", [U("t", "c", "Brazil", like="like")]),
+    ("SELECT * FROM t WHERE c ILIKE 'brazil' AND d ILIKE '%x'", [U("t", "c", "brazil", like="ilike")]),
     ("SELECT * FROM t WHERE 'Brazil' LIKE c", []),
     ("SELECT * FROM t WHERE c = 3 AND d = 2.5 AND e = NULL AND f IS NULL AND g = h", []),
     ("SELECT * FROM t WHERE lower(c) = 'x' AND c = 'a' || 'b'", []),
@@ -161,7 +161,8 @@ def test_gate_end_to_end(countries):
     ("duckdb", "v TIMESTAMP", "2020-01-01", "2020-01-01", True),  # the database's own comparison
     ("duckdb", "v DECIMAL(5, 2)", 5, "5", True),
     ("duckdb", "v DECIMAL(5, 2)", 5, "6", False),
-    ("duckdb", "v TIMESTAMP", "2020-01-01", "not a time", None),  # cannot be compared: no evidence
+    ("duckdb", "v TIMESTAMP", "2020-01-01", "not a time", False),  # no such text either
+    ("duckdb", "v INTEGER", 3, "abc", False),
 ])
 def test_value_exists_on_typed_columns(tmp_path, dialect, ddl, stored, value, expected):
     """A query that returns rows on a typed column is never called ungrounded."""

@@ -14,7 +14,7 @@ from fastdistill_assets.config import FrozenRun
 from fastdistill_assets.gates import sft_export
 from fastdistill_assets.gates.escalation import EscalationSummary, Escalator
 from fastdistill_assets.gates.judge import judge_endpoint
-from fastdistill_assets.gates.label_cost import ESCALATION, TEACHER, add_counts, label_cost, token_counts
+from fastdistill_assets.gates.label_cost import CALIBRATION, ESCALATION, TEACHER, add_counts, label_cost, token_counts
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
 from fastdistill_assets.processes import step_workers
 from fastdistill_assets.gates.quality_report import (examples_table, label_examples, markdown_table, merge_examples,
@@ -72,8 +72,9 @@ def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
     summaries = [spool.summary(i) for i in range(count)]
     report = quality_report(report_frame(pl.scan_parquet(parts)))
     config = step.frozen.config.teacher
-    prices = {TEACHER: step.teacher.prices(config.provider),
-              **({ESCALATION: step.teacher.prices(config.escalate.provider)} if config.escalate else {})}
+    escalation_prices = step.teacher.prices(config.escalate.provider) if config.escalate else (None, None)
+    prices = {TEACHER: step.teacher.prices(config.provider), ESCALATION: escalation_prices,
+              CALIBRATION: escalation_prices}
     cost = label_cost(add_counts(s["tokens"] for s in summaries), prices, report["kept_samples"])
     report = {**report, "label_cost": cost, "examples": merge_examples([s["examples"] for s in summaries])}
     step.context.add_output_metadata({
@@ -109,6 +110,10 @@ def _judge(frozen: FrozenRun, teacher: ProviderGateway) -> str | None:
     return teacher.teacher_identity(judge.provider, judge.model, judge.overrides)
 
 
+# What a part of filtered holds and its summary says; a new version never reuses older parts.
+GATES_PART_VERSION = 2   # 2: shadow verdicts, escalation, label examples and token counts
+
+
 def _escalation_teacher(frozen: FrozenRun, teacher: ProviderGateway) -> str | None:
     """The model the escalation reaches (a null model is the provider's default), if the run escalates."""
     escalate = frozen.config.teacher.escalate
@@ -123,7 +128,8 @@ GATES_STAGE = ShardedStage(
     depends_on=lambda step, candidates: {
         "config": step.frozen.config_hash, "gates": step.frozen.gates_hash, "rows": _chunk_rows(step.frozen),
         "judge": _judge(step.frozen, step.teacher), "escalate": _escalation_teacher(step.frozen, step.teacher),
-        "candidates": candidates.manifest.get("content_hash") if candidates else None},
+        "candidates": candidates.manifest.get("content_hash") if candidates else None,
+        "parts": GATES_PART_VERSION},
     work=_gate,
     finish=_publish,
     uses_teacher=True,
@@ -145,8 +151,10 @@ rule_reason, parse_ok, parse_error, exec_ok, exec_error, exec_error_detail, exec
 result_rows, result_signature, result_preview, result_degenerate, ungrounded, missing_numbers,
 gold_signature, gold_match, agreement, judge_score, judge_source, judge_error, reject_reason, kept,
 gate_ms, shadow_kept, shadow_reason (labeled samples: the gold-free verdict with the gold hidden)
-and label_source (gold, teacher or escalated). With `teacher.escalate`, the unsettled gold-free
-samples' answers from the stronger teacher are rows of their own, right after their sample's.
+and label_source (gold, teacher or escalated). With `teacher.escalate`, the stronger teacher's
+answers to the unsettled gold-free samples are rows of their own, right after their sample's;
+so are its answers to labeled samples the gold-free path would leave unsettled
+(`calibration_only`, never a label: they measure the escalation).
 Side file: quality_report.json (overall, per path: labeled, gold_free, the shadow calibration and
 a few example labels).
 """.strip())

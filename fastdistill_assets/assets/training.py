@@ -49,8 +49,9 @@ def baseline_model(context: dg.AssetExecutionContext, run_config: RunConfigResou
     """The baseline eval_report compares the student with (configs/quality_gates.yaml eval.baseline.kind).
 
     `ungated`: the same trainer on the teacher's first answer per question, no gate. Reads
-    filtered: sample_id, generation_index, error, question, schema, messages, cleaned_sql. Writes a one-row
-    summary (kind, trainer, examples, used, epochs, ..., model_bytes) and the model folder `model`.
+    filtered: sample_id, generation_index, error, label_source, question, schema, messages, cleaned_sql
+    (the first teacher's answers only). Writes a one-row summary (kind, trainer, examples, used,
+    epochs, ..., model_bytes) and the model folder `model`.
     `fixed` and `run` train nothing: a one-row summary (kind) and no model; eval_report
     reads the value or the previous run itself.
     """

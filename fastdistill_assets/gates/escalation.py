@@ -3,7 +3,9 @@
 A gold-free sample with no kept answer, one of whose candidates was rejected for a reason in
 ``teacher.escalate.reasons`` (no majority, low agreement, too few executed, a degenerate
 majority, an ungrounded literal, a missing question number), or none of whose candidates
-executed (with ``too_few_executed`` among the reasons), is asked again of the escalation teacher with the same prompt.
+executed (with ``too_few_executed`` among the reasons, where an answer can be kept without the
+first teacher's confirming it: ``trust_single`` or several escalated answers), is asked again of
+the escalation teacher with the same prompt.
 Its answers are new candidates (``label_source`` ``escalated``) that pass the same gates: with at
 least ``consistency.min_executed`` of them, self-consistency among them; with fewer, an answer
 is kept when it executes, is grounded, is not degenerate and gives the result of one of the first
@@ -31,13 +33,20 @@ from fastdistill_assets.teacher.generation import GenerationRequest, GenerationR
 
 UNCONFIRMED = "unconfirmed_single"
 ESCALATED = "escalated"
+CALIBRATION_ONLY = "calibration_only"   # an escalated answer to a labeled question: measured, never its label
 
 
-def unsettled_samples(frame: pl.DataFrame, reasons: Sequence[str]) -> list[str]:
+def label_candidates(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows that stand for a label: all but the ``calibration_only`` ones, which exist only to
+    measure the escalation (the quality report's rates, examples and exports leave them out)."""
+    return frame.filter(pl.col("reject_reason").fill_null("") != CALIBRATION_ONLY)
+
+
+def unsettled_samples(frame: pl.DataFrame, reasons: Sequence[str], unexecuted: bool = False) -> list[str]:
     """The gold-free samples with no kept candidate and a candidate rejected for one of ``reasons``
-    (a sample none of whose candidates executed counts as ``too_few_executed``), in their order in
-    ``frame``. Reads sample_id, gold_sql, kept, reject_reason, result_signature."""
-    nothing_executed = pl.col("result_signature").is_null().all() & pl.lit(TOO_FEW in reasons)
+    (with ``unexecuted``, a sample none of whose candidates executed counts as ``too_few_executed``),
+    in their order in ``frame``. Reads sample_id, gold_sql, kept, reject_reason, result_signature."""
+    nothing_executed = pl.col("result_signature").is_null().all() & pl.lit(unexecuted and TOO_FEW in reasons)
     per_sample = (frame.filter(pl.col("gold_sql").is_null())
                   .group_by("sample_id", maintain_order=True)
                   .agg(pl.col("kept").any().alias("kept"),

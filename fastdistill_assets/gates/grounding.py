@@ -40,7 +40,11 @@ class LiteralUse:
     table: str
     column: str
     value: str
-    like: bool = False   # a LIKE / ILIKE pattern without wildcards: it matches regardless of case in SQLite
+    like: str | None = None   # "like" / "ilike": a pattern without wildcards (see :meth:`any_case`)
+
+    def any_case(self, dialect: str) -> bool:
+        """Whether the comparison ignores case: an ILIKE, or a LIKE in SQLite (case-insensitive for ASCII)."""
+        return self.like == "ilike" or (self.like == "like" and dialect == "sqlite")
 
 
 def _string(node: exp.Expression | None) -> str | None:
@@ -62,23 +66,23 @@ def _walk(node: exp.Expression) -> Iterator[exp.Expression]:
         stack.extend(reversed(children))
 
 
-def _compared(node: exp.Expression) -> tuple[exp.Expression | None, list[str], bool]:
-    """(the column side, the string values, whether it is a LIKE) of a comparison with string
-    literals, else (None, [], False)."""
+def _compared(node: exp.Expression) -> tuple[exp.Expression | None, list[str], str | None]:
+    """(the column side, the string values, "like" / "ilike" for a pattern) of a comparison with
+    string literals, else (None, [], None)."""
     if isinstance(node, (exp.EQ, exp.NEQ)):
         left, right = node.this, node.expression
         if isinstance(left, exp.Column) and _string(right) is not None:
-            return left, [_string(right)], False
+            return left, [_string(right)], None
         if isinstance(right, exp.Column) and _string(left) is not None:
-            return right, [_string(left)], False
+            return right, [_string(left)], None
     elif isinstance(node, (exp.Like, exp.ILike)):
         pattern = _string(node.expression)
         if pattern is not None and not any(w in pattern for w in _WILDCARDS):
-            return node.this, [pattern], True
+            return node.this, [pattern], "ilike" if isinstance(node, exp.ILike) else "like"
     elif isinstance(node, exp.In) and not node.args.get("query"):
         values = [_string(item) for item in node.expressions]
-        return node.this, [v for v in values if v is not None], False
-    return None, [], False
+        return node.this, [v for v in values if v is not None], None
+    return None, [], None
 
 
 def _source(scope: Scope, name: str, case_insensitive: bool) -> exp.Expression | Scope | None:
@@ -163,8 +167,7 @@ def first_ungrounded(uses: Sequence[LiteralUse], exists: Callable[[LiteralUse], 
 _QUESTION_NUMBER = re.compile(r"(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\w,])|(?<![\w.,])\d+(?:\.\d+)?(?![\w]|[.,]\d)")
 _ANY_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # A number a query writes otherwise: "1 million" (1000000), "50 %" (0.5), "3k"
-_SCALED = re.compile(r"\s*(?:%|per\s?cent\b|percent\b|thousand\b|million\b|billion\b|trillion\b|k\b|m\b|bn\b)",
-                     re.IGNORECASE)
+_SCALED = re.compile(r"\s*(?:%|(?i:per\s?cent|percent|thousand|million|billion|trillion|bn)\b|[kKM](?![\w-]))")
 
 
 def question_numbers(question: str) -> list[str]:

@@ -2,9 +2,11 @@
 
 Every answer in ``filtered`` carries the tokens it took when it was asked (a cached answer keeps
 the tokens it was paid for once), so the cost of a run's labels does not depend on how often it
-was materialized. The first teacher's rows and the escalation's are priced separately, each at its
-provider's ``price_in_per_mtok`` / ``price_out_per_mtok`` (``provider_gateway.yaml``); a teacher
-without prices leaves the cost unknown rather than made up.
+was materialized. Three roles are priced separately, each at its provider's ``price_in_per_mtok`` /
+``price_out_per_mtok`` (``provider_gateway.yaml``): the first teacher's answers, the escalation's
+answers that could become labels, and the escalation's ``calibration_only`` answers (bought to
+measure it, never a label). A teacher without prices leaves the cost unknown rather than made up.
+The LLM judge's tokens are not counted here.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from typing import Any
 
 import polars as pl
 
+from fastdistill_assets.gates.escalation import CALIBRATION_ONLY
+
 Prices = tuple[float | None, float | None]   # dollars per million input tokens, per million output tokens
-TEACHER, ESCALATION = "teacher", "escalation"
+TEACHER, ESCALATION, CALIBRATION = "teacher", "escalation", "calibration"
 
 
 def token_counts(frame: pl.DataFrame) -> dict[str, list[int]]:
-    """[input tokens, output tokens] of the first teacher's answers and of the escalation's in
-    ``frame``. Reads label_source, prompt_tokens, completion_tokens."""
-    role = pl.when(pl.col("label_source") == "escalated").then(pl.lit(ESCALATION)).otherwise(pl.lit(TEACHER))
+    """[input tokens, output tokens] per role in ``frame``: the first teacher's answers, the
+    escalation's, and its calibration-only ones. Reads label_source, reject_reason, prompt_tokens,
+    completion_tokens."""
+    role = (pl.when(pl.col("reject_reason") == CALIBRATION_ONLY).then(pl.lit(CALIBRATION))
+            .when(pl.col("label_source") == "escalated").then(pl.lit(ESCALATION)).otherwise(pl.lit(TEACHER)))
     sums = frame.group_by(role.alias("role")).agg(pl.col("prompt_tokens").fill_null(0).sum(),
                                                   pl.col("completion_tokens").fill_null(0).sum())
     return {r: [int(i), int(o)] for r, i, o in sums.iter_rows()}

@@ -33,7 +33,8 @@ GATE_SCHEMA: dict[str, pl.DataType] = {
     "rule_ok": pl.Boolean(), "rule_reason": pl.String(), "parse_ok": pl.Boolean(), "parse_error": pl.String(),
     "exec_ok": pl.Boolean(), "exec_error": pl.String(), "exec_error_detail": pl.String(), "exec_ms": pl.Float64(),
     "result_rows": pl.Int64(), "result_signature": pl.String(), "result_preview": pl.String(),
-    "result_degenerate": pl.Boolean(), "ungrounded": pl.String(), "missing_numbers": pl.String(), "gold_signature": pl.String(), "gold_match": pl.Boolean(), "reject_reason": pl.String(), "gate_ms": pl.Float64(),
+    "result_degenerate": pl.Boolean(), "ungrounded": pl.String(), "missing_numbers": pl.String(),
+    "gold_signature": pl.String(), "gold_match": pl.Boolean(), "reject_reason": pl.String(), "gate_ms": pl.Float64(),
 }
 NEEDED = ["error", "raw_output", "dialect", "db_path", "gold_sql", "question"]
 
@@ -87,9 +88,9 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     if gates.grounding.enabled:
         db_path, dialect, case_sensitive = row["db_path"], row["dialect"], gates.grounding.case_sensitive
 
-        def exists(use: LiteralUse) -> bool | None:  # a LIKE pattern is looked up regardless of case
+        def exists(use: LiteralUse) -> bool | None:  # an ILIKE (a LIKE in SQLite) is looked up regardless of case
             return executor.value_exists(db_path, dialect, use.table, use.column, use.value,
-                                         case_sensitive and not use.like)
+                                         case_sensitive and not use.any_case(dialect))
         missing = first_ungrounded(string_literal_uses(parsed.expression, dialect), exists)
         out["ungrounded"] = f"{missing.table}.{missing.column} = {missing.value!r}" if missing else None
         if gates.grounding.question_numbers:

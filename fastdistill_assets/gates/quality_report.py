@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from fastdistill_assets.gates.escalation import label_candidates
 from fastdistill_assets.gates.shadow import calibration
 
 
@@ -54,7 +55,10 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
     ``num_generations`` is. Every other overall rate's denominator is the number of candidates,
     so the rates of consecutive gates can be compared directly; ``gold_match_rate`` is over
     labeled candidates only, and the path metrics are null for a path with no candidates.
+    Every figure but the shadow calibration's leaves the ``calibration_only`` rows out.
     """
+    shadow = calibration(filtered)
+    filtered = label_candidates(filtered)
     n = filtered.height
     overall = path_report(filtered)
     labeled = filtered.filter(pl.col("gold_sql").is_not_null())
@@ -68,7 +72,6 @@ def quality_report(filtered: pl.DataFrame) -> dict[str, Any]:
                            "agreement_p90": _percentile(agreements, 90),
                            "samples_nothing_executed": per_sample.null_count()}}
     kept = int(filtered["kept"].sum()) if n else 0
-    shadow = calibration(filtered)
     scores = filtered["judge_score"].drop_nulls().to_numpy() if n else np.array([])
     report: dict[str, Any] = {
         "candidates": n,
@@ -122,6 +125,7 @@ def label_examples(frame: pl.DataFrame, per_kind: int = EXAMPLES_PER_KIND) -> li
     """A few answers a user can look at: ``per_kind`` kept labels per label source and rejected
     answers per reject reason, in the frame's order (question, SQL, result preview, verdict, source).
     Reads question, raw_output, cleaned_sql, result_preview, kept, reject_reason, label_source."""
+    frame = label_candidates(frame)
     if frame.height == 0:
         return []
     short = [pl.col(c).cast(pl.String).str.slice(0, _EXAMPLE_TEXT) for c in ("question", "result_preview")]

@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from fastdistill_assets.gates.escalation import label_candidates
 from fastdistill_assets.prompt_format import assistant_target
 
 
@@ -46,7 +47,7 @@ def preference_pairs(filtered: pl.DataFrame) -> list[dict[str, Any]]:
     ``calibration_only`` answer (escalated only to measure the gates) is never a side.
     """
     pairs = []
-    filtered = filtered.filter(pl.col("reject_reason").fill_null("") != "calibration_only")
+    filtered = label_candidates(filtered)
     passed = pl.col("kept") | (pl.col("reject_reason") == "not_selected")
     ranked = filtered.with_columns(pl.col("judge_score").fill_null(-1.0), passed.alias("_passed")).sort(
         ["sample_id", "kept", "_passed", "gold_match", "judge_score", "candidate_id"],

@@ -35,10 +35,18 @@ def hide_gold(labeled: pl.DataFrame) -> pl.DataFrame:
         .otherwise(reason).alias("reject_reason")).drop("_grounding")
 
 
+def measurable(frame: pl.DataFrame) -> pl.DataFrame:
+    """The labeled rows of samples whose gold could be run (a sample with ``gold_unavailable`` has no
+    right answer to score a shadow verdict against)."""
+    broken = frame.filter(pl.col("reject_reason") == "gold_unavailable")["sample_id"].unique()
+    return frame.filter(pl.col("gold_sql").is_not_null() & ~pl.col("sample_id").is_in(broken.implode()))
+
+
 def shadow_view(frame: pl.DataFrame) -> pl.DataFrame:
-    """The labeled rows of a decided frame as if their shadow verdict were the real one (gold hidden,
-    ``kept`` = ``shadow_kept``): what the gold-free path would have left unsettled, for escalation."""
-    return frame.filter(pl.col("gold_sql").is_not_null()).with_columns(
+    """The measurable labeled rows of a decided frame as if their shadow verdict were the real one
+    (gold hidden, ``kept`` = ``shadow_kept``): what the gold-free path would have left unsettled, for
+    escalation."""
+    return measurable(frame).with_columns(
         pl.lit(None, pl.String).alias("gold_sql"), pl.col("shadow_kept").fill_null(False).alias("kept"),
         pl.col("shadow_reason").alias("reject_reason"))
 
@@ -57,7 +65,8 @@ def shadow_verdicts(gated: pl.DataFrame, gates: GatesConfig, multi_decode: bool,
                         multi_decode)
         for i, is_kept, why in shadow.select("_shadow_row", "kept", "reject_reason").iter_rows():
             kept[i], reasons[i] = is_kept, why
-    return gated.with_columns(pl.Series("shadow_kept", kept, pl.Boolean), pl.Series("shadow_reason", reasons, pl.String))
+    return gated.with_columns(pl.Series("shadow_kept", kept, pl.Boolean),
+                              pl.Series("shadow_reason", reasons, pl.String))
 
 
 def _precision(correct: int, kept: int) -> dict[str, Any]:
@@ -68,16 +77,17 @@ def _precision(correct: int, kept: int) -> dict[str, Any]:
 
 def calibration(frame: pl.DataFrame) -> dict[str, Any] | None:
     """The gold-free gates' precision and recall measured on the labeled samples' shadow verdicts,
-    or None when the frame has no labeled sample (nothing to measure on).
+    or None when the frame has no labeled sample whose gold runs (nothing to measure on).
 
     precision: of the labeled samples the gold-free path would keep, the share whose kept answers
     all match the gold (95 % Wilson interval), overall and per ``label_source`` of the answer it
     would keep (teacher, or escalated where the run calibrates its escalation); recall: of the
     labeled samples with at least one candidate matching the gold, the share it would keep with a
     matching answer. Reads sample_id, gold_sql, gold_match, shadow_kept, shadow_reason (counted per
-    reason: what the gold-free gates would have rejected the labeled candidates for), label_source.
+    reason over the first teacher's answers: what the gold-free gates would have rejected them for),
+    label_source, reject_reason.
     """
-    labeled = frame.filter(pl.col("gold_sql").is_not_null())
+    labeled = measurable(frame)
     if labeled.height == 0:
         return None
     shadow_kept = pl.col("shadow_kept").fill_null(False)
@@ -91,7 +101,8 @@ def calibration(frame: pl.DataFrame) -> dict[str, Any] | None:
     kept = per_sample.filter(pl.col("kept"))
     correct = int((~kept["wrong"]).sum())
     reachable = int(per_sample["reachable"].sum())
-    reasons = labeled.filter(pl.col("shadow_reason").is_not_null()).group_by("shadow_reason").len()
+    reasons = labeled.filter(pl.col("shadow_reason").is_not_null() & (pl.col("label_source") != "escalated")) \
+        .group_by("shadow_reason").len()
     by_source = {source: _precision(int((~group["wrong"]).sum()), group.height)
                  for (source,), group in kept.sort("source").group_by("source", maintain_order=True)}
     return {"samples": per_sample.height, **_precision(correct, kept.height), "by_label_source": by_source,

@@ -3,7 +3,9 @@
 Per chunk: the per-candidate gates (``pipeline``), self-consistency for gold-free samples, the
 judge, selection; the shadow verdicts of labeled samples (``shadow``); then, with
 ``teacher.escalate``, the unsettled gold-free samples asked again of the stronger teacher
-(``escalation``), whose candidates are gated the same way and placed right after their sample's.
+(``escalation``), whose candidates are gated the same way and placed right after their sample's,
+and, with ``escalate.calibrate``, the labeled samples the gold-free path would leave unsettled
+(their answers are ``calibration_only`` rows with a shadow verdict, never a label).
 Every row says where a kept label comes from: ``label_source`` gold, teacher or escalated.
 """
 
@@ -15,8 +17,8 @@ import polars as pl
 
 from fastdistill_assets.config import GatesConfig, RecipeConfig, TeacherConfig
 from fastdistill_assets.gates.consistency import apply_consistency
-from fastdistill_assets.gates.escalation import (ESCALATED, EscalationSummary, Escalator, decide_escalated,
-                                                 escalation_requests, unsettled_samples)
+from fastdistill_assets.gates.escalation import (CALIBRATION_ONLY, ESCALATED, EscalationSummary, Escalator,
+                                                 decide_escalated, escalation_requests, unsettled_samples)
 from fastdistill_assets.gates.judge import run_judge
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_frame
 from fastdistill_assets.gates.select import JudgeScores, attach_judge, select
@@ -59,9 +61,6 @@ def gate_chunk(candidates: pl.DataFrame, gates: GatesConfig, recipe: RecipeConfi
     return frame, summary
 
 
-CALIBRATION_ONLY = "calibration_only"   # an escalated answer to a labeled question: measured, never its label
-
-
 def _escalate(frame: pl.DataFrame, gated: pl.DataFrame, gates: GatesConfig, recipe: RecipeConfig,
               gateway: ProviderGateway, teacher: TeacherConfig, runner: GateWorkers | None,
               escalator: Escalator) -> tuple[pl.DataFrame, EscalationSummary, int]:
@@ -69,8 +68,10 @@ def _escalate(frame: pl.DataFrame, gated: pl.DataFrame, gates: GatesConfig, reci
     samples the gold-free path would leave unsettled); gate its answers; put them after their
     sample's rows. Returns the frame, the escalation's summary and the judge calls it made."""
     escalate, outcome = escalator.escalate, EscalationSummary()
-    gold_free = unsettled_samples(frame, escalate.reasons)
-    labeled = unsettled_samples(shadow_view(frame), escalate.reasons) if escalate.calibrate else []
+    # a sample none of whose first answers ran has nothing to confirm a single escalated answer with
+    alone = escalate.trust_single or escalate.num_generations >= gates.consistency.min_executed
+    gold_free = unsettled_samples(frame, escalate.reasons, unexecuted=alone)
+    labeled = unsettled_samples(shadow_view(frame), escalate.reasons, unexecuted=alone) if escalate.calibrate else []
     if not gold_free and not labeled:
         return frame, outcome, 0
     first_index = int(frame["generation_index"].max() or 0) + 1

@@ -164,7 +164,8 @@ class Executor:
     def value_exists(self, db_path: str, dialect: str, table: str, column: str, value: str,
                      case_sensitive: bool = False) -> bool | None:
         """Whether ``value`` occurs in ``table.column``: equal to it as the database compares (a REAL
-        10.0 and '10', a TIMESTAMP and '2020-01-01') or as text; None when it could not be checked.
+        10.0 and '10'; in DuckDB a TIMESTAMP and '2020-01-01') or as text (alone where the database
+        cannot compare the two: DuckDB's INTEGER and 'abc'); None when it could not be checked.
 
         One bound-parameter ``LIMIT 1`` read under the run's timeout; a missing table or column, a
         timeout or any other database error gives None, never an exception. Answers are cached.
@@ -177,11 +178,17 @@ class Executor:
         column_sql = f"{quote_identifier(table)}.{quote_identifier(column)}"
         text = f"CAST({column_sql} AS TEXT)"
         as_text = f"{text} = ?" if case_sensitive else f"lower({text}) = lower(?)"
-        sql = f"SELECT 1 FROM {quote_identifier(table)} WHERE {column_sql} = ? OR {as_text} LIMIT 1"
-        try:
-            found: bool | None = bool(self._db(db_path, dialect).fetch(sql, self.timeout_s, 1, (value, value)))
-        except Exception:  # noqa: BLE001 - a lookup that fails is missing evidence, not a verdict
-            found = None
+        native = f"SELECT 1 FROM {quote_identifier(table)} WHERE {column_sql} = ? OR {as_text} LIMIT 1"
+        text_only = f"SELECT 1 FROM {quote_identifier(table)} WHERE {as_text} LIMIT 1"
+        found: bool | None = None
+        for sql, params in ((native, (value, value)), (text_only, (value,))):
+            try:
+                found = bool(self._db(db_path, dialect).fetch(sql, self.timeout_s, 1, params))
+            except duckdb.ConversionException:
+                continue  # the column's type cannot hold the value: compare as text alone
+            except Exception:  # noqa: BLE001 - a lookup that fails is missing evidence, not a verdict
+                found = None
+            break
         self._values[key] = found
         if len(self._values) > VALUE_CACHE_SIZE:
             self._values.popitem(last=False)
