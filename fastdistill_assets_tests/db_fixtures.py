@@ -40,20 +40,25 @@ SALES = [("North", "Tea", 120, 2023), ("North", "Coffee", 80, 2024), ("South", "
 STORES = [("Harbor", "Porto"), ("Central", "Lyon"), ("Lakeside", "Oslo")]
 
 
-def make_shop(path: Path) -> Path:
-    """A two-table shop database (sales, stores), SQLite or DuckDB by the file suffix."""
-    if path.suffix == ".duckdb":
-        db = duckdb.connect(str(path))
-    else:
-        db = sqlite3.connect(path)
-    db.execute("CREATE TABLE sales (region TEXT, product TEXT, amount INTEGER, year INTEGER)")
-    db.executemany("INSERT INTO sales VALUES (?, ?, ?, ?)", [list(r) for r in SALES])
-    db.execute("CREATE TABLE stores (store_name TEXT, city TEXT)")
-    db.executemany("INSERT INTO stores VALUES (?, ?)", [list(r) for r in STORES])
+def write_tables(path: Path, tables: dict[str, list[tuple]]) -> Path:
+    """A SQLite or DuckDB file (by its suffix, ``.duckdb``) with each ``CREATE TABLE name (...)``
+    statement of ``tables`` run and its rows inserted."""
+    db = duckdb.connect(str(path)) if path.suffix == ".duckdb" else sqlite3.connect(path)
+    for create, rows in tables.items():
+        db.execute(create)
+        if rows:
+            name = create.split()[2]
+            db.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' * len(rows[0]))})", [list(r) for r in rows])
     if path.suffix != ".duckdb":
         db.commit()
     db.close()
     return path
+
+
+def make_shop(path: Path) -> Path:
+    """A two-table shop database (sales, stores), SQLite or DuckDB by the file suffix."""
+    return write_tables(path, {"CREATE TABLE sales (region TEXT, product TEXT, amount INTEGER, year INTEGER)": SALES,
+                               "CREATE TABLE stores (store_name TEXT, city TEXT)": STORES})
 
 # A query that never ends on its own (the executor must interrupt it).
 RUNAWAY = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from fastdistill_assets.gates.grounding import LiteralUse, first_ungrounded, string_literal_uses
 from fastdistill_assets.sqlsafe import execute
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.sqlsafe.parse import parse_sql
+from fastdistill_assets_tests.db_fixtures import write_tables
 
 U = LiteralUse
 
@@ -70,20 +70,12 @@ def test_first_ungrounded_skips_unchecked_and_found_values():
 ROWS = [("Ireland", 3, "x"), ("Brazil", 7, "y"), (None, 12, None), ("O'Brien", 5, "z")]
 
 
-def make_countries(path: Path) -> Path:
-    """A ``country`` table with a text column, an integer column and a column whose name holds a quote."""
-    db = duckdb.connect(str(path)) if path.suffix == ".duckdb" else sqlite3.connect(path)
-    db.execute('CREATE TABLE country (name TEXT, code INTEGER, "odd ""col""" TEXT)')
-    db.executemany("INSERT INTO country VALUES (?, ?, ?)", [list(r) for r in ROWS])
-    if path.suffix != ".duckdb":
-        db.commit()
-    db.close()
-    return path
-
-
 @pytest.fixture(params=["sqlite", "duckdb"])
 def countries(request, tmp_path):
-    return str(make_countries(tmp_path / f"countries.{request.param}")), request.param
+    """A ``country`` table with a text column, an integer column and a column whose name holds a quote."""
+    path = write_tables(tmp_path / f"countries.{request.param}",
+                        {'CREATE TABLE country (name TEXT, code INTEGER, "odd ""col""" TEXT)': ROWS})
+    return str(path), request.param
 
 
 LOOKUPS = [
@@ -166,12 +158,7 @@ def test_gate_end_to_end(countries):
 ])
 def test_value_exists_on_typed_columns(tmp_path, dialect, ddl, stored, value, expected):
     """A query that returns rows on a typed column is never called ungrounded."""
-    path = tmp_path / f"typed.{'duckdb' if dialect == 'duckdb' else 'sqlite'}"
-    db = duckdb.connect(str(path)) if dialect == "duckdb" else sqlite3.connect(path)
-    db.execute(f"CREATE TABLE t ({ddl})")
-    db.execute("INSERT INTO t VALUES (?)", [stored])
-    if dialect != "duckdb":
-        db.commit()
-    db.close()
+    path = write_tables(tmp_path / f"typed.{'duckdb' if dialect == 'duckdb' else 'sqlite'}",
+                        {f"CREATE TABLE t ({ddl})": [(stored,)]})
     with Executor() as executor:
         assert executor.value_exists(str(path), dialect, "t", "v", value) is expected

@@ -8,8 +8,9 @@ first teacher's confirming it: ``trust_single`` or several escalated answers), i
 the escalation teacher with the same prompt.
 Its answers are new candidates (``label_source`` ``escalated``) that pass the same gates: with at
 least ``consistency.min_executed`` of them, self-consistency among them; with fewer, an answer
-is kept when it executes, is grounded, is not degenerate and gives the result of one of the first
-teacher's executed answers (``unconfirmed_single`` otherwise), or alone with ``trust_single``.
+is kept when it executes, is grounded, is not degenerate and gives the result of
+``min_confirmations`` of the first teacher's executed answers (``unconfirmed_single`` otherwise),
+or alone with ``trust_single``.
 Answers go through the response cache like the first teacher's, so a resumed stage asks nothing twice.
 """
 

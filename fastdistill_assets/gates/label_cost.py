@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from fastdistill_assets.gates.escalation import CALIBRATION_ONLY
+from fastdistill_assets.teacher.candidates import dollars
 
 Prices = tuple[float | None, float | None]   # dollars per million input tokens, per million output tokens
 TEACHER, ESCALATION, CALIBRATION = "teacher", "escalation", "calibration"
@@ -45,11 +46,8 @@ def add_counts(parts: Iterable[Mapping[str, list[int]]]) -> dict[str, list[int]]
 def label_cost(tokens: Mapping[str, list[int]], prices: Mapping[str, Prices], kept_samples: int) -> dict[str, Any]:
     """Dollars per teacher role (``teacher_cost_usd``), their sum and ``cost_per_kept_sample_usd``;
     a figure is None where a role that spent tokens has no prices (its cost is unknown)."""
-    per_role: dict[str, float | None] = {}
-    for role, (tokens_in, tokens_out) in sorted(tokens.items()):
-        price_in, price_out = prices.get(role, (None, None))
-        per_role[role] = None if price_in is None or price_out is None else \
-            round((tokens_in * price_in + tokens_out * price_out) / 1e6, 6)
+    per_role = {role: dollars(tokens_in, tokens_out, prices.get(role, (None, None)))
+                for role, (tokens_in, tokens_out) in sorted(tokens.items())}
     known = None not in per_role.values()
     total = round(sum(v for v in per_role.values() if v is not None), 6) if known else None
     return {"teacher_cost_usd": per_role, "total_usd": total, "tokens": dict(sorted(tokens.items())),
@@ -58,8 +56,8 @@ def label_cost(tokens: Mapping[str, list[int]], prices: Mapping[str, Prices], ke
 
 
 def cost_line(cost: dict[str, Any]) -> str | None:
-    """``teacher cost $T (teacher $a, escalation $b): $P per kept sample``, or None when unknown
-    (a teacher without prices in provider_gateway.yaml)."""
+    """``teacher cost $T (calibration $c, escalation $e, teacher $t) for N kept samples: $P per kept
+    sample``, or None when unknown (a teacher without prices in provider_gateway.yaml)."""
     if cost.get("total_usd") is None:
         return None
     parts = ", ".join(f"{role} ${value:.4f}" for role, value in cost["teacher_cost_usd"].items())

@@ -17,10 +17,10 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -105,6 +105,8 @@ class _DuckDatabase:
         self.conn.close()
 
 
+K = TypeVar("K")
+V = TypeVar("V")
 GOLD_CACHE_SIZE = 4096  # gold results kept (a sample's candidates are gated together; the cache stays bounded)
 VALUE_CACHE_SIZE = 65_536  # value lookups kept (candidates of a sample repeat the same literals)
 
@@ -112,6 +114,17 @@ VALUE_CACHE_SIZE = 65_536  # value lookups kept (candidates of a sample repeat t
 def quote_identifier(name: str) -> str:
     """A double-quoted identifier, embedded quotes doubled (SQLite and DuckDB)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def _recently_used(cache: OrderedDict[K, V], key: K, size: int, compute: Callable[[], V]) -> V:
+    """``cache[key]``, computed on a miss; the cache keeps its ``size`` most recently used entries."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = compute()
+    if len(cache) > size:
+        cache.popitem(last=False)
+    return value
 
 
 class Executor:
@@ -152,14 +165,8 @@ class Executor:
         return ExecResult(True, [tuple(r) for r in rows], None, None, elapsed)
 
     def gold(self, db_path: str, dialect: str, gold_sql: str) -> ExecResult:
-        key = (db_path, dialect, gold_sql)
-        if key in self._gold:
-            self._gold.move_to_end(key)
-            return self._gold[key]
-        result = self._gold[key] = self.run(db_path, dialect, gold_sql, read_only_checked=False)
-        if len(self._gold) > GOLD_CACHE_SIZE:
-            self._gold.popitem(last=False)
-        return result
+        return _recently_used(self._gold, (db_path, dialect, gold_sql), GOLD_CACHE_SIZE,
+                              lambda: self.run(db_path, dialect, gold_sql, read_only_checked=False))
 
     def value_exists(self, db_path: str, dialect: str, table: str, column: str, value: str,
                      case_sensitive: bool = False) -> bool | None:
@@ -170,10 +177,12 @@ class Executor:
         One bound-parameter ``LIMIT 1`` read under the run's timeout; a missing table or column, a
         timeout or any other database error gives None, never an exception. Answers are cached.
         """
-        key = (db_path, dialect, table, column, value, case_sensitive)
-        if key in self._values:
-            self._values.move_to_end(key)
-            return self._values[key]
+        return _recently_used(self._values, (db_path, dialect, table, column, value, case_sensitive),
+                              VALUE_CACHE_SIZE, lambda: self._lookup(db_path, dialect, table, column, value,
+                                                                     case_sensitive))
+
+    def _lookup(self, db_path: str, dialect: str, table: str, column: str, value: str,
+                case_sensitive: bool) -> bool | None:
         # Qualified, because SQLite reads an unqualified "name" that is no column as the string 'name'.
         column_sql = f"{quote_identifier(table)}.{quote_identifier(column)}"
         text = f"CAST({column_sql} AS TEXT)"
@@ -189,9 +198,6 @@ class Executor:
             except Exception:  # noqa: BLE001 - a lookup that fails is missing evidence, not a verdict
                 found = None
             break
-        self._values[key] = found
-        if len(self._values) > VALUE_CACHE_SIZE:
-            self._values.popitem(last=False)
         return found
 
     def close(self) -> None:

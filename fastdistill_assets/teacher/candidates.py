@@ -74,6 +74,15 @@ def generate_part(canonical: pl.DataFrame, config: RunConfig, generator: Generat
     return candidate_frame(carried, results, provider, generator.settings.model), account
 
 
+def dollars(input_tokens: int, output_tokens: int, prices: tuple[float | None, float | None]) -> float | None:
+    """What tokens cost at ``prices`` (dollars per million input and output tokens, as
+    provider_gateway.yaml gives them), or None when either price is unknown."""
+    price_in, price_out = prices
+    if price_in is None or price_out is None:
+        return None
+    return round((input_tokens * price_in + output_tokens * price_out) / 1e6, 6)
+
+
 @dataclass
 class TeacherAccount:
     """The teacher's accounting, built chunk by chunk (:meth:`add`) and mergeable across chunks
@@ -170,9 +179,9 @@ class TeacherAccount:
         cold = self.cold_tokens_per_sec()
         if cold is not None:
             acc["teacher_tokens_per_sec_cold"] = cold
-        price_in, price_out = prices
-        if price_in is not None and price_out is not None:
-            acc["cost_usd"] = round(self.input_tokens * price_in / 1e6 + self.output_tokens * price_out / 1e6, 6)
+        cost = dollars(self.input_tokens, self.output_tokens, prices)
+        if cost is not None:
+            acc["cost_usd"] = cost
         return acc
 
 
