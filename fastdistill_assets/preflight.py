@@ -45,7 +45,10 @@ def preflight(frozen: FrozenRun, configs_dir: Path, data_dir: Path, environ: dic
         if escalate.provider in CANNOT_JUDGE:  # a student is no stronger teacher than the one it learned from
             raise ConfigError(f"teacher.escalate.provider {escalate.provider!r} cannot be an "
                               "escalation teacher: name a stronger teacher's provider")
-        gateway.check(escalate.provider, escalate.endpoint_overrides())
+        try:
+            gateway.check(escalate.provider, escalate.endpoint_overrides())
+        except ConfigError as err:  # the same check as the teacher's: say which key it is about
+            raise ConfigError(f"teacher.escalate.provider: {err}") from None
     return gold_free_notes(config, frozen.gates)
 
 
