@@ -13,8 +13,10 @@ best-of-n, escalation) with the gates switched on one by one:
   through a real local server and the response cache), one answer each.
 
 Each row prints, against the hidden gold (the gates' own gold-match rule): kept samples, correct ones,
-precision with its 95 % Wilson interval, and the share of all questions labeled correctly; for the
-escalation row also its precision per label source, teacher requests and dollars (provider prices).
+precision with its 95 % Wilson interval, the share of all questions labeled correctly, and what the
+teachers' tokens cost (every answer at its provider's prices in provider_gateway.yaml, the first
+teacher's tokens as the embedded server counts them) in all and per correct label; for the
+escalation row also its precision per label source and its requests.
 Then the shadow calibration with every gate, escalation included: half the questions (by sample_id)
 keep their gold and the gold-free verdict is computed beside it, as a run with labeled questions
 does; its precision estimate, overall and per label source, is printed next to the true precision
@@ -44,6 +46,7 @@ from fastdistill_assets.datasets.load import load_dataset
 from fastdistill_assets.evaluation.gold_free import withheld_precision
 from fastdistill_assets.gates.escalation import Escalator
 from fastdistill_assets.gates.grounding import first_ungrounded, missing_question_numbers, string_literal_uses
+from fastdistill_assets.gates.label_cost import CALIBRATION, ESCALATION, TEACHER, label_cost, token_counts
 from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.gates.shadow import calibration
 from fastdistill_assets.gates.stage import gate_chunk
@@ -51,15 +54,17 @@ from fastdistill_assets.proportions import wilson_interval
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.teacher import embedded
-from fastdistill_assets.teacher.candidates import build_requests
+from fastdistill_assets.teacher.candidates import build_requests, dollars
 from fastdistill_assets.teacher.gateway import ProviderGateway
+from fastdistill_assets.teacher.server import count_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = RecipeConfig(multi_decode_select=True)
 
 
 def sample_candidates(run: RunConfig, data_dir: Path, profile: TeacherErrorProfile | None) -> pl.DataFrame:
-    """Candidates of the demo's train split, all gold hidden (kept aside in ``withheld_gold_sql``)."""
+    """Candidates of the demo's train split, all gold hidden (kept aside in ``withheld_gold_sql``), with
+    the tokens the embedded server would report for each answer (its usage accounting)."""
     canon = canonicalize(load_dataset(run.dataset, data_dir).frame, run).frame
     requests, carried = build_requests(canon, run)
     withheld = dict(canon.select("sample_id", "withheld_gold_sql").iter_rows())
@@ -67,7 +72,9 @@ def sample_candidates(run: RunConfig, data_dir: Path, profile: TeacherErrorProfi
     rows = []
     for request, base in zip(requests, carried, strict=True):
         output = embedded.reply(request.messages, {**params, "seed": request.generation_index}, profile)
-        rows.append({**base, "raw_output": output, "error": None, "withheld_gold_sql": withheld[base["sample_id"]]})
+        rows.append({**base, "raw_output": output, "error": None, "withheld_gold_sql": withheld[base["sample_id"]],
+                     "prompt_tokens": sum(count_tokens(str(m.get("content", ""))) for m in request.messages),
+                     "completion_tokens": count_tokens(output)})
     return pl.DataFrame(rows, schema_overrides={"error": pl.String, "gold_sql": pl.String})
 
 
@@ -118,6 +125,8 @@ def main() -> None:
               f"teacher in-process {time.perf_counter() - started:.1f} s")
         gateway = ProviderGateway(config_path=str(REPO / "configs" / "provider_gateway.yaml"),
                                   cache_path=str(Path(tmp) / "responses.sqlite"))
+        prices = {TEACHER: gateway.prices("embedded"), ESCALATION: gateway.prices(escalate.provider),
+                  CALIBRATION: gateway.prices(escalate.provider)}
         rows = []
         for name, degenerate, grounding, escalates in (("plain vote", False, False, False),
                                                        ("+ degenerate", True, False, False),
@@ -127,13 +136,20 @@ def main() -> None:
             with Escalator(gateway, escalate, run.decode) as escalator:
                 filtered, summary = gate_chunk(candidates, gates, RECIPE, gateway, TeacherConfig(),
                                                escalator=escalator if escalates else None)
-            rows.append((name, score(filtered, candidates, gates, questions), summary["escalation"]))
+            measured = score(filtered, candidates, gates, questions)
+            cost = label_cost(token_counts(filtered), prices, measured["kept"])["total_usd"]
+            rows.append((name, {**measured, "dollars": cost}, summary["escalation"]))
 
-        print(f"\n{'gates':<16} {'kept':>5} {'correct':>8} {'precision':>10} {'95 % Wilson':>16} {'labeled right':>14}")
+        print(f"\n{'gates':<16} {'kept':>5} {'correct':>8} {'precision':>10} {'95 % Wilson':>16} {'labeled right':>14} "
+              f"{'dollars':>8} {'$ per correct label':>20}")
         for name, s, _ in rows:
             low, high = s["interval"]
+            per_correct = f"{s['dollars'] / s['correct']:.6f}" if s["correct"] else "-"
             print(f"{name:<16} {s['kept']:>5} {s['correct']:>8} {s['precision']:>10.4f} [{low:.3f}, {high:.3f}]"
-                  f" {s['correct'] / s['questions']:>14.1%}")
+                  f" {s['correct'] / s['questions']:>14.1%} {s['dollars']:>8.4f} {per_correct:>20}")
+        print(f"  dollars: every answer's tokens at provider_gateway.yaml's prices (embedded "
+              f"{prices[TEACHER][0]} / {prices[TEACHER][1]}, {escalate.provider} {prices[ESCALATION][0]} / "
+              f"{prices[ESCALATION][1]} $ per million tokens)")
         _, last, escalation = rows[-1]
         for source, (correct, kept) in last["by_source"].items():
             low, high = wilson_interval(correct, kept)
@@ -141,11 +157,10 @@ def main() -> None:
                   f"[{low:.3f}, {high:.3f}]")
         if escalation:
             account = escalation["account"]
-            price_in, price_out = gateway.prices(escalate.provider)
-            dollars = (account["input_tokens"] * (price_in or 0) + account["output_tokens"] * (price_out or 0)) / 1e6
+            spent = dollars(account["input_tokens"], account["output_tokens"], prices[ESCALATION])
             print(f"  escalation: {escalation['samples']} samples asked, {escalation['kept']} kept; "
                   f"{account['requests']} requests, {account['input_tokens'] + account['output_tokens']} tokens, "
-                  f"${dollars:.4f} at {escalate.provider}'s prices")
+                  f"${spent:.4f} at {escalate.provider}'s prices")
 
         # shadow calibration: half the questions keep their gold (the estimate is made on them), the
         # other half is scored against its hidden gold (the truth it should agree with)
