@@ -9,7 +9,7 @@ import time
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import DecodeProfile
+from fastdistill_assets.config import DecodeProfile, TeacherErrorProfile
 from fastdistill_assets.storage import ArtifactStore, StageOutput
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.generation import Generator
@@ -206,3 +206,94 @@ def test_a_retrained_student_is_not_answered_from_the_old_students_cache(project
     assert [r.content for r in first] == [f"SELECT col0 FROM t WHERE col0 = 'P{i}'" for i in range(5)]
     assert [r.content for r in retrained] == [f"SELECT col1 FROM t WHERE col0 = 'P{i}'" for i in range(5)]
     assert endpoint.cache_identity == f"local:student:{weights_sha256(folder)}"
+
+
+def _sampled_requests(questions: int, generations: int, long_prompt: bool = False):
+    """``generations`` requests per question (one prompt, consecutive generation indices)."""
+    from fastdistill_assets.prompt_format import build_messages, prompt_hash
+    from fastdistill_assets.teacher.generation import GenerationRequest
+
+    rows = [[f"Player {i}", i] for i in range(400 if long_prompt else 1)]
+    out = []
+    for q in range(questions):
+        messages = build_messages(f"What is the goals when player is P{q}?", SCHEMA, rows)
+        out += [GenerationRequest(f"P{q}:{g}", messages, prompt_hash(messages), g) for g in range(generations)]
+    return out
+
+
+SAMPLED = dict(temperature=0.8, send_seed=True)
+NOISY = TeacherErrorProfile(wrong_column=0.3, perturbed_value=0.3, seed=1)
+
+
+def test_n_asks_once_per_question_with_the_answers_of_separate_seeded_requests():
+    requests = _sampled_requests(6, 4)
+    with embedded_teacher(error_profile=NOISY) as server:
+        separate = Generator(fast_settings(server.base_url, **SAMPLED), None, "d").run(requests)
+        calls_separate = server.stats.total_calls
+        generator = Generator(fast_settings(server.base_url, supports_n=True, **SAMPLED), None, "d")
+        together = generator.run(requests)
+    assert (calls_separate, generator.calls, generator.n_fallbacks) == (24, 6, 0)
+    assert server.stats.answers == 48
+    assert [r.content for r in together] == [r.content for r in separate]
+    assert len({r.content for r in together}) > 6   # sampled: the answers of a question differ
+    # the prompt is paid once per question; the completion tokens are the same in sum
+    assert sum(r.prompt_tokens for r in together) * 4 == sum(r.prompt_tokens for r in separate)
+    assert sum(r.completion_tokens for r in together) == sum(r.completion_tokens for r in separate)
+    assert all(r.prompt_tokens == 0 for r in together if not r.request_id.endswith(":0"))
+
+
+def test_a_provider_that_ignores_n_is_completed_by_separate_requests_counted(tmp_path):
+    requests = _sampled_requests(5, 3)
+    with embedded_teacher(error_profile=NOISY) as reference:
+        expected = [r.content for r in Generator(fast_settings(reference.base_url, **SAMPLED), None, "d").run(requests)]
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    with embedded_teacher(FaultConfig(ignore_n=True), error_profile=NOISY) as server:
+        generator = Generator(fast_settings(server.base_url, supports_n=True, **SAMPLED), cache, "d")
+        results = generator.run(requests)
+        assert (generator.calls, generator.n_fallbacks, server.stats.answers) == (5 + 10, 10, 15)
+        assert [r.content for r in results] == expected and all(r.error is None for r in results)
+        # every answer is cached under its own key: a re-run, with or without n, makes no call
+        for supports_n in (True, False):
+            again = Generator(fast_settings(server.base_url, supports_n=supports_n, **SAMPLED), cache, "d")
+            assert [r.content for r in again.run(requests)] == expected and again.calls == 0
+    assert server.stats.total_calls == 15
+
+
+def test_a_failed_n_request_is_an_error_row_per_answer_and_nothing_is_lost():
+    requests = _sampled_requests(4, 3)
+    with embedded_teacher(FaultConfig(server_error=1.0)) as server:
+        generator = Generator(fast_settings(server.base_url, supports_n=True, max_retries=1, **SAMPLED), None, "d")
+        results = generator.run(requests)
+    _assert_nothing_lost(requests, results)
+    assert all(r.error == "server_error" and r.attempts == 2 for r in results)
+    # a retry is one call, counted once per request (on its first answer)
+    assert generator.calls == 8 and sum(sum(r.retries_by_reason.values()) for r in results) == 4
+
+
+def test_cached_prompt_tokens_are_read_from_the_usage():
+    requests = _sampled_requests(3, 2, long_prompt=True)
+    with embedded_teacher() as server:
+        results = Generator(fast_settings(server.base_url, concurrency=1, **SAMPLED), None, "d").run(requests)
+    # the first request of the shared schema pays it; later ones find its prefix in the provider's cache
+    assert results[0].cached_tokens == 0
+    assert all(1024 <= r.cached_tokens < r.prompt_tokens for r in results[1:])
+    assert all(r.cached_tokens % 128 == 0 for r in results)
+
+
+@pytest.mark.parametrize("seen, prompt, expected", [
+    ([], 2000, 0),                 # nothing seen
+    ([2000], 2000, 1920),          # the whole prompt seen: its prefix in steps of 128 past 1,024
+    ([2000], 900, 0),              # under 1,024 tokens: never cached
+    ([1100], 2000, 1024),          # a shorter prompt with the same start: its 1,024-token prefix
+    ([1000], 2000, 0),             # that start is too short to have been cached
+])
+def test_prompt_cache_serves_the_longest_prefix_seen_in_steps(seen, prompt, expected):
+    from fastdistill_assets.teacher.server import PromptCache
+
+    def messages(length: int):
+        return [{"role": "user", "content": " ".join(f"w{i}" for i in range(length - 1))}]   # + the role token
+
+    cache = PromptCache()
+    for length in seen:
+        cache.cached_tokens(messages(length))
+    assert cache.cached_tokens(messages(prompt)) == expected

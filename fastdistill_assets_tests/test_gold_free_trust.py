@@ -27,6 +27,7 @@ from fastdistill_assets.gates.shadow import calibration
 from fastdistill_assets.gates.stage import after_their_samples, gate_chunk
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.cache import ResponseCache
+from fastdistill_assets.teacher.provider_config import Prices
 from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
 from fastdistill_assets_tests.conftest import REPO_CONFIGS, materialize, materialize_command, teacher_gateway, \
     wait_until
@@ -213,17 +214,20 @@ def test_escalated_answers_pass_the_same_gates(tmp_path):
 def test_label_cost_by_hand():
     frame = pl.DataFrame({"label_source": ["gold", "teacher", "escalated", "escalated", "escalated"],
                           "reject_reason": [None, None, None, "unconfirmed_single", "calibration_only"],
-                          "prompt_tokens": [100, 300, 1000, None, 400], "completion_tokens": [10, 30, 50, 0, 20]})
+                          "prompt_tokens": [100, 300, 1000, None, 400], "completion_tokens": [10, 30, 50, 0, 20],
+                          "cached_tokens": [0, 200, 0, None, 0]})
     tokens = add_counts([token_counts(frame), token_counts(frame.head(1))])
-    assert tokens == {"teacher": [500, 50], "escalation": [1000, 50], "calibration": [400, 20]}
-    # teacher 500 * 0.15 + 50 * 0.60 = 105 micro-dollars; escalation 1000 * 2.5 + 50 * 10 = 3,000;
-    # calibration 400 * 2.5 + 20 * 10 = 1,200
-    prices = {"teacher": (0.15, 0.60), "escalation": (2.5, 10.0), "calibration": (2.5, 10.0)}
+    assert tokens == {"teacher": [500, 50, 200], "escalation": [1000, 50, 0], "calibration": [400, 20, 0]}
+    # teacher 300 * 0.15 + 200 cached * 0.075 + 50 * 0.60 = 90 micro-dollars; escalation 1000 * 2.5 +
+    # 50 * 10 = 3,000; calibration 400 * 2.5 + 20 * 10 = 1,200
+    prices = {"teacher": Prices(0.15, 0.60, 0.075), "escalation": (2.5, 10.0), "calibration": (2.5, 10.0)}
     cost = label_cost(tokens, prices, kept_samples=3)
-    assert cost["teacher_cost_usd"] == {"calibration": 0.0012, "escalation": 0.003, "teacher": 0.000105}
-    assert cost["total_usd"] == 0.004305 and cost["cost_per_kept_sample_usd"] == 0.001435
+    assert cost["teacher_cost_usd"] == {"calibration": 0.0012, "escalation": 0.003, "teacher": 0.00009}
+    assert cost["total_usd"] == 0.00429 and cost["cost_per_kept_sample_usd"] == 0.00143
+    # without a cached price, cached input costs the full input price: 500 * 0.15 + 50 * 0.60 = 105
+    assert label_cost(tokens, {**prices, "teacher": Prices(0.15, 0.60)}, 3)["teacher_cost_usd"]["teacher"] == 0.000105
     assert cost_line(cost) == ("teacher cost $0.0043 (calibration $0.0012, escalation $0.0030, teacher $0.0001) "
-                               "for 3 kept samples: $0.001435 per kept sample")
+                               "for 3 kept samples: $0.001430 per kept sample")
     unpriced = label_cost(tokens, {**prices, "escalation": (None, None)}, kept_samples=3)
     assert unpriced["total_usd"] is None and unpriced["teacher_cost_usd"]["escalation"] is None
     assert cost_line(unpriced) is None   # unknown, not made up
@@ -358,7 +362,8 @@ def test_escalation_is_calibrated_on_labeled_samples_without_changing_their_labe
     assert all(e["verdict"] != "calibration_only" for e in report["examples"])
     # and what they cost is its own role
     assert report["label_cost"]["tokens"]["calibration"] == [measured["prompt_tokens"].sum(),
-                                                            measured["completion_tokens"].sum()]
+                                                            measured["completion_tokens"].sum(),
+                                                            measured["cached_tokens"].sum()]
 
 
 def test_a_killed_escalation_resumes_without_asking_again(project):

@@ -3,7 +3,8 @@
 Every answer in ``filtered`` carries the tokens it took when it was asked (a cached answer keeps
 the tokens it was paid for once), so the cost of a run's labels does not depend on how often it
 was materialized. Three roles are priced separately, each at its provider's ``price_in_per_mtok`` /
-``price_out_per_mtok`` (``provider_gateway.yaml``): the first teacher's answers, the escalation's
+``price_out_per_mtok`` (``provider_gateway.yaml``; prompt tokens the provider served from its prompt
+cache at ``price_cached_in_per_mtok``): the first teacher's answers, the escalation's
 answers that could become labels, and the escalation's ``calibration_only`` answers (bought to
 measure it, never a label). A teacher without prices leaves the cost unknown rather than made up.
 The LLM judge's tokens are not counted here.
@@ -17,37 +18,37 @@ from typing import Any
 import polars as pl
 
 from fastdistill_assets.gates.escalation import CALIBRATION_ONLY
-from fastdistill_assets.teacher.candidates import dollars
+from fastdistill_assets.teacher.provider_config import Prices, dollars
 
-Prices = tuple[float | None, float | None]   # dollars per million input tokens, per million output tokens
 TEACHER, ESCALATION, CALIBRATION = "teacher", "escalation", "calibration"
 
 
 def token_counts(frame: pl.DataFrame) -> dict[str, list[int]]:
-    """[input tokens, output tokens] per role in ``frame``: the first teacher's answers, the
-    escalation's, and its calibration-only ones. Reads label_source, reject_reason, prompt_tokens,
-    completion_tokens."""
+    """[input tokens, output tokens, cached input tokens] per role in ``frame``: the first teacher's
+    answers, the escalation's, and its calibration-only ones. Reads label_source, reject_reason,
+    prompt_tokens, completion_tokens, cached_tokens."""
     role = (pl.when(pl.col("reject_reason") == CALIBRATION_ONLY).then(pl.lit(CALIBRATION))
             .when(pl.col("label_source") == "escalated").then(pl.lit(ESCALATION)).otherwise(pl.lit(TEACHER)))
-    sums = frame.group_by(role.alias("role")).agg(pl.col("prompt_tokens").fill_null(0).sum(),
-                                                  pl.col("completion_tokens").fill_null(0).sum())
-    return {r: [int(i), int(o)] for r, i, o in sums.iter_rows()}
+    sums = frame.group_by(role.alias("role")).agg(*(pl.col(c).fill_null(0).sum() for c in (
+        "prompt_tokens", "completion_tokens", "cached_tokens")))
+    return {r: [int(i), int(o), int(c)] for r, i, o, c in sums.iter_rows()}
 
 
 def add_counts(parts: Iterable[Mapping[str, list[int]]]) -> dict[str, list[int]]:
     total: dict[str, list[int]] = {}
     for part in parts:
-        for role, (tokens_in, tokens_out) in part.items():
-            was = total.get(role, [0, 0])
-            total[role] = [was[0] + tokens_in, was[1] + tokens_out]
+        for role, counts in part.items():
+            was = total.get(role, [0, 0, 0])
+            total[role] = [a + b for a, b in zip(was, [*counts, 0, 0, 0][:3], strict=True)]
     return total
 
 
 def label_cost(tokens: Mapping[str, list[int]], prices: Mapping[str, Prices], kept_samples: int) -> dict[str, Any]:
     """Dollars per teacher role (``teacher_cost_usd``), their sum and ``cost_per_kept_sample_usd``;
     a figure is None where a role that spent tokens has no prices (its cost is unknown)."""
-    per_role = {role: dollars(tokens_in, tokens_out, prices.get(role, (None, None)))
-                for role, (tokens_in, tokens_out) in sorted(tokens.items())}
+    per_role = {role: dollars(counts[0], counts[1], prices.get(role, Prices(None, None)),
+                              counts[2] if len(counts) > 2 else 0)
+                for role, counts in sorted(tokens.items())}
     known = None not in per_role.values()
     total = round(sum(v for v in per_role.values() if v is not None), 6) if known else None
     return {"teacher_cost_usd": per_role, "total_usd": total, "tokens": dict(sorted(tokens.items())),

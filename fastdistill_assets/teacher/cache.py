@@ -55,6 +55,7 @@ class CachedResponse:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+    cached_tokens: int = 0            # prompt tokens the provider served from its prompt cache
     created_at: float | None = None   # epoch seconds when the response arrived (set by the cache)
 
 
@@ -69,8 +70,12 @@ class ResponseCache:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, content TEXT NOT NULL, "
-            "prompt_tokens INTEGER, completion_tokens INTEGER, latency_ms REAL, created_at REAL)"
+            "prompt_tokens INTEGER, completion_tokens INTEGER, latency_ms REAL, created_at REAL, "
+            "cached_tokens INTEGER)"
         )
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(responses)")}
+        if "cached_tokens" not in columns:   # a cache written before cached tokens were counted
+            self._conn.execute("ALTER TABLE responses ADD COLUMN cached_tokens INTEGER")
         self._conn.commit()
 
     def get_many(self, keys: list[str]) -> dict[str, CachedResponse]:
@@ -79,18 +84,19 @@ class ResponseCache:
             chunk = keys[start: start + 500]
             placeholders = ",".join("?" for _ in chunk)
             rows = self._conn.execute(
-                f"SELECT key, content, prompt_tokens, completion_tokens, latency_ms, created_at FROM responses "
-                f"WHERE key IN ({placeholders})", chunk)
-            for key, content, p, c, lat, created in rows:
-                found[key] = CachedResponse(content, p or 0, c or 0, lat or 0.0, created)
+                f"SELECT key, content, prompt_tokens, completion_tokens, latency_ms, cached_tokens, created_at "
+                f"FROM responses WHERE key IN ({placeholders})", chunk)
+            for key, content, p, c, lat, cached, created in rows:
+                found[key] = CachedResponse(content, p or 0, c or 0, lat or 0.0, cached or 0, created)
         return found
 
     def put(self, key: str, model: str, response: CachedResponse) -> None:
         """Store a response that has just arrived (``created_at`` is now)."""
         self._conn.execute(
-            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO responses (key, model, content, prompt_tokens, completion_tokens, latency_ms, "
+            "created_at, cached_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (key, model, response.content, response.prompt_tokens, response.completion_tokens,
-             response.latency_ms, time.time()))
+             response.latency_ms, time.time(), response.cached_tokens))
         self._conn.commit()
 
     def __len__(self) -> int:

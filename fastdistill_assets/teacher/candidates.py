@@ -14,6 +14,7 @@ import polars as pl
 from fastdistill_assets.config import RunConfig
 from fastdistill_assets.hashing import sha256_text
 from fastdistill_assets.teacher.generation import GenerationRequest, GenerationResult, Generator
+from fastdistill_assets.teacher.provider_config import Prices, dollars
 from fastdistill_assets.prompt_format import build_messages, prompt_hash
 from fastdistill_assets.timing import percentiles
 
@@ -44,6 +45,7 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
     **{c: pl.String() for c in CARRIED}, "candidate_id": pl.String(), "generation_index": pl.Int32(),
     "prompt_hash": pl.String(), "messages": pl.String(), "provider": pl.String(), "model": pl.String(),
     "raw_output": pl.String(), "prompt_tokens": pl.Int64(), "completion_tokens": pl.Int64(),
+    "cached_tokens": pl.Int64(),
     "latency_ms": pl.Float64(), "attempts": pl.Int32(), "cache_hit": pl.Boolean(), "retries": pl.String(),
     "error": pl.String(), "error_detail": pl.String(),
 }
@@ -57,6 +59,7 @@ def candidate_frame(carried: list[dict[str, Any]], results: list[GenerationResul
         assert base["candidate_id"] == res.request_id
         rows.append({**base, "provider": provider, "model": model, "raw_output": res.content,
                      "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens,
+                     "cached_tokens": res.cached_tokens,
                      "latency_ms": res.latency_ms, "attempts": res.attempts, "cache_hit": res.cache_hit,
                      "retries": json.dumps(res.retries_by_reason), "error": res.error,
                      "error_detail": res.error_detail})
@@ -68,19 +71,11 @@ def generate_part(canonical: pl.DataFrame, config: RunConfig, generator: Generat
     """One chunk of teacher_candidates: the requests of ``canonical``'s rows through ``generator``
     (a gateway session), and the chunk's accounting."""
     requests, carried = build_requests(canonical, config)
-    started, calls_before = time.perf_counter(), generator.calls
+    started, calls_before, fallbacks_before = time.perf_counter(), generator.calls, generator.n_fallbacks
     results = generator.run(requests) if requests else []
-    account = TeacherAccount().add(results, time.perf_counter() - started, generator.calls - calls_before)
+    account = TeacherAccount().add(results, time.perf_counter() - started, generator.calls - calls_before,
+                                   generator.n_fallbacks - fallbacks_before)
     return candidate_frame(carried, results, provider, generator.settings.model), account
-
-
-def dollars(input_tokens: int, output_tokens: int, prices: tuple[float | None, float | None]) -> float | None:
-    """What tokens cost at ``prices`` (dollars per million input and output tokens, as
-    provider_gateway.yaml gives them), or None when either price is unknown."""
-    price_in, price_out = prices
-    if price_in is None or price_out is None:
-        return None
-    return round((input_tokens * price_in + output_tokens * price_out) / 1e6, 6)
 
 
 @dataclass
@@ -97,6 +92,9 @@ class TeacherAccount:
     cache, is the throughput of the run that produced them: their tokens / (last arrival -
     earliest request), a request time being its arrival minus its latency. Answers produced by
     several runs (a resumed run) count the pause between them, so the figure is then a lower bound.
+    ``cached_input_tokens`` are the fresh calls' prompt tokens the provider served from its prompt
+    cache (priced at its cached input price); ``n_fallbacks`` the answers asked separately after an
+    ``n`` reply came back short.
     """
 
     requests: int = 0
@@ -107,15 +105,19 @@ class TeacherAccount:
     retries_by_reason: dict[str, int] = field(default_factory=dict)
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    n_fallbacks: int = 0
     fresh: int = 0
     fresh_latencies_ms: list[float] = field(default_factory=list)
     cold_tokens: int = 0
     cold_start: float | None = None
     cold_end: float | None = None
 
-    def add(self, results: list[GenerationResult], wall_s: float = 0.0, calls: int = 0) -> TeacherAccount:
+    def add(self, results: list[GenerationResult], wall_s: float = 0.0, calls: int = 0,
+            n_fallbacks: int = 0) -> TeacherAccount:
         self.requests += len(results)
         self.calls += calls
+        self.n_fallbacks += n_fallbacks
         self.wall_s += wall_s
         errors, retries = Counter(self.errors_by_reason), Counter(self.retries_by_reason)
         for r in results:
@@ -133,14 +135,15 @@ class TeacherAccount:
                 self.fresh += 1
                 self.input_tokens += r.prompt_tokens
                 self.output_tokens += r.completion_tokens
+                self.cached_input_tokens += r.cached_tokens
                 if r.latency_ms is not None:
                     self.fresh_latencies_ms.append(r.latency_ms)
         self.errors_by_reason, self.retries_by_reason = dict(errors), dict(retries)
         return self
 
     def merge(self, other: TeacherAccount) -> TeacherAccount:
-        for name in ("requests", "calls", "cache_hits", "wall_s", "input_tokens", "output_tokens", "fresh",
-                     "cold_tokens"):
+        for name in ("requests", "calls", "cache_hits", "wall_s", "input_tokens", "output_tokens",
+                     "cached_input_tokens", "n_fallbacks", "fresh", "cold_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors_by_reason = dict(Counter(self.errors_by_reason) + Counter(other.errors_by_reason))
         self.retries_by_reason = dict(Counter(self.retries_by_reason) + Counter(other.retries_by_reason))
@@ -163,12 +166,14 @@ class TeacherAccount:
         span = self.cold_end - self.cold_start
         return round(self.cold_tokens / span, 2) if span > 0 else None
 
-    def metadata(self, prices: tuple[float | None, float | None]) -> dict[str, Any]:
+    def metadata(self, prices: Prices) -> dict[str, Any]:
         acc: dict[str, Any] = {
             "requests": self.requests, "calls": self.calls, "cache_hits": self.cache_hits,
+            "n_fallbacks": self.n_fallbacks,
             "errors": sum(self.errors_by_reason.values()),
             "errors_by_reason": self.errors_by_reason, "retries_by_reason": self.retries_by_reason,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
             "teacher_cached_share": round(self.cache_hits / self.requests, 4) if self.requests else 0.0,
             "generation_wall_s": round(self.wall_s, 3),
             **{f"latency_{k}": v for k, v in percentiles(self.fresh_latencies_ms).items()},
@@ -179,13 +184,12 @@ class TeacherAccount:
         cold = self.cold_tokens_per_sec()
         if cold is not None:
             acc["teacher_tokens_per_sec_cold"] = cold
-        cost = dollars(self.input_tokens, self.output_tokens, prices)
+        cost = dollars(self.input_tokens, self.output_tokens, prices, self.cached_input_tokens)
         if cost is not None:
             acc["cost_usd"] = cost
         return acc
 
 
-def accounting(results: list[GenerationResult], wall_s: float, calls: int,
-               prices: tuple[float | None, float | None]) -> dict[str, Any]:
+def accounting(results: list[GenerationResult], wall_s: float, calls: int, prices: Prices) -> dict[str, Any]:
     """The accounting of one batch of results (see :class:`TeacherAccount`)."""
     return TeacherAccount().add(results, wall_s, calls).metadata(prices)

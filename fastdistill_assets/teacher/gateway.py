@@ -31,7 +31,7 @@ from fastdistill_assets.config import ERROR_PROFILE_KEY, ConfigError, DecodeProf
 from fastdistill_assets.teacher.cache import ResponseCache, endpoint_identity, local_identity
 from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationRequest, GenerationResult, Generator,
                                                    ProgressFn)
-from fastdistill_assets.teacher.provider_config import GatewayConfig, ProviderSettings, load_gateway_config
+from fastdistill_assets.teacher.provider_config import GatewayConfig, Prices, ProviderSettings, load_gateway_config
 from fastdistill_assets.teacher.server import (EMBEDDED_MODEL_NAME, ChatServer, InProcessChat, embedded_model,
                                                embedded_teacher)
 
@@ -166,12 +166,11 @@ class ProviderGateway(dg.ConfigurableResource):
             requests_per_minute=entry.requests_per_minute, tokens_per_minute=entry.tokens_per_minute,
             max_inflight_tokens=entry.max_inflight_tokens, backoff_base_s=entry.backoff_base_s,
             backoff_max_s=entry.backoff_max_s, temperature=decode.temperature, top_p=decode.top_p,
-            max_tokens=decode.max_tokens, send_seed=decode.num_generations > 1,
+            max_tokens=decode.max_tokens, send_seed=decode.num_generations > 1, supports_n=entry.supports_n,
         )
 
-    def prices(self, provider: str) -> tuple[float | None, float | None]:
-        entry = self.gateway_config().provider(provider)
-        return entry.price_in_per_mtok, entry.price_out_per_mtok
+    def prices(self, provider: str) -> Prices:
+        return self.gateway_config().provider(provider).prices()
 
     @contextlib.contextmanager
     def open(self, provider: str, model: str | None, decode: DecodeProfile,

@@ -6,6 +6,15 @@ never holds up the others. Each request is retried with exponential backoff and 
 the last retry it becomes a result with ``error`` set and the run goes on. Cached responses
 are served without a call, and each new response is cached the moment it arrives. Results
 come back in request order, one per request: nothing is lost or duplicated.
+
+Where the provider accepts OpenAI's ``n`` (``supports_n``), the consecutive answers of one prompt
+(same ``prompt_hash``, consecutive ``generation_index``) go as one request for ``n`` choices: the
+prompt is paid once. Choice ``i`` is the answer of ``generation_index`` = first index + ``i`` (with
+``seed`` = the first index, as a separate request for that index would send), and each is cached
+under its own key, so a re-run makes no call either way. A reply with fewer choices than asked
+(a provider that ignores ``n``) is completed by separate seeded requests for the rest, counted in
+``n_fallbacks``. The usage of an ``n`` request is split over its answers (the prompt's tokens on
+the first, the completion tokens evenly), so sums stay exact.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import asyncio
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +59,7 @@ class GenerationResult:
     error: str | None = None
     error_detail: str | None = None
     cached_at: float | None = None   # a cache hit: epoch seconds when the cached answer arrived
+    cached_tokens: int = 0     # prompt tokens the provider served from its prompt cache (usage's cached_tokens)
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ class EndpointSettings:
     top_p: float = 1.0
     max_tokens: int = 256
     send_seed: bool = False
+    supports_n: bool = False   # one request for several answers of a prompt (OpenAI's ``n``)
     transport: Any = field(default=None, repr=False, compare=False)  # an httpx transport (in-process answers)
 
 
@@ -127,18 +139,57 @@ def classify(err: BaseException) -> _CallError:
     return _CallError("unexpected", type(err).__name__)
 
 
+@dataclass(frozen=True)
+class _Limiters:
+    rpm: PerMinuteLimiter
+    tpm: PerMinuteLimiter
+    budget: TokenBudget
+
+
 def _estimate_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
     return sum(len(m.get("content", "")) for m in messages) // 4 + max_tokens
 
 
+def _groups(requests: Sequence[GenerationRequest], pending: list[int], supports_n: bool) -> list[list[int]]:
+    """Pending requests in groups that one ``n`` request can answer: consecutive generation indices
+    of one prompt (singletons where the provider does not accept ``n``)."""
+    groups: list[list[int]] = []
+    for i in pending:
+        last = groups[-1][-1] if groups else None
+        if (supports_n and last is not None and requests[last].prompt_hash == requests[i].prompt_hash
+                and requests[last].generation_index + 1 == requests[i].generation_index):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` near-equal integers that sum to it (the remainder first)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+@dataclass(frozen=True)
+class _Reply:
+    contents: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
 class Generator:
-    """Runs requests against one endpoint with a cache; see the module docstring."""
+    """Runs requests against one endpoint with a cache; see the module docstring.
+
+    ``calls`` counts HTTP requests made, ``n_fallbacks`` the answers asked separately because an
+    ``n`` reply came back short."""
 
     def __init__(self, settings: EndpointSettings, cache: ResponseCache | None, decode_profile: str,
                  progress: ProgressFn | None = None, progress_every_s: float = 5.0) -> None:
         self.settings, self.cache, self.decode_profile = settings, cache, decode_profile
         self.progress, self.progress_every_s = progress, progress_every_s
         self.calls = 0
+        self.n_fallbacks = 0
         self._rng = random.Random(0)
 
     def key(self, request: GenerationRequest) -> str:
@@ -162,7 +213,7 @@ class Generator:
             if hit:
                 results[i] = GenerationResult(request.request_id, hit.content, hit.prompt_tokens,
                                               hit.completion_tokens, hit.latency_ms, 0, {}, True,
-                                              cached_at=hit.created_at)
+                                              cached_at=hit.created_at, cached_tokens=hit.cached_tokens)
             else:
                 pending.append(i)
         if pending:
@@ -180,63 +231,88 @@ class Generator:
                                               **({'transport': s.transport} if s.transport else {}))
         client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.api_key or "not-needed", max_retries=0,
                                     timeout=s.timeout_s, http_client=http)
-        rpm, tpm, budget = PerMinuteLimiter(s.requests_per_minute), PerMinuteLimiter(s.tokens_per_minute), \
-            TokenBudget(s.max_inflight_tokens)
-        queue = iter(pending)
+        limiter = _Limiters(PerMinuteLimiter(s.requests_per_minute), PerMinuteLimiter(s.tokens_per_minute),
+                            TokenBudget(s.max_inflight_tokens))
+        groups = _groups(requests, pending, s.supports_n)
+        queue = iter(groups)
         total, started = len(requests), time.monotonic()
         state = {"done": already_done, "last": started}
 
         async def worker() -> None:
-            for index in queue:
-                request = requests[index]
-                results[index] = await self._one(client, request, rpm, tpm, budget)
-                state["done"] += 1
+            for group in queue:
+                answered = await self._request(client, [requests[i] for i in group], limiter)
+                missing = group[len(answered):]
+                self.n_fallbacks += len(missing)
+                for index in missing:   # an ``n`` reply with fewer choices: the rest one by one
+                    answered += await self._request(client, [requests[index]], limiter)
+                for index, result in zip(group, answered, strict=True):
+                    results[index] = result
+                state["done"] += len(group)
                 now = time.monotonic()
                 if self.progress and (now - state["last"] >= self.progress_every_s or state["done"] == total):
                     state["last"] = now
                     self.progress(state["done"], total, now - started)
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(s.concurrency, len(pending)))))
+            await asyncio.gather(*(worker() for _ in range(min(s.concurrency, len(groups)))))
         finally:
             await client.close()
 
-    async def _one(self, client: openai.AsyncOpenAI, request: GenerationRequest, rpm: PerMinuteLimiter,
-                   tpm: PerMinuteLimiter, budget: TokenBudget) -> GenerationResult:
-        s = self.settings
-        result = GenerationResult(request.request_id)
-        estimate = _estimate_tokens(request.messages, s.max_tokens)
+    async def _request(self, client: openai.AsyncOpenAI, group: list[GenerationRequest],
+                       limiter: _Limiters) -> list[GenerationResult]:
+        """One request for ``group``'s answers (``n`` = its size), retried. Returns a result per
+        answer that came back, in order (fewer than asked when an ``n`` reply is short); on a
+        final failure, an error result for each of the group."""
+        s, head = self.settings, group[0]
+        attempts, retries = 0, Counter[str]()
+        estimate = _estimate_tokens(head.messages, s.max_tokens * len(group))
         for attempt in range(1, s.max_retries + 2):
-            result.attempts = attempt
-            await rpm.acquire(1)
-            await tpm.acquire(estimate)
-            held = await budget.acquire(estimate)
+            attempts = attempt
+            await limiter.rpm.acquire(1)
+            await limiter.tpm.acquire(estimate)
+            held = await limiter.budget.acquire(estimate)
             started = time.perf_counter()
             try:
-                response = await self._call(client, request)
+                reply = await self._call(client, head, len(group))
             except Exception as err:  # noqa: BLE001 - every failure is classified, none escapes
                 failure = classify(err)
-                await budget.release(held)
+                await limiter.budget.release(held)
                 if failure.reason not in RETRYABLE or attempt > s.max_retries:
-                    result.error, result.error_detail = failure.reason, redact(failure.detail, s.api_key)
-                    return result
-                result.retries_by_reason[failure.reason] = result.retries_by_reason.get(failure.reason, 0) + 1
+                    failed = [GenerationResult(r.request_id, attempts=attempts, error=failure.reason,
+                                               error_detail=redact(failure.detail, s.api_key)) for r in group]
+                    failed[0].retries_by_reason = dict(retries)
+                    return failed
+                retries[failure.reason] += 1
                 await asyncio.sleep(self._backoff(attempt, failure.retry_after))
                 continue
-            await budget.release(held)
-            result.latency_ms = (time.perf_counter() - started) * 1000
-            result.content, result.prompt_tokens, result.completion_tokens = response
-            result.error = None
-            if self.cache is not None:
-                self.cache.put(self.key(request), s.model, CachedResponse(
-                    result.content, result.prompt_tokens, result.completion_tokens, result.latency_ms))
-            return result
+            await limiter.budget.release(held)
+            latency_ms = (time.perf_counter() - started) * 1000
+            return self._answered(group, reply, latency_ms, attempts, dict(retries))
         raise AssertionError("unreachable")
 
-    async def _call(self, client: openai.AsyncOpenAI, request: GenerationRequest) -> tuple[str, int, int]:
+    def _answered(self, group: list[GenerationRequest], reply: _Reply, latency_ms: float, attempts: int,
+                  retries: dict[str, int]) -> list[GenerationResult]:
+        """Results for the choices that came back, the usage split over them, each cached."""
+        contents = reply.contents[:len(group)]
+        completion = _split(reply.completion_tokens, len(contents))
+        results = []
+        for i, (request, content) in enumerate(zip(group, contents, strict=False)):
+            first = i == 0
+            result = GenerationResult(request.request_id, content, reply.prompt_tokens if first else 0, completion[i],
+                                      latency_ms, attempts, retries if first else {},
+                                      cached_tokens=reply.cached_tokens if first else 0)
+            results.append(result)
+            if self.cache is not None:
+                self.cache.put(self.key(request), self.settings.model, CachedResponse(
+                    content, result.prompt_tokens, result.completion_tokens, latency_ms, result.cached_tokens))
+        return results
+
+    async def _call(self, client: openai.AsyncOpenAI, request: GenerationRequest, n: int = 1) -> _Reply:
         s = self.settings
         body: dict[str, Any] = {"model": s.model, "messages": request.messages, "temperature": s.temperature,
                                 "top_p": s.top_p, "max_tokens": s.max_tokens}
+        if n > 1:
+            body["n"] = n
         if s.send_seed:
             body["seed"] = request.generation_index
         self.calls += 1
@@ -245,11 +321,16 @@ class Generator:
         completion = await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
         if isinstance(completion, str) or not getattr(completion, "choices", None):
             raise _CallError("bad_response", "response has no choices")
-        content = completion.choices[0].message.content
-        if not isinstance(content, str):
-            raise _CallError("bad_response", "response has no message content")
+        contents: list[str] = []
+        for choice in sorted(completion.choices, key=lambda c: c.index):
+            if not isinstance(choice.message.content, str):
+                raise _CallError("bad_response", "response has no message content")
+            contents.append(choice.message.content)
         usage = completion.usage
-        return content, (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0)
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        cached = getattr(details, "cached_tokens", None) or 0
+        return _Reply(contents, usage.prompt_tokens if usage else 0,
+                      usage.completion_tokens if usage else 0, int(cached))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

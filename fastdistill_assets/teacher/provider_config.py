@@ -7,13 +7,33 @@ per provider name; an entry's settings win over ``defaults``, which win over the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fastdistill_assets.config import ConfigError, read_yaml, validated
 
 LOCAL_PROVIDERS = ("embedded", "student")   # served on 127.0.0.1 by the gateway itself
+
+
+class Prices(NamedTuple):
+    """Dollars per million tokens: input, output and input served from the provider's prompt cache
+    (None: the full input price). An unknown input or output price leaves a cost unknown."""
+
+    price_in: float | None
+    price_out: float | None
+    price_cached_in: float | None = None
+
+
+def dollars(input_tokens: int, output_tokens: int, prices: Prices, cached_tokens: int = 0) -> float | None:
+    """What tokens cost at ``prices``, ``cached_tokens`` of the input at the cached price; None when
+    the input or output price is unknown."""
+    prices = Prices(*prices)   # a plain (in, out) tuple too
+    if prices.price_in is None or prices.price_out is None:
+        return None
+    cached_price = prices.price_in if prices.price_cached_in is None else prices.price_cached_in
+    return round(((input_tokens - cached_tokens) * prices.price_in + cached_tokens * cached_price
+                  + output_tokens * prices.price_out) / 1e6, 6)
 
 
 class ProviderSettings(BaseModel):
@@ -33,11 +53,16 @@ class ProviderSettings(BaseModel):
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     price_in_per_mtok: float | None = Field(default=None, ge=0)
+    price_cached_in_per_mtok: float | None = Field(default=None, ge=0)  # a prompt-cache hit's input (null: full price)
     price_out_per_mtok: float | None = Field(default=None, ge=0)
+    supports_n: bool = False    # accepts OpenAI's ``n``: one request for all of a prompt's answers
     in_process: bool = False    # embedded only: answer in this process, no local server (for benchmarks)
     # served on 127.0.0.1 by the gateway as the embedded teacher or a student (the entries named
     # embedded and student are); lets another entry serve the embedded teacher under its own prices
     serves: Literal["embedded", "student"] | None = None
+
+    def prices(self) -> Prices:
+        return Prices(self.price_in_per_mtok, self.price_out_per_mtok, self.price_cached_in_per_mtok)
 
     def local_kind(self, provider: str) -> str | None:
         """What the gateway serves itself for this entry (``embedded``, ``student``), or None for a remote one."""

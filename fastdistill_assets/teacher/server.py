@@ -1,7 +1,11 @@
 """An OpenAI-compatible HTTP server that ships in the package.
 
 Serves ``POST /v1/chat/completions`` and ``GET /v1/models`` for a chat model (the embedded
-baseline teacher, or a trained student), on 127.0.0.1. A fault-injecting mode adds fixed or
+baseline teacher, or a trained student), on 127.0.0.1. It honours OpenAI's ``n`` (choice ``i``
+sampled with ``seed + i``, so it equals a separate request with that seed; ``ignore_n`` answers
+one choice, like a provider without ``n``), and reports ``prompt_tokens_details.cached_tokens``
+the way OpenAI's prompt caching does: a prompt of at least 1,024 tokens whose prefix it has seen
+before has that prefix, in steps of 128 tokens, served from its cache. A fault-injecting mode adds fixed or
 random latency and a share of 429s (with Retry-After), 500s, timeouts (a reply slower than
 the client's timeout), truncated bodies and non-JSON bodies, for the tests and benchmarks.
 """
@@ -9,6 +13,7 @@ the client's timeout), truncated bodies and non-JSON bodies, for the tests and b
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import json
 import random
@@ -49,6 +54,7 @@ class FaultConfig:
     fail_first: int = 0
     fail_first_kind: str = "server_error"
     seed: int = 0
+    ignore_n: bool = False   # answer one choice whatever ``n`` asks (a provider without ``n``)
 
 
 EMBEDDED_MODEL_NAME = "baseline-schema-linker"
@@ -64,6 +70,7 @@ class ServerStats:
     """What the server saw: calls per request key and faults injected."""
 
     calls: Counter[str] = field(default_factory=Counter)
+    answers: int = 0          # choices returned (an ``n`` request returns several)
     faults: Counter[str] = field(default_factory=Counter)
     completed: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
@@ -149,11 +156,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "timeout":
             time.sleep(server.faults.timeout_sleep_s)
         try:
-            content = server.model(messages, {k: request.get(k) for k in ("temperature", "top_p", "seed", "max_tokens")})
+            contents = sample_choices(server.model, request, server.faults.ignore_n)
         except Exception as err:  # a model failure is the server's 500, never a crash
             self._send(500, json.dumps({"error": {"message": f"model failed: {type(err).__name__}"}}).encode())
             return
-        body = json.dumps(_completion(request, content, server.model_name)).encode()
+        body = json.dumps(_completion(request, contents, server.model_name, server.prompt_cache)).encode()
         if fault == "truncated":
             self._send(200, body[: len(body) // 2], content_length=len(body))
             self.close_connection = True
@@ -163,20 +170,60 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with server.stats.lock:
             server.stats.completed[key] += 1
+            server.stats.answers += len(contents)
         self._send(200, body)
 
 
-def _completion(request: dict[str, Any], content: str, model: str) -> dict[str, Any]:
+def sample_choices(model: ChatModel, request: dict[str, Any], ignore_n: bool = False) -> list[str]:
+    """The model's choices for a request: ``n`` of them (1 with ``ignore_n``), choice ``i`` with
+    ``seed + i`` (seed 0 when the request has none), so it equals a separate request with that seed."""
+    params = {k: request.get(k) for k in ("temperature", "top_p", "seed", "max_tokens")}
+    n = 1 if ignore_n else max(1, int(request.get("n") or 1))
+    if n == 1:
+        return [model(request["messages"], params)]
+    return [model(request["messages"], {**params, "seed": (params["seed"] or 0) + i}) for i in range(n)]
+
+
+class PromptCache:
+    """OpenAI's prompt caching, emulated: a prompt of at least ``min_tokens`` tokens is served from
+    the cache for its longest prefix seen before, counted in steps of ``step`` tokens."""
+
+    def __init__(self, min_tokens: int = 1024, step: int = 128) -> None:
+        self.min_tokens, self.step = min_tokens, step
+        self._seen: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def cached_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """Tokens of ``messages``' prefix served from the cache; remembers its prefixes."""
+        tokens = [t for m in messages for t in (str(m.get("role", "")), *str(m.get("content", "")).split())]
+        if len(tokens) < self.min_tokens:
+            return 0
+        digest, prefixes, done = hashlib.sha256(), [], 0
+        for end in range(self.min_tokens, len(tokens) + 1, self.step):
+            digest.update("".join(f"{token}\x00" for token in tokens[done:end]).encode())
+            done = end
+            prefixes.append((end, digest.copy().digest()))
+        with self._lock:
+            hits = [end for end, key in prefixes if key in self._seen]
+            self._seen.update(key for _, key in prefixes)
+        return max(hits, default=0)
+
+
+def _completion(request: dict[str, Any], contents: list[str], model: str,
+                prompt_cache: PromptCache | None = None) -> dict[str, Any]:
     prompt_tokens = sum(count_tokens(str(m.get("content", ""))) for m in request["messages"])
-    completion_tokens = count_tokens(content)
+    completion_tokens = sum(count_tokens(content) for content in contents)
+    cached = prompt_cache.cached_tokens(request["messages"]) if prompt_cache else 0
     return {
-        "id": "chatcmpl-" + sha256_json([request["messages"], content])[:24],
+        "id": "chatcmpl-" + sha256_json([request["messages"], contents])[:24],
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.get("model") or model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                    for i, content in enumerate(contents)],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+                  "total_tokens": prompt_tokens + completion_tokens,
+                  "prompt_tokens_details": {"cached_tokens": min(cached, prompt_tokens)}},
     }
 
 
@@ -189,6 +236,7 @@ class _ChatServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.model, self.model_name, self.faults, self.api_key = model, model_name, faults, api_key
         self.stats = ServerStats()
+        self.prompt_cache = PromptCache()
         self._rng = random.Random(faults.seed)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -267,17 +315,17 @@ class InProcessChat(_HTTP.AsyncBaseTransport):  # type: ignore[name-defined,misc
 
     def __init__(self, model: ChatModel, model_name: str) -> None:
         self.model, self.model_name = model, model_name
+        self.prompt_cache = PromptCache()
 
     async def handle_async_request(self, request: Any) -> Any:
         if request.method != "POST" or not request.url.path.rstrip("/").endswith("/chat/completions"):
             return _HTTP.Response(404, json={"error": {"message": "not found"}})
         body = json.loads(await request.aread())
         try:
-            content = self.model(body["messages"], {k: body.get(k) for k in ("temperature", "top_p", "seed",
-                                                                              "max_tokens")})
+            contents = sample_choices(self.model, body)
         except Exception as err:  # a model failure is a 500, as from the server
             return _HTTP.Response(500, json={"error": {"message": f"model failed: {type(err).__name__}"}})
-        return _HTTP.Response(200, json=_completion(body, content, self.model_name))
+        return _HTTP.Response(200, json=_completion(body, contents, self.model_name, self.prompt_cache))
 
 
 def embedded_model(error_profile: TeacherErrorProfile | None = None) -> ChatModel:
