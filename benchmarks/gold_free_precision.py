@@ -54,7 +54,8 @@ from fastdistill_assets.proportions import wilson_interval
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.teacher import embedded
-from fastdistill_assets.teacher.candidates import build_requests, dollars
+from fastdistill_assets.teacher.candidates import build_requests
+from fastdistill_assets.teacher.provider_config import dollars
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.server import count_tokens
 

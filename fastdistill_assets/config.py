@@ -187,16 +187,36 @@ class TeacherConfig(_Strict):
         return _overrides(self.base_url, self.timeout_s, self.concurrency, self.active_error_profile())
 
 
+ADAPTIVE_KEYS = {"adaptive", "initial_generations", "stop_margin"}
+
+
 class DecodeProfile(_Strict):
+    """How answers are drawn. With ``adaptive``, a question gets ``initial_generations`` answers and
+    more, one per round up to ``num_generations``, only while it is not settled
+    (``gates.adaptive``: the consistency gate's verdict can still change, and the majority does not
+    lead the runner-up by ``stop_margin`` answers)."""
+
     name: str = "greedy"
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(default=256, ge=1)
     num_generations: int = Field(default=1, ge=1)
+    adaptive: bool = False
+    initial_generations: int = Field(default=2, ge=1)
+    stop_margin: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _initial_within_most(self) -> DecodeProfile:
+        if self.adaptive and self.initial_generations > self.num_generations:
+            raise ValueError(f"initial_generations ({self.initial_generations}) must be at most num_generations "
+                             f"({self.num_generations}), the most answers a question gets")
+        return self
 
     def key(self) -> str:
-        """The decode_profile string used by the data contract and the response cache."""
-        return stable_json(self.model_dump())
+        """The decode_profile string used by the data contract and the response cache: how each
+        answer is drawn, not how many are (the adaptive settings), so an adaptive run and a fixed
+        one share sample ids and cached answers."""
+        return stable_json(self.model_dump(exclude=ADAPTIVE_KEYS))
 
 
 class RecipeConfig(_Strict):

@@ -1,5 +1,6 @@
 """Inference plane asset: teacher_candidates (a sharded stage, see ``assets.sharding``)."""
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,9 @@ import polars as pl
 from fastdistill_assets.assets.sharding import (ShardedStage, StageStep, row_chunks, sharded_asset, stage_metadata,
                                                 stage_span_s)
 from fastdistill_assets.chunks import ChunkedFrame, ChunkSpool, ChunkWork
+from fastdistill_assets.gates.adaptive import SamplingSummary, SettleRule, sample_adaptively
+from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
+from fastdistill_assets.processes import step_workers
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.storage import StageScan
 from fastdistill_assets.teacher.candidates import CANDIDATE_SCHEMA, TeacherAccount, generate_part
@@ -17,29 +21,46 @@ from fastdistill_assets.teacher.candidates import CANDIDATE_SCHEMA, TeacherAccou
 
 @contextmanager
 def _generate(step: StageStep) -> Iterator[ChunkWork]:
-    config, context = step.frozen.config, step.context
-    with step.teacher.session(config.teacher.provider, config.teacher.model, config.decode,
-                              overrides=config.teacher.endpoint_overrides()) as generator:
+    config, context, decode = step.frozen.config, step.context, step.frozen.config.decode
+    with contextlib.ExitStack() as stack:
+        generator = stack.enter_context(step.teacher.session(config.teacher.provider, config.teacher.model, decode,
+                                                             overrides=config.teacher.endpoint_overrides()))
+        if decode.adaptive:   # the answers are gated as they arrive, to stop asking once a question is settled
+            workers = gate_workers(step_workers(config.scale.workers, config.scale.shards),
+                                   config.scale.chunk_rows * decode.initial_generations)
+            runner = stack.enter_context(GateWorkers(workers, step.frozen.gates.execution))
+
         def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-            frame, account = generate_part(chunk, config, generator, config.teacher.provider)
-            context.log.info(f"teacher: chunk {index} done ({frame.height} candidates)")
-            return frame, {"account": account.to_json(), "model": generator.settings.model}
+            sampling = None
+            if decode.adaptive:
+                rule = SettleRule(step.frozen.gates, decode.num_generations, decode.stop_margin,
+                                  config.recipe.rationale, runner)
+                frame, account, summary = sample_adaptively(chunk, config, generator, config.teacher.provider, rule)
+                sampling = summary.to_json()
+            else:
+                frame, account = generate_part(chunk, config, generator, config.teacher.provider)
+            context.log.info(f"teacher: chunk {index} done ({frame.height} candidates"
+                             + (f" of {sampling['answers_fixed']}, {sampling['rounds']} rounds)" if sampling else ")"))
+            return frame, {"account": account.to_json(), "model": generator.settings.model, "sampling": sampling}
         yield work
 
 
 def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
     provider = step.frozen.config.teacher.provider
-    account, models = TeacherAccount(), set()
+    account, models, sampling = TeacherAccount(), set(), SamplingSummary()
     for index in range(count):
         summary = spool.summary(index)
         account.merge(TeacherAccount.from_json(summary["account"]))
         models.add(summary["model"])
+        if summary.get("sampling"):
+            sampling.merge(summary["sampling"])
     account.wall_s = stage_span_s(spool, count)  # the rates over the stage's span (shards run side by side)
     acc = account.metadata(step.teacher.prices(provider))
     step.context.add_output_metadata({
         **stage_metadata(step, spool, count, account.requests, account.fresh_latencies_ms),
         **{k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in acc.items()},
         "provider": provider, "model": ", ".join(sorted(models)),
+        **(sampling.metadata() if step.frozen.config.decode.adaptive else {}),
     })
     return ChunkedFrame(spool.parts(count), schema=CANDIDATE_SCHEMA, spool=spool)
 
@@ -48,6 +69,7 @@ def _depends_on(step: StageStep, canonical: StageScan | None) -> dict[str, Any]:
     config = step.frozen.config
     return {"config": step.frozen.config_hash, "rows": config.scale.chunk_rows,
             "canonical": canonical.manifest.get("content_hash") if canonical else None,
+            "gates": step.frozen.gates_hash if config.decode.adaptive else None,   # adaptive: the stopping rule's
             # the model a null ``teacher.model`` reaches is the gateway's default, outside the run config
             "teacher": step.teacher.teacher_identity(config.teacher.provider, config.teacher.model,
                                                      config.teacher.endpoint_overrides())}
@@ -70,6 +92,11 @@ Streams: canonical is read in chunks of `scale.chunk_rows` samples, and each chu
 are written as a part as soon as they are back, so memory stays bounded and a killed step
 resumes from the parts it finished (the response cache covers the chunk in flight). With
 `scale.shards` K the chunks are spread over K Dagster steps (`teacher_candidates_shard`).
+
+With `decode.adaptive` a question gets `decode.initial_generations` answers and more, one per
+round, only while the gates say it is not settled (`gates.adaptive`): the answers are gated as
+they arrive, read-only with the run's limits, and the rows are those a fixed run would have for
+the answers drawn. The metadata's `adaptive_*` figures say how many were drawn of how many.
 
 Reads canonical: sample_id, split, question, evidence, schema, sample_rows, gold_sql, db_path, dialect.
 Writes: candidate_id, sample_id, generation_index, prompt_hash, messages, raw_output, provider,

@@ -126,6 +126,8 @@ class Escalator:
 
     def __init__(self, gateway: ProviderGateway, escalate: EscalateConfig, decode: DecodeProfile) -> None:
         self.gateway, self.escalate = gateway, escalate
+        # escalated answers count on after the first teacher's most (an adaptive run's too)
+        self.first_index = decode.num_generations
         # one answer: the stronger teacher's greedy one (reproducible); several: sampled like the first's
         self.decode = decode.model_copy(update={
             "name": f"{decode.name}-escalate", "num_generations": escalate.num_generations,

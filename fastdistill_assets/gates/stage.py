@@ -74,7 +74,7 @@ def _escalate(frame: pl.DataFrame, gated: pl.DataFrame, gates: GatesConfig, reci
     labeled = unsettled_samples(shadow_view(frame), escalate.reasons, unexecuted=alone) if escalate.calibrate else []
     if not gold_free and not labeled:
         return frame, outcome, 0
-    first_index = int(frame["generation_index"].max() or 0) + 1
+    first_index = max(escalator.first_index, int(frame["generation_index"].max() or 0) + 1)
     requests, carried = escalation_requests(frame, gold_free + labeled, escalate.num_generations, first_index)
     asked, outcome.account, outcome.model = escalator.frame(requests, carried)
     esc_gated = gate_frame(asked, gates, rationale=recipe.rationale, runner=runner)
