@@ -192,9 +192,9 @@ ADAPTIVE_KEYS = {"adaptive", "initial_generations", "stop_margin"}
 
 class DecodeProfile(_Strict):
     """How answers are drawn. With ``adaptive``, a question gets ``initial_generations`` answers and
-    more, one per round up to ``num_generations``, only while it is not settled
-    (``gates.adaptive``: the consistency gate's verdict can still change, and the majority does not
-    lead the runner-up by ``stop_margin`` answers)."""
+    more, round by round up to ``num_generations``, only while it is not settled (``gates.adaptive``:
+    settled when the consistency gate keeps its majority now and that majority leads the runner-up by
+    ``stop_margin`` answers or cannot lose it, or when no result could still become a kept majority)."""
 
     name: str = "greedy"
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
@@ -215,7 +215,7 @@ class DecodeProfile(_Strict):
     def key(self) -> str:
         """The decode_profile string used by the data contract and the response cache: how each
         answer is drawn, not how many are (the adaptive settings), so an adaptive run and a fixed
-        one share sample ids and cached answers."""
+        one with the same ``num_generations`` share sample ids and cached answers."""
         return stable_json(self.model_dump(exclude=ADAPTIVE_KEYS))
 
 

@@ -40,6 +40,7 @@ CONSISTENCY = ConsistencyGates()   # min_executed 2, min_agreement 0.6, degenera
     ([None, None, None, None], None, 3, True, None),  # hopeless: at most one could execute
     ([None, None], None, 3, False, 2),              # two new answers that agree could be kept
     (["E", "E"], [True, True], 3, False, 3),        # a degenerate majority is no evidence: 3 new could win
+    (["E", "A"], [True, False], 3, False, 2),       # A A would settle it (3 to 1), though E ties A now
     (["A", "B", "A", "B", "A"], None, 3, True, None),  # nothing left to ask
 ])
 def test_stopping_rule_on_hand_made_answers(answers, degenerate, margin, is_settled, needed):

@@ -259,6 +259,16 @@ def test_a_provider_that_ignores_n_is_completed_by_separate_requests_counted(tmp
     assert server.stats.total_calls == 15
 
 
+def test_a_provider_that_refuses_n_gets_separate_requests_counted():
+    requests = _sampled_requests(3, 3)
+    with embedded_teacher(FaultConfig(refuse_n=True), error_profile=NOISY) as server:
+        expected = [r.content for r in Generator(fast_settings(server.base_url, **SAMPLED), None, "d").run(requests)]
+        generator = Generator(fast_settings(server.base_url, supports_n=True, **SAMPLED), None, "d")
+        results = generator.run(requests)
+    assert [r.content for r in results] == expected and all(r.error is None for r in results)
+    assert (generator.calls, generator.n_fallbacks) == (3 + 9, 9)   # each refused n request, then one per answer
+
+
 def test_a_failed_n_request_is_an_error_row_per_answer_and_nothing_is_lost():
     requests = _sampled_requests(4, 3)
     with embedded_teacher(FaultConfig(server_error=1.0)) as server:
@@ -295,5 +305,6 @@ def test_prompt_cache_serves_the_longest_prefix_seen_in_steps(seen, prompt, expe
 
     cache = PromptCache()
     for length in seen:
-        cache.cached_tokens(messages(length))
+        assert cache.cached_tokens(messages(length)) == 0   # nothing is cached before it is answered
+        cache.remember(messages(length))
     assert cache.cached_tokens(messages(prompt)) == expected

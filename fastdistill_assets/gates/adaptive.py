@@ -88,13 +88,12 @@ NEW_RESULT = "\x00new"   # a result no answer has given yet
 def answers_needed(signatures: Sequence[str | None], degenerate: Sequence[bool | None], most: int,
                    config: ConsistencyGates, stop_margin: int) -> int:
     """How many answers to ask next for an unsettled question, in one request: the fewest after which
-    it could be :func:`decided` (all of them giving the leading result, or all a result not seen
-    yet), so no request is paid that could not settle it; the remaining answers if none could."""
+    it could be :func:`decided` (all of them giving one of the results seen so far, or all a result
+    not seen yet), so no request is paid that could not settle it; the remaining answers if none could."""
     remaining = most - len(signatures)
-    ranked = Counter(s for s in signatures if s is not None).most_common()
-    leaders = [ranked[0][0]] if ranked else []
+    candidates = [s for s, _ in Counter(s for s in signatures if s is not None).most_common()]
     for k in range(1, remaining + 1):
-        for joined in (*leaders, NEW_RESULT):
+        for joined in (*candidates, NEW_RESULT):
             if decided([*signatures, *[joined] * k], [*degenerate, *[False] * k], most, config, stop_margin):
                 return k
     return max(remaining, 1)

@@ -140,9 +140,10 @@ class Escalator:
         if self._generator is None:
             self._generator = self._stack.enter_context(self.gateway.session(
                 self.escalate.provider, self.escalate.model, self.decode, overrides=self.escalate.endpoint_overrides()))
-        started, calls_before = time.perf_counter(), self._generator.calls
+        started, calls_before, fallbacks_before = time.perf_counter(), self._generator.calls, self._generator.n_fallbacks
         results = self._generator.run(requests)
-        account = TeacherAccount().add(results, time.perf_counter() - started, self._generator.calls - calls_before)
+        account = TeacherAccount().add(results, time.perf_counter() - started, self._generator.calls - calls_before,
+                                       self._generator.n_fallbacks - fallbacks_before)
         return results, account, self._generator.settings.model
 
     def frame(self, requests: Sequence[GenerationRequest], carried: list[dict[str, Any]]) -> tuple[pl.DataFrame,

@@ -29,6 +29,8 @@ def token_counts(frame: pl.DataFrame) -> dict[str, list[int]]:
     prompt_tokens, completion_tokens, cached_tokens."""
     role = (pl.when(pl.col("reject_reason") == CALIBRATION_ONLY).then(pl.lit(CALIBRATION))
             .when(pl.col("label_source") == "escalated").then(pl.lit(ESCALATION)).otherwise(pl.lit(TEACHER)))
+    if "cached_tokens" not in frame.columns:   # candidates written before cached tokens were read
+        frame = frame.with_columns(pl.lit(0, pl.Int64).alias("cached_tokens"))
     sums = frame.group_by(role.alias("role")).agg(*(pl.col(c).fill_null(0).sum() for c in (
         "prompt_tokens", "completion_tokens", "cached_tokens")))
     return {r: [int(i), int(o), int(c)] for r, i, o, c in sums.iter_rows()}

@@ -75,7 +75,11 @@ class ResponseCache:
         )
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(responses)")}
         if "cached_tokens" not in columns:   # a cache written before cached tokens were counted
-            self._conn.execute("ALTER TABLE responses ADD COLUMN cached_tokens INTEGER")
+            try:
+                self._conn.execute("ALTER TABLE responses ADD COLUMN cached_tokens INTEGER")
+            except sqlite3.OperationalError as err:   # another process added it first
+                if "duplicate column" not in str(err):
+                    raise
         self._conn.commit()
 
     def get_many(self, keys: list[str]) -> dict[str, CachedResponse]:

@@ -13,7 +13,7 @@ prompt is paid once. Choice ``i`` is the answer of ``generation_index`` = first 
 ``seed`` = the first index, as a separate request for that index would send), and each is cached
 under its own key, so a re-run makes no call either way. A reply with fewer choices than asked
 (a provider that ignores ``n``) is completed by separate seeded requests for the rest, counted in
-``n_fallbacks``. The usage of an ``n`` request is split over its answers (the prompt's tokens on
+``n_fallbacks``; so is an ``n`` request refused as invalid (HTTP 400 or 422: a model without ``n``). The usage of an ``n`` request is split over its answers (the prompt's tokens on
 the first, the completion tokens evenly), so sums stay exact.
 """
 
@@ -36,6 +36,7 @@ from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
 from fastdistill_assets.teacher.provider_config import DEFAULTS
 
 RETRYABLE = {"rate_limited", "server_error", "timeout", "connection", "bad_response"}
+N_REFUSED = {"http_400", "http_422"}   # an ``n`` request refused as invalid: asked again without ``n``
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,8 @@ class Generator:
             except Exception as err:  # noqa: BLE001 - every failure is classified, none escapes
                 failure = classify(err)
                 await limiter.budget.release(held)
+                if len(group) > 1 and failure.reason in N_REFUSED:
+                    return []   # a provider that refuses ``n``: the answers are asked one by one (counted)
                 if failure.reason not in RETRYABLE or attempt > s.max_retries:
                     failed = [GenerationResult(r.request_id, attempts=attempts, error=failure.reason,
                                                error_detail=redact(failure.detail, s.api_key)) for r in group]

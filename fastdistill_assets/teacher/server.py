@@ -55,6 +55,7 @@ class FaultConfig:
     fail_first_kind: str = "server_error"
     seed: int = 0
     ignore_n: bool = False   # answer one choice whatever ``n`` asks (a provider without ``n``)
+    refuse_n: bool = False   # answer HTTP 400 to a request with ``n`` > 1 (a model that does not take ``n``)
 
 
 EMBEDDED_MODEL_NAME = "baseline-schema-linker"
@@ -123,6 +124,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         key = sha256_json({"messages": messages, "seed": request.get("seed")})
         server = self.server
+        if server.faults.refuse_n and (request.get("n") or 1) > 1:
+            self._send(400, b'{"error":{"message":"n is not supported","type":"invalid_request_error"}}')
+            return
         if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
             self._send(401, b'{"error":{"message":"invalid api key","type":"authentication_error"}}')
             return
@@ -172,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
             server.stats.completed[key] += 1
             server.stats.answers += len(contents)
         self._send(200, body)
+        server.prompt_cache.remember(messages)
 
 
 def sample_choices(model: ChatModel, request: dict[str, Any], ignore_n: bool = False) -> list[str]:
@@ -193,20 +198,26 @@ class PromptCache:
         self._seen: set[bytes] = set()
         self._lock = threading.Lock()
 
-    def cached_tokens(self, messages: list[dict[str, Any]]) -> int:
-        """Tokens of ``messages``' prefix served from the cache; remembers its prefixes."""
+    def _prefixes(self, messages: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
         tokens = [t for m in messages for t in (str(m.get("role", "")), *str(m.get("content", "")).split())]
-        if len(tokens) < self.min_tokens:
-            return 0
         digest, prefixes, done = hashlib.sha256(), [], 0
         for end in range(self.min_tokens, len(tokens) + 1, self.step):
             digest.update("".join(f"{token}\x00" for token in tokens[done:end]).encode())
             done = end
             prefixes.append((end, digest.copy().digest()))
+        return prefixes
+
+    def cached_tokens(self, messages: list[dict[str, Any]]) -> int:
+        """Tokens of ``messages``' prefix served from the cache (prefixes of answered prompts)."""
         with self._lock:
-            hits = [end for end, key in prefixes if key in self._seen]
+            return max((end for end, key in self._prefixes(messages) if key in self._seen), default=0)
+
+    def remember(self, messages: list[dict[str, Any]]) -> None:
+        """Cache the prefixes of a prompt once it has been answered (as a provider does: requests
+        that arrive together do not find each other's prefix)."""
+        prefixes = self._prefixes(messages)
+        with self._lock:
             self._seen.update(key for _, key in prefixes)
-        return max(hits, default=0)
 
 
 def _completion(request: dict[str, Any], contents: list[str], model: str,
@@ -325,7 +336,9 @@ class InProcessChat(_HTTP.AsyncBaseTransport):  # type: ignore[name-defined,misc
             contents = sample_choices(self.model, body)
         except Exception as err:  # a model failure is a 500, as from the server
             return _HTTP.Response(500, json={"error": {"message": f"model failed: {type(err).__name__}"}})
-        return _HTTP.Response(200, json=_completion(body, contents, self.model_name, self.prompt_cache))
+        response = _HTTP.Response(200, json=_completion(body, contents, self.model_name, self.prompt_cache))
+        self.prompt_cache.remember(body["messages"])
+        return response
 
 
 def embedded_model(error_profile: TeacherErrorProfile | None = None) -> ChatModel:
