@@ -100,6 +100,10 @@ class ChunkSpool:
     def summary(self, index: int) -> dict[str, Any]:
         return json.loads(self.part(index).with_suffix(SUMMARY_SUFFIX).read_text())
 
+    def done_summaries(self) -> list[dict[str, Any]]:
+        """The summaries of every part finished so far (by any attempt or shard)."""
+        return [json.loads(path.read_text()) for path in sorted(self.folder.glob(f"part-*{SUMMARY_SUFFIX}"))]
+
     def parts(self, count: int) -> list[Path]:
         """The parts 0..count-1, all of which must be done."""
         missing = [i for i in range(count) if not self.done(i)]

@@ -55,6 +55,21 @@ def _cmd_run_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run_budget(args: argparse.Namespace) -> int:
+    if args.usd.lower() == "none":
+        budget = None
+    else:
+        try:
+            budget = float(args.usd)
+        except ValueError:
+            raise ConfigError(f"teacher.budget_usd: {args.usd!r} is not a number of dollars (or none)") from None
+    frozen = _registry().set_budget(args.run_id, budget)
+    spent = "no limit" if budget is None else f"${budget:g}"
+    print(f"run {frozen.run_id}: teacher budget {spent}; `fastdistill materialize {frozen.run_id}` asks for what "
+          "is missing")
+    return 0
+
+
 def _cmd_run_list(_: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -148,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(func=_cmd_run_new)
     command(run_sub, "list", "list runs with their latest Dagster status and eval figures").set_defaults(
         func=_cmd_run_list)
+    budget = command(run_sub, "budget", "set a run's teacher budget (teacher.budget_usd); materializing again "
+                     "asks only for what the old budget left unasked")
+    budget.add_argument("run_id", metavar="RUN", help="a run_id made with `fastdistill run new`")
+    budget.add_argument("usd", metavar="USD", help="dollars at the provider's prices, or none for no limit")
+    budget.set_defaults(func=_cmd_run_budget)
     mat = command(sub, "materialize", "run the distill job (every asset and check) for a run, in-process")
     mat.add_argument("run_id", metavar="RUN", help="a run_id made with `fastdistill run new`")
     mat.add_argument("--select", metavar="KEYS", help="comma-separated asset keys, e.g. raw,canonical "

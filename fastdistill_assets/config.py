@@ -172,6 +172,9 @@ class TeacherConfig(_Strict):
     concurrency: int | None = Field(default=None, ge=1)
     error_profile: TeacherErrorProfile | None = Field(default_factory=TeacherErrorProfile)
     escalate: EscalateConfig | None = None      # a stronger teacher for unsettled gold-free samples (off: null)
+    # a hard limit on what the first teacher's answers cost, in dollars at the provider's prices (null: none);
+    # not part of the config hash: `fastdistill run budget RUN USD` raises it for an existing run
+    budget_usd: float | None = Field(default=None, gt=0)
 
     def active_error_profile(self) -> TeacherErrorProfile | None:
         """The error profile the teacher answers with: None unless the gateway starts the embedded
@@ -613,13 +616,19 @@ def validate_run_id(run_id: str) -> str:
     return run_id
 
 
+def config_hash(config: RunConfig) -> str:
+    """What a run's stages depend on in its config: all of it but ``teacher.budget_usd``, which bounds
+    how many answers are bought, not what any of them is (the teacher stage depends on it itself)."""
+    return sha256_json(config.model_dump(exclude={"teacher": {"budget_usd"}}))
+
+
 def freeze(run_id: str, config: RunConfig, gates: GatesConfig) -> FrozenRun:
     return FrozenRun(
         run_id=validate_run_id(run_id),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         config=config,
         gates=gates,
-        config_hash=sha256_json(config.model_dump()),
+        config_hash=config_hash(config),
         gates_hash=sha256_json(gates.model_dump()),
     )
 
@@ -688,6 +697,20 @@ class RunRegistry:
         tmp.write_text(json.dumps(frozen.model_dump(), indent=2, sort_keys=True))
         tmp.replace(target)
         return frozen
+
+    def set_budget(self, run_id: str, budget_usd: float | None) -> FrozenRun:
+        """Change a run's ``teacher.budget_usd`` (the one setting that may change after freezing: it
+        bounds how many answers are bought, not what they are). Materializing again asks only for
+        what the old budget left unasked.
+
+        Raises:
+            RunConfigError: no such run.
+            ConfigError: a budget that is not a positive number.
+        """
+        frozen = self.load(run_id)
+        teacher = validated(TeacherConfig, {**frozen.config.teacher.model_dump(), "budget_usd": budget_usd},
+                            "teacher.budget_usd")
+        return self.save(frozen.model_copy(update={"config": frozen.config.model_copy(update={"teacher": teacher})}))
 
     def load(self, run_id: str) -> FrozenRun:
         """Load a run's frozen config.

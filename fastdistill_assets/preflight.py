@@ -37,6 +37,9 @@ def preflight(frozen: FrozenRun, configs_dir: Path, data_dir: Path, environ: dic
     gateway = ProviderGateway(config_path=str(configs_dir / "provider_gateway.yaml"),
                               api_key=environ.get(API_KEY_ENV) or None)
     gateway.check(config.teacher.provider, config.teacher.endpoint_overrides())
+    if config.teacher.budget_usd is not None and None in gateway.prices(config.teacher.provider)[:2]:
+        raise ConfigError(f"teacher.budget_usd needs prices: provider {config.teacher.provider!r} has no "
+                          "price_in_per_mtok / price_out_per_mtok in provider_gateway.yaml")
     if frozen.gates.judge.enabled:
         judge = judge_endpoint(frozen.gates.judge, config.teacher)
         gateway.check(judge.provider, judge.overrides)

@@ -91,6 +91,7 @@ class Progress:
         self.checks: list = []
         self.failed_steps: list[tuple[str, str]] = []
         self.not_run: list[str] = []
+        self.notes: list[str] = []   # what a stage says the user must know (the teacher's budget reached)
 
     def _print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -106,6 +107,9 @@ class Progress:
             started = self.step_started.get(event.step_key, created)
             self.materialized.append(key)
             self._print(f"materialized {key:<20} rows={count.value if count else '-':<8} {created - started:7.1f}s")
+            note = mat.metadata.get("budget_note")
+            if note is not None:
+                self.notes.append(str(note.value))
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             self.checks.append(evaluation)
@@ -118,7 +122,7 @@ class Progress:
 
     def summary(self) -> list[str]:
         passed = sum(1 for c in self.checks if c.passed)
-        lines = [f"checks: {passed} passed, {len(self.checks) - passed} failed"]
+        lines = [*self.notes, f"checks: {passed} passed, {len(self.checks) - passed} failed"]
         lines += [describe_check(c) for c in self.checks if not c.passed]
         lines += [f"step {step} failed: {message}" for step, message in self.failed_steps]
         if self.not_run:

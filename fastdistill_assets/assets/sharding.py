@@ -20,6 +20,7 @@ instance's storage folder); a deployment over several machines gives it shared s
 """
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -47,6 +48,8 @@ class StageStep:
     frozen: FrozenRun
     run_config: RunConfigResource
     teacher: ProviderGateway | None  # the provider gateway, for a stage with ``uses_teacher`` only
+    spool: ChunkSpool | None = None   # the stage's parts (those finished by earlier attempts and shards)
+    share: float = 1.0                # the part of a stage-wide limit (the teacher budget) this step may use
 
     @staticmethod
     def of(context: dg.OpExecutionContext, writer: bool | None = None) -> "StageStep":
@@ -137,15 +140,19 @@ def sharded_asset(stage: ShardedStage, upstream: str | None, *, description: str
     def shard(context: dg.OpExecutionContext, index: int, **source: StageScan) -> int:
         step = StageStep.of(context)
         shards = step.frozen.config.scale.shards
-        with step.run_config.shard_lock(context, f"{stage.name}.shard-{index}-of-{shards}"), step_errors(), \
-                stage.work(step) as work:
+        with step.run_config.shard_lock(context, f"{stage.name}.shard-{index}-of-{shards}"), step_errors():
             spool = _spool(stage, step, source.get("source"))
+            return _run_shard(stage, dataclasses.replace(step, spool=spool, share=1 / shards), spool, index,
+                              shards, source.get("source"))
 
+    def _run_shard(stage: ShardedStage, step: StageStep, spool: ChunkSpool, index: int, shards: int,
+                   source: StageScan | None) -> int:
+        with stage.work(step) as work:
             def mine(chunk: int) -> bool:
                 return chunk % shards == index
 
-            chunks = stage.chunks(step, source.get("source"), lambda i: mine(i) and not spool.done(i))
-            return run_chunks(spool, chunks, timed(work, f"shard-{index}", context.run_id), mine=mine)
+            chunks = stage.chunks(step, source, lambda i: mine(i) and not spool.done(i))
+            return run_chunks(spool, chunks, timed(work, f"shard-{index}", step.context.run_id), mine=mine)
 
     @dg.op(name=f"{stage.name}_merge", ins={**source_in, "counts": dg.In(list[int])},
            required_resource_keys=resources)
@@ -157,7 +164,7 @@ def sharded_asset(stage: ShardedStage, upstream: str | None, *, description: str
             # published the stage (and cleared its spool) after our shards ran; make it again.
             count = counts[0] if len(set(counts)) == 1 else None  # the shards agree: no need to read the input again
             if count is None or not all(spool.done(i) for i in range(count)):
-                with _opened_on_first_use(lambda: stage.work(step)) as work:
+                with _opened_on_first_use(lambda: stage.work(dataclasses.replace(step, spool=spool))) as work:
                     chunks = stage.chunks(step, source.get("source"), lambda i: not spool.done(i))
                     made = run_chunks(spool, chunks, timed(work, "merge", context.run_id))
                 if set(counts) != {made}:

@@ -16,15 +16,29 @@ from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
 from fastdistill_assets.processes import step_workers
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.storage import StageScan
-from fastdistill_assets.teacher.candidates import CANDIDATE_SCHEMA, TeacherAccount, generate_part
+from fastdistill_assets.teacher.budget import SpendLimit
+from fastdistill_assets.teacher.candidates import (CANDIDATE_SCHEMA, TeacherAccount, answers_cost, generate_part,
+                                                   without_unasked)
+
+
+def _spend_limit(step: StageStep) -> SpendLimit | None:
+    """This step's part of ``teacher.budget_usd``: what the stage's finished parts did not spend,
+    times the step's share (a shard's 1 / shards)."""
+    budget, provider = step.frozen.config.teacher.budget_usd, step.frozen.config.teacher.provider
+    if budget is None:
+        return None
+    spent = sum(s.get("spent_usd", 0.0) for s in step.spool.done_summaries()) if step.spool else 0.0
+    return SpendLimit(max(0.0, budget - spent) * step.share, step.teacher.prices(provider))
 
 
 @contextmanager
 def _generate(step: StageStep) -> Iterator[ChunkWork]:
     config, context, decode = step.frozen.config, step.context, step.frozen.config.decode
+    prices = step.teacher.prices(config.teacher.provider)
     with contextlib.ExitStack() as stack:
         generator = stack.enter_context(step.teacher.session(config.teacher.provider, config.teacher.model, decode,
-                                                             overrides=config.teacher.endpoint_overrides()))
+                                                             overrides=config.teacher.endpoint_overrides(),
+                                                             spend=_spend_limit(step)))
         if decode.adaptive:   # the answers are gated as they arrive, to stop asking once a question is settled
             workers = gate_workers(step_workers(config.scale.workers, config.scale.shards),
                                    config.scale.chunk_rows * decode.initial_generations)
@@ -39,21 +53,29 @@ def _generate(step: StageStep) -> Iterator[ChunkWork]:
                 sampling = summary.to_json()
             else:
                 frame, account = generate_part(chunk, config, generator, config.teacher.provider)
+            spent = answers_cost(frame, prices)
+            frame, unasked_questions = without_unasked(frame)
             context.log.info(f"teacher: chunk {index} done ({frame.height} candidates"
-                             + (f" of {sampling['answers_fixed']}, {sampling['rounds']} rounds)" if sampling else ")"))
-            return frame, {"account": account.to_json(), "model": generator.settings.model, "sampling": sampling}
+                             + (f" of {sampling['answers_fixed']}, {sampling['rounds']} rounds" if sampling else "")
+                             + (f"; budget reached, {unasked_questions} questions not asked)" if unasked_questions
+                                else ")"))
+            return frame, {"account": account.to_json(), "model": generator.settings.model, "sampling": sampling,
+                           "spent_usd": spent, "unasked_questions": unasked_questions}
         yield work
 
 
 def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
     provider = step.frozen.config.teacher.provider
     account, models, sampling = TeacherAccount(), set(), SamplingSummary()
+    spent, unasked_questions = 0.0, 0
     for index in range(count):
         summary = spool.summary(index)
         account.merge(TeacherAccount.from_json(summary["account"]))
         models.add(summary["model"])
         if summary.get("sampling"):
             sampling.merge(summary["sampling"])
+        spent += summary.get("spent_usd", 0.0)
+        unasked_questions += summary.get("unasked_questions", 0)
     account.wall_s = stage_span_s(spool, count)  # the rates over the stage's span (shards run side by side)
     acc = account.metadata(step.teacher.prices(provider))
     step.context.add_output_metadata({
@@ -61,8 +83,26 @@ def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
         **{k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in acc.items()},
         "provider": provider, "model": ", ".join(sorted(models)),
         **(sampling.metadata() if step.frozen.config.decode.adaptive else {}),
+        **_budget_metadata(step, spent, account.unasked, unasked_questions),
     })
     return ChunkedFrame(spool.parts(count), schema=CANDIDATE_SCHEMA, spool=spool)
+
+
+def _budget_metadata(step: StageStep, spent: float, unasked: int, unasked_questions: int) -> dict[str, Any]:
+    """``budget_*`` figures, and where the budget stopped the teacher, ``budget_note``: the one line
+    the CLI prints."""
+    budget = step.frozen.config.teacher.budget_usd
+    if budget is None:
+        return {}
+    meta: dict[str, Any] = {"budget_usd": budget, "budget_spent_usd": round(spent, 6),
+                            "budget_exhausted": unasked > 0, "budget_unasked_answers": unasked,
+                            "budget_unasked_questions": unasked_questions}
+    if unasked:
+        run_id = step.frozen.run_id
+        meta["budget_note"] = (f"teacher budget ${budget:g} reached (${spent:.4f} spent): {unasked_questions} "
+                               f"questions ({unasked} answers) not asked; raise it with `fastdistill run budget "
+                               f"{run_id} USD` and materialize again (only what is missing is asked)")
+    return meta
 
 
 def _depends_on(step: StageStep, canonical: StageScan | None) -> dict[str, Any]:
@@ -70,6 +110,7 @@ def _depends_on(step: StageStep, canonical: StageScan | None) -> dict[str, Any]:
     return {"config": step.frozen.config_hash, "rows": config.scale.chunk_rows,
             "canonical": canonical.manifest.get("content_hash") if canonical else None,
             "gates": step.frozen.gates_hash if config.decode.adaptive else None,   # adaptive: the stopping rule's
+            "budget": config.teacher.budget_usd,   # not in the config hash; a raised budget asks again
             # the model a null ``teacher.model`` reaches is the gateway's default, outside the run config
             "teacher": step.teacher.teacher_identity(config.teacher.provider, config.teacher.model,
                                                      config.teacher.endpoint_overrides())}

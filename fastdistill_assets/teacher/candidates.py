@@ -13,6 +13,7 @@ import polars as pl
 
 from fastdistill_assets.config import RunConfig
 from fastdistill_assets.hashing import sha256_text
+from fastdistill_assets.teacher.budget import BUDGET_EXHAUSTED
 from fastdistill_assets.teacher.generation import GenerationRequest, GenerationResult, Generator
 from fastdistill_assets.teacher.provider_config import Prices, dollars
 from fastdistill_assets.prompt_format import build_messages, prompt_hash
@@ -78,6 +79,23 @@ def generate_part(canonical: pl.DataFrame, config: RunConfig, generator: Generat
     return candidate_frame(carried, results, provider, generator.settings.model), account
 
 
+def without_unasked(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """``frame`` without the questions the budget left incomplete (any answer ``budget_exhausted``:
+    their paid answers stay in the response cache for when the budget is raised), and how many
+    questions that is."""
+    short = frame.filter(pl.col("error") == BUDGET_EXHAUSTED)["sample_id"].unique()
+    if short.len() == 0:
+        return frame, 0
+    return frame.filter(~pl.col("sample_id").is_in(short.implode())), short.len()
+
+
+def answers_cost(frame: pl.DataFrame, prices: Prices) -> float:
+    """What ``frame``'s answers cost at ``prices`` (every answer at the tokens it was bought with,
+    a cached one too); 0.0 without prices."""
+    sums = frame.select(pl.col("prompt_tokens", "completion_tokens", "cached_tokens").fill_null(0).sum()).row(0)
+    return dollars(int(sums[0]), int(sums[1]), prices, int(sums[2])) or 0.0
+
+
 @dataclass
 class TeacherAccount:
     """The teacher's accounting, built chunk by chunk (:meth:`add`) and mergeable across chunks
@@ -94,7 +112,8 @@ class TeacherAccount:
     several runs (a resumed run) count the pause between them, so the figure is then a lower bound.
     ``cached_input_tokens`` are the fresh calls' prompt tokens the provider served from its prompt
     cache (priced at its cached input price); ``n_fallbacks`` the answers asked separately after an
-    ``n`` reply came back short.
+    ``n`` reply came back short; ``unasked`` the answers not asked because the budget was reached
+    (not counted in ``requests``).
     """
 
     requests: int = 0
@@ -107,6 +126,7 @@ class TeacherAccount:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     n_fallbacks: int = 0
+    unasked: int = 0          # answers not asked: the budget (``teacher.budget_usd``) was reached
     fresh: int = 0
     fresh_latencies_ms: list[float] = field(default_factory=list)
     cold_tokens: int = 0
@@ -115,12 +135,16 @@ class TeacherAccount:
 
     def add(self, results: list[GenerationResult], wall_s: float = 0.0, calls: int = 0,
             n_fallbacks: int = 0) -> TeacherAccount:
-        self.requests += len(results)
+        unasked = sum(1 for r in results if r.error == BUDGET_EXHAUSTED)
+        self.unasked += unasked
+        self.requests += len(results) - unasked
         self.calls += calls
         self.n_fallbacks += n_fallbacks
         self.wall_s += wall_s
         errors, retries = Counter(self.errors_by_reason), Counter(self.retries_by_reason)
         for r in results:
+            if r.error == BUDGET_EXHAUSTED:
+                continue
             retries.update(r.retries_by_reason)
             if r.error:
                 errors[r.error] += 1
@@ -143,7 +167,7 @@ class TeacherAccount:
 
     def merge(self, other: TeacherAccount) -> TeacherAccount:
         for name in ("requests", "calls", "cache_hits", "wall_s", "input_tokens", "output_tokens",
-                     "cached_input_tokens", "n_fallbacks", "fresh", "cold_tokens"):
+                     "cached_input_tokens", "n_fallbacks", "unasked", "fresh", "cold_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors_by_reason = dict(Counter(self.errors_by_reason) + Counter(other.errors_by_reason))
         self.retries_by_reason = dict(Counter(self.retries_by_reason) + Counter(other.retries_by_reason))
@@ -169,7 +193,7 @@ class TeacherAccount:
     def metadata(self, prices: Prices) -> dict[str, Any]:
         acc: dict[str, Any] = {
             "requests": self.requests, "calls": self.calls, "cache_hits": self.cache_hits,
-            "n_fallbacks": self.n_fallbacks,
+            "n_fallbacks": self.n_fallbacks, "unasked": self.unasked,
             "errors": sum(self.errors_by_reason.values()),
             "errors_by_reason": self.errors_by_reason, "retries_by_reason": self.retries_by_reason,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,

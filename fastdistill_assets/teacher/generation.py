@@ -31,6 +31,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
+from fastdistill_assets.teacher.budget import BUDGET_EXHAUSTED, SpendLimit
 from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key, normalize_base_url
 from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
 from fastdistill_assets.teacher.provider_config import DEFAULTS
@@ -186,9 +187,11 @@ class Generator:
     ``n`` reply came back short."""
 
     def __init__(self, settings: EndpointSettings, cache: ResponseCache | None, decode_profile: str,
-                 progress: ProgressFn | None = None, progress_every_s: float = 5.0) -> None:
+                 progress: ProgressFn | None = None, progress_every_s: float = 5.0,
+                 spend: SpendLimit | None = None) -> None:
         self.settings, self.cache, self.decode_profile = settings, cache, decode_profile
         self.progress, self.progress_every_s = progress, progress_every_s
+        self.spend = spend   # a hard budget (``teacher.budget``): None, no limit
         self.calls = 0
         self.n_fallbacks = 0
         self._rng = random.Random(0)
@@ -212,6 +215,8 @@ class Generator:
         for i, request in enumerate(requests):
             hit = cached.get(keys[i])
             if hit:
+                if self.spend is not None:
+                    self.spend.charge(hit.prompt_tokens, hit.completion_tokens, hit.cached_tokens)
                 results[i] = GenerationResult(request.request_id, hit.content, hit.prompt_tokens,
                                               hit.completion_tokens, hit.latency_ms, 0, {}, True,
                                               cached_at=hit.created_at, cached_tokens=hit.cached_tokens)
@@ -242,7 +247,7 @@ class Generator:
         async def worker() -> None:
             for group in queue:
                 answered = await self._request(client, [requests[i] for i in group], limiter)
-                missing = group[len(answered):]
+                missing = group[len(answered):]   # an ``n`` reply came back short (or ``n`` was refused)
                 self.n_fallbacks += len(missing)
                 for index in missing:   # an ``n`` reply with fewer choices: the rest one by one
                     answered += await self._request(client, [requests[index]], limiter)
@@ -263,10 +268,30 @@ class Generator:
                        limiter: _Limiters) -> list[GenerationResult]:
         """One request for ``group``'s answers (``n`` = its size), retried. Returns a result per
         answer that came back, in order (fewer than asked when an ``n`` reply is short); on a
-        final failure, an error result for each of the group."""
+        final failure, an error result for each of the group. With a budget (``spend``), the request
+        is held at its most before it is sent and settled at its usage; one that can no longer fit
+        is not sent: a ``budget_exhausted`` result for each of the group, no call."""
+        s, spend = self.settings, self.spend
+        outputs = s.max_tokens * len(group)
+        estimate = _estimate_tokens(group[0].messages, outputs)
+        if spend is None:
+            return await self._attempts(client, group, limiter, estimate)
+        most_usd = spend.cost(estimate - outputs, outputs)
+        if not await spend.reserve(most_usd):
+            return [GenerationResult(r.request_id, error=BUDGET_EXHAUSTED,
+                                     error_detail="not asked: teacher.budget_usd reached") for r in group]
+        results: list[GenerationResult] = []
+        try:
+            results = await self._attempts(client, group, limiter, estimate)
+            return results
+        finally:
+            await spend.settle(most_usd, sum(spend.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
+                                             for r in results if r.error is None))
+
+    async def _attempts(self, client: openai.AsyncOpenAI, group: list[GenerationRequest], limiter: _Limiters,
+                        estimate: int) -> list[GenerationResult]:
         s, head = self.settings, group[0]
         attempts, retries = 0, Counter[str]()
-        estimate = _estimate_tokens(head.messages, s.max_tokens * len(group))
         for attempt in range(1, s.max_retries + 2):
             attempts = attempt
             await limiter.rpm.acquire(1)
