@@ -130,7 +130,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     faults = FaultConfig(latency_ms=args.latency_ms, latency_jitter_ms=args.jitter_ms, rate_limit=args.rate_limit,
                          server_error=args.server_error, timeout=args.timeout, truncated=args.truncated,
-                         non_json=args.non_json, seed=args.seed)
+                         non_json=args.non_json, seed=args.seed,
+                         **({} if args.batch_delay_s is None else {"batch_delay_s": args.batch_delay_s}))
     if args.student:
         from fastdistill_assets.training.serving import student_server
 
@@ -183,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     for fault in ("rate-limit", "server-error", "timeout", "truncated", "non-json"):
         serve.add_argument(f"--{fault}", type=float, default=0.0, help=f"share of requests answered with {fault}")
     serve.add_argument("--seed", type=int, default=0, help="seed of the injected faults and jitter")
+    serve.add_argument("--batch-delay-s", type=float, default=None,
+                       help="the Batch API (/v1/files, /v1/batches): seconds until a batch completes "
+                            "(default: FaultConfig's)")
     serve.set_defaults(func=_cmd_serve)
     demo = command(sub, "demo", "create a run and materialize the whole pipeline offline (no API key)")
     demo.add_argument("--run-id", help="run_id to create (default: demo-<UTC time>)")

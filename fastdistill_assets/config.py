@@ -175,6 +175,10 @@ class TeacherConfig(_Strict):
     # a hard limit on what the first teacher's answers cost, in dollars at the provider's prices (null: none);
     # not part of the config hash: `fastdistill run budget RUN USD` raises it for an existing run
     budget_usd: float | None = Field(default=None, gt=0)
+    # online: a request per question as the answers are needed; batch: OpenAI's Batch API (files and batches,
+    # at the provider's batch_price_factor, answers within its completion window), polled every batch_poll_s
+    mode: Literal["online", "batch"] = "online"
+    batch_poll_s: float = Field(default=30.0, gt=0)
 
     def active_error_profile(self) -> TeacherErrorProfile | None:
         """The error profile the teacher answers with: None unless the gateway starts the embedded

@@ -21,3 +21,14 @@ def fast_settings(base_url: str, **overrides) -> EndpointSettings:
                   backoff_base_s=0.01, backoff_max_s=0.05)
     values.update(overrides)
     return EndpointSettings(**values)
+
+
+def sampled_requests(questions: int, generations: int, long_prompt: bool = False) -> list[GenerationRequest]:
+    """``generations`` requests per question (one prompt, consecutive generation indices);
+    ``long_prompt``: 400 sample rows, over the 1,024 tokens a provider caches."""
+    rows = [[f"Player {i}", i] for i in range(400 if long_prompt else 1)]
+    out = []
+    for q in range(questions):
+        messages = build_messages(f"What is the goals when player is P{q}?", SCHEMA, rows)
+        out += [GenerationRequest(f"P{q}:{g}", messages, prompt_hash(messages), g) for g in range(generations)]
+    return out

@@ -18,7 +18,7 @@ from fastdistill_assets.teacher.server import FAULTS, ChatServer, FaultConfig, e
 from fastdistill_assets.training.serving import weights_sha256
 from fastdistill_assets.training.sketch import Example, SketchModel, train_sketch
 from fastdistill_assets_tests.conftest import teacher_gateway
-from fastdistill_assets_tests.teacher_helpers import SCHEMA, fast_settings, make_requests
+from fastdistill_assets_tests.teacher_helpers import SCHEMA, fast_settings, make_requests, sampled_requests
 
 LOCAL = "local:embedded"  # what the gateway names a server it starts: the port changes, the identity does not
 EXPECTED_REASON = {"rate_limit": "rate_limited", "server_error": "server_error", "timeout": "timeout",
@@ -208,25 +208,12 @@ def test_a_retrained_student_is_not_answered_from_the_old_students_cache(project
     assert endpoint.cache_identity == f"local:student:{weights_sha256(folder)}"
 
 
-def _sampled_requests(questions: int, generations: int, long_prompt: bool = False):
-    """``generations`` requests per question (one prompt, consecutive generation indices)."""
-    from fastdistill_assets.prompt_format import build_messages, prompt_hash
-    from fastdistill_assets.teacher.generation import GenerationRequest
-
-    rows = [[f"Player {i}", i] for i in range(400 if long_prompt else 1)]
-    out = []
-    for q in range(questions):
-        messages = build_messages(f"What is the goals when player is P{q}?", SCHEMA, rows)
-        out += [GenerationRequest(f"P{q}:{g}", messages, prompt_hash(messages), g) for g in range(generations)]
-    return out
-
-
 SAMPLED = dict(temperature=0.8, send_seed=True)
 NOISY = TeacherErrorProfile(wrong_column=0.3, perturbed_value=0.3, seed=1)
 
 
 def test_n_asks_once_per_question_with_the_answers_of_separate_seeded_requests():
-    requests = _sampled_requests(6, 4)
+    requests = sampled_requests(6, 4)
     with embedded_teacher(error_profile=NOISY) as server:
         separate = Generator(fast_settings(server.base_url, **SAMPLED), None, "d").run(requests)
         calls_separate = server.stats.total_calls
@@ -243,7 +230,7 @@ def test_n_asks_once_per_question_with_the_answers_of_separate_seeded_requests()
 
 
 def test_a_provider_that_ignores_n_is_completed_by_separate_requests_counted(tmp_path):
-    requests = _sampled_requests(5, 3)
+    requests = sampled_requests(5, 3)
     with embedded_teacher(error_profile=NOISY) as reference:
         expected = [r.content for r in Generator(fast_settings(reference.base_url, **SAMPLED), None, "d").run(requests)]
     cache = ResponseCache(tmp_path / "c.sqlite")
@@ -260,7 +247,7 @@ def test_a_provider_that_ignores_n_is_completed_by_separate_requests_counted(tmp
 
 
 def test_a_provider_that_refuses_n_gets_separate_requests_counted():
-    requests = _sampled_requests(3, 3)
+    requests = sampled_requests(3, 3)
     with embedded_teacher(FaultConfig(refuse_n=True), error_profile=NOISY) as server:
         expected = [r.content for r in Generator(fast_settings(server.base_url, **SAMPLED), None, "d").run(requests)]
         generator = Generator(fast_settings(server.base_url, supports_n=True, **SAMPLED), None, "d")
@@ -270,7 +257,7 @@ def test_a_provider_that_refuses_n_gets_separate_requests_counted():
 
 
 def test_a_failed_n_request_is_an_error_row_per_answer_and_nothing_is_lost():
-    requests = _sampled_requests(4, 3)
+    requests = sampled_requests(4, 3)
     with embedded_teacher(FaultConfig(server_error=1.0)) as server:
         generator = Generator(fast_settings(server.base_url, supports_n=True, max_retries=1, **SAMPLED), None, "d")
         results = generator.run(requests)
@@ -281,7 +268,7 @@ def test_a_failed_n_request_is_an_error_row_per_answer_and_nothing_is_lost():
 
 
 def test_cached_prompt_tokens_are_read_from_the_usage():
-    requests = _sampled_requests(3, 2, long_prompt=True)
+    requests = sampled_requests(3, 2, long_prompt=True)
     with embedded_teacher() as server:
         results = Generator(fast_settings(server.base_url, concurrency=1, **SAMPLED), None, "d").run(requests)
     # the first request of the shared schema pays it; later ones find its prefix in the provider's cache

@@ -73,8 +73,8 @@ def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
     report = quality_report(report_frame(pl.scan_parquet(parts)))
     config = step.frozen.config.teacher
     escalation_prices = step.teacher.prices(config.escalate.provider) if config.escalate else (None, None)
-    prices = {TEACHER: step.teacher.prices(config.provider), ESCALATION: escalation_prices,
-              CALIBRATION: escalation_prices}
+    prices = {TEACHER: step.teacher.prices(config.provider, batch=config.mode == "batch"),
+              ESCALATION: escalation_prices, CALIBRATION: escalation_prices}
     cost = label_cost(add_counts(s["tokens"] for s in summaries), prices, report["kept_samples"])
     report = {**report, "label_cost": cost, "examples": merge_examples([s["examples"] for s in summaries])}
     step.context.add_output_metadata({

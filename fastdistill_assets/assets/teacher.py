@@ -16,6 +16,8 @@ from fastdistill_assets.gates.pipeline import GateWorkers, gate_workers
 from fastdistill_assets.processes import step_workers
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
 from fastdistill_assets.storage import StageScan
+from fastdistill_assets.teacher.provider_config import Prices
+from fastdistill_assets.teacher.batch import BatchOptions
 from fastdistill_assets.teacher.budget import SpendLimit
 from fastdistill_assets.teacher.candidates import (CANDIDATE_SCHEMA, TeacherAccount, answers_cost, generate_part,
                                                    without_unasked)
@@ -28,21 +30,37 @@ def _spend_limit(step: StageStep) -> SpendLimit | None:
     if budget is None:
         return None
     spent = sum(s.get("spent_usd", 0.0) for s in step.spool.done_summaries()) if step.spool else 0.0
-    return SpendLimit(max(0.0, budget - spent) * step.share, step.teacher.prices(provider))
+    return SpendLimit(max(0.0, budget - spent) * step.share, _prices(step))
+
+
+def _prices(step: StageStep) -> Prices:
+    """The first teacher's prices, through the Batch API where the run uses it."""
+    teacher = step.frozen.config.teacher
+    return step.teacher.prices(teacher.provider, batch=teacher.mode == "batch")
+
+
+def _batch(step: StageStep) -> BatchOptions | None:
+    """The Batch API's options where the run uses it: batch ids recorded in the run's work folder."""
+    teacher = step.frozen.config.teacher
+    if teacher.mode != "batch":
+        return None
+    return BatchOptions(step.run_config.work_dir(step.context, "teacher_batches"), poll_s=teacher.batch_poll_s)
 
 
 @contextmanager
 def _generate(step: StageStep) -> Iterator[ChunkWork]:
     config, context, decode = step.frozen.config, step.context, step.frozen.config.decode
-    prices = step.teacher.prices(config.teacher.provider)
+    prices = _prices(step)
     with contextlib.ExitStack() as stack:
         generator = stack.enter_context(step.teacher.session(config.teacher.provider, config.teacher.model, decode,
                                                              overrides=config.teacher.endpoint_overrides(),
-                                                             spend=_spend_limit(step)))
+                                                             spend=_spend_limit(step), batch=_batch(step)))
         if decode.adaptive:   # the answers are gated as they arrive, to stop asking once a question is settled
             workers = gate_workers(step_workers(config.scale.workers, config.scale.shards),
                                    config.scale.chunk_rows * decode.initial_generations)
             runner = stack.enter_context(GateWorkers(workers, step.frozen.gates.execution))
+
+        batches = [0, 0, 0]   # the generator's batch counts when the chunk began
 
         def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
             sampling = None
@@ -59,6 +77,9 @@ def _generate(step: StageStep) -> Iterator[ChunkWork]:
                              + (f" of {sampling['answers_fixed']}, {sampling['rounds']} rounds" if sampling else "")
                              + (f"; budget reached, {unasked_questions} questions not asked)" if unasked_questions
                                 else ")"))
+            account.batches, account.batches_resumed = generator.batches - batches[0], generator.batches_resumed - batches[1]
+            account.batch_resubmitted = generator.batch_resubmitted - batches[2]
+            batches[:] = [generator.batches, generator.batches_resumed, generator.batch_resubmitted]
             return frame, {"account": account.to_json(), "model": generator.settings.model, "sampling": sampling,
                            "spent_usd": spent, "unasked_questions": unasked_questions}
         yield work
@@ -77,7 +98,7 @@ def _publish(step: StageStep, spool: ChunkSpool, count: int) -> ChunkedFrame:
         spent += summary.get("spent_usd", 0.0)
         unasked_questions += summary.get("unasked_questions", 0)
     account.wall_s = stage_span_s(spool, count)  # the rates over the stage's span (shards run side by side)
-    acc = account.metadata(step.teacher.prices(provider))
+    acc = account.metadata(_prices(step))
     step.context.add_output_metadata({
         **stage_metadata(step, spool, count, account.requests, account.fresh_latencies_ms),
         **{k: (dg.MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in acc.items()},

@@ -62,6 +62,14 @@ class SpendLimit:
                     return False
                 await changed.wait()
 
+    def reserve_now(self, most_usd: float) -> bool:
+        """Hold ``most_usd`` at once or never (a batch holds all its requests before it is sent)."""
+        if self.exhausted or self.spent_usd + self.reserved_usd + most_usd > self.limit_usd:
+            self.exhausted = True
+            return False
+        self.reserved_usd += most_usd
+        return True
+
     async def settle(self, most_usd: float, actual_usd: float) -> None:
         """Release a reservation and count what the request cost (0 for a failed one)."""
         changed = self._condition()

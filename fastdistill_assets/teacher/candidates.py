@@ -127,6 +127,9 @@ class TeacherAccount:
     cached_input_tokens: int = 0
     n_fallbacks: int = 0
     unasked: int = 0          # answers not asked: the budget (``teacher.budget_usd``) was reached
+    batches: int = 0          # Batch API: batches waited on, of them resumed from an earlier step, and
+    batches_resumed: int = 0  # requests resubmitted after failing or expiring
+    batch_resubmitted: int = 0
     fresh: int = 0
     fresh_latencies_ms: list[float] = field(default_factory=list)
     cold_tokens: int = 0
@@ -167,7 +170,8 @@ class TeacherAccount:
 
     def merge(self, other: TeacherAccount) -> TeacherAccount:
         for name in ("requests", "calls", "cache_hits", "wall_s", "input_tokens", "output_tokens",
-                     "cached_input_tokens", "n_fallbacks", "unasked", "fresh", "cold_tokens"):
+                     "cached_input_tokens", "n_fallbacks", "unasked", "batches", "batches_resumed",
+                     "batch_resubmitted", "fresh", "cold_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors_by_reason = dict(Counter(self.errors_by_reason) + Counter(other.errors_by_reason))
         self.retries_by_reason = dict(Counter(self.retries_by_reason) + Counter(other.retries_by_reason))
@@ -194,6 +198,8 @@ class TeacherAccount:
         acc: dict[str, Any] = {
             "requests": self.requests, "calls": self.calls, "cache_hits": self.cache_hits,
             "n_fallbacks": self.n_fallbacks, "unasked": self.unasked,
+            **({"batches": self.batches, "batches_resumed": self.batches_resumed,
+                "batch_resubmitted": self.batch_resubmitted} if self.batches else {}),
             "errors": sum(self.errors_by_reason.values()),
             "errors_by_reason": self.errors_by_reason, "retries_by_reason": self.retries_by_reason,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,

@@ -28,6 +28,7 @@ from pydantic import Field
 
 from fastdistill_assets import settings
 from fastdistill_assets.config import ERROR_PROFILE_KEY, ConfigError, DecodeProfile, TeacherErrorProfile, validated
+from fastdistill_assets.teacher.batch import BatchOptions
 from fastdistill_assets.teacher.budget import SpendLimit
 from fastdistill_assets.teacher.cache import ResponseCache, endpoint_identity, local_identity
 from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationRequest, GenerationResult, Generator,
@@ -170,8 +171,9 @@ class ProviderGateway(dg.ConfigurableResource):
             max_tokens=decode.max_tokens, send_seed=decode.num_generations > 1, supports_n=entry.supports_n,
         )
 
-    def prices(self, provider: str) -> Prices:
-        return self.gateway_config().provider(provider).prices()
+    def prices(self, provider: str, batch: bool = False) -> Prices:
+        """The provider's prices; ``batch``: through the Batch API."""
+        return self.gateway_config().provider(provider).prices(batch)
 
     @contextlib.contextmanager
     def open(self, provider: str, model: str | None, decode: DecodeProfile,
@@ -208,17 +210,18 @@ class ProviderGateway(dg.ConfigurableResource):
     @contextlib.contextmanager
     def session(self, provider: str, model: str | None, decode: DecodeProfile, progress: ProgressFn | None = None,
                 concurrency: int | None = None, overrides: Mapping[str, Any] | None = None,
-                spend: SpendLimit | None = None) -> Iterator[Generator]:
+                spend: SpendLimit | None = None, batch: BatchOptions | None = None) -> Iterator[Generator]:
         """A generator over the cache and the provider, for several batches of requests (a local
         provider's server stays up between them). ``generator.calls`` counts the calls made.
         ``overrides``: the run's frozen endpoint settings (see ``TeacherConfig.endpoint_overrides``);
-        ``spend``: a hard budget over all its requests (``teacher.budget``)."""
+        ``spend``: a hard budget over all its requests (``teacher.budget``); ``batch``: through the
+        Batch API (``teacher.mode: batch``)."""
         cache = ResponseCache(Path(self.cache_path))
         try:
             with self.open(provider, model, decode, overrides) as endpoint:
                 if concurrency:
                     endpoint = dataclasses.replace(endpoint, concurrency=concurrency)
-                yield Generator(endpoint, cache, decode.key(), progress, spend=spend)
+                yield Generator(endpoint, cache, decode.key(), progress, spend=spend, batch=batch)
         finally:
             cache.close()
 

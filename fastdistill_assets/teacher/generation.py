@@ -31,6 +31,8 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
+from fastdistill_assets.teacher.batch import (BATCH_FAILED, BatchOptions, BatchRecords, batch_key, batch_lines,
+                                              completion, submit_or_resume, wait_for)
 from fastdistill_assets.teacher.budget import BUDGET_EXHAUSTED, SpendLimit
 from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key, normalize_base_url
 from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
@@ -180,6 +182,25 @@ class _Reply:
     cached_tokens: int
 
 
+def _reply(completion: ChatCompletion | str) -> _Reply:
+    """A chat completion's choices (in order) and usage.
+
+    Raises:
+        _CallError: no choices, or a choice without text.
+    """
+    if isinstance(completion, str) or not getattr(completion, "choices", None):
+        raise _CallError("bad_response", "response has no choices")
+    contents: list[str] = []
+    for choice in sorted(completion.choices, key=lambda c: c.index):
+        if not isinstance(choice.message.content, str):
+            raise _CallError("bad_response", "response has no message content")
+        contents.append(choice.message.content)
+    usage = completion.usage
+    details = getattr(usage, "prompt_tokens_details", None) if usage else None
+    cached = getattr(details, "cached_tokens", None) or 0
+    return _Reply(contents, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0, int(cached))
+
+
 class Generator:
     """Runs requests against one endpoint with a cache; see the module docstring.
 
@@ -188,10 +209,12 @@ class Generator:
 
     def __init__(self, settings: EndpointSettings, cache: ResponseCache | None, decode_profile: str,
                  progress: ProgressFn | None = None, progress_every_s: float = 5.0,
-                 spend: SpendLimit | None = None) -> None:
+                 spend: SpendLimit | None = None, batch: BatchOptions | None = None) -> None:
         self.settings, self.cache, self.decode_profile = settings, cache, decode_profile
         self.progress, self.progress_every_s = progress, progress_every_s
         self.spend = spend   # a hard budget (``teacher.budget``): None, no limit
+        self.batch = batch   # through the Batch API (``teacher.mode: batch``): None, online
+        self.batches = self.batches_resumed = self.batch_resubmitted = 0
         self.calls = 0
         self.n_fallbacks = 0
         self._rng = random.Random(0)
@@ -222,21 +245,114 @@ class Generator:
                                               cached_at=hit.created_at, cached_tokens=hit.cached_tokens)
             else:
                 pending.append(i)
-        if pending:
+        if pending and self.batch is not None:
+            await self._batch_all(requests, pending, results, len(requests) - len(pending))
+        elif pending:
             await self._call_all(requests, pending, results, len(requests) - len(pending))
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
-    async def _call_all(self, requests: Sequence[GenerationRequest], pending: list[int],
-                        results: list[GenerationResult | None], already_done: int) -> None:
+    def _client(self, max_retries: int = 0) -> openai.AsyncOpenAI:
         s = self.settings
         # The openai package's own HTTP client type (httpx or httpx2, by version), sized to the window.
         limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=s.concurrency,
                                                         max_keepalive_connections=s.concurrency)
         http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=s.timeout_s,
                                               **({'transport': s.transport} if s.transport else {}))
-        client = openai.AsyncOpenAI(base_url=s.base_url, api_key=s.api_key or "not-needed", max_retries=0,
-                                    timeout=s.timeout_s, http_client=http)
+        return openai.AsyncOpenAI(base_url=s.base_url, api_key=s.api_key or "not-needed", max_retries=max_retries,
+                                  timeout=s.timeout_s, http_client=http)
+
+    async def _batch_all(self, requests: Sequence[GenerationRequest], pending: list[int],
+                         results: list[GenerationResult | None], already_done: int) -> None:
+        """The pending requests through the Batch API (``teacher.batch``): see that module. Every
+        request ends as a result: an answer (cached at once), ``budget_exhausted``, or an error after
+        its resubmissions."""
+        assert self.batch is not None
+        s, options, spend = self.settings, self.batch, self.spend
+        groups = {requests[g[0]].request_id: [requests[i] for i in g] for g in _groups(requests, pending, s.supports_n)}
+        index = {r.request_id: i for i, r in enumerate(requests)}
+        held: dict[str, float] = {}
+        for custom_id, group in list(groups.items()):
+            outputs = s.max_tokens * len(group)
+            most = spend.cost(_estimate_tokens(group[0].messages, 0), outputs) if spend else 0.0
+            if spend is not None and not spend.reserve_now(most):
+                for r in groups.pop(custom_id):
+                    results[index[r.request_id]] = GenerationResult(
+                        r.request_id, error=BUDGET_EXHAUSTED, error_detail="not asked: teacher.budget_usd reached")
+            else:
+                held[custom_id] = most
+        records, identity = BatchRecords(options.folder), self.settings.cache_identity or s.base_url
+        total, started = len(requests), time.monotonic()
+
+        def progress(done: int, of: int) -> None:
+            if self.progress:
+                self.progress(min(total, already_done + done), total, time.monotonic() - started)
+
+        async def one(custom_ids: list[str], attempt: int) -> list[str]:
+            """Submit (or resume) one batch and take its answers; the custom_ids that failed."""
+            asked = {c: groups[c] for c in custom_ids}
+            key = batch_key(identity, s.model, self.decode_profile, custom_ids)
+            try:
+                batch_id, resumed = await submit_or_resume(client, records, key, batch_lines(asked, self._body))
+                self.batches += 1
+                self.batches_resumed += resumed
+                self.calls += 0 if resumed else len(custom_ids)
+                outcome = await wait_for(client, batch_id, options, progress)
+            except Exception as err:  # noqa: BLE001 - a failed Batch API call becomes error rows
+                failure = classify(err)
+                for group in asked.values():
+                    for r in group:
+                        results[index[r.request_id]] = GenerationResult(
+                            r.request_id, attempts=attempt, error=failure.reason,
+                            error_detail=redact(failure.detail, s.api_key))
+                return []
+            failed = list(outcome.failed)
+            for custom_id, body in outcome.answers.items():
+                group = asked.get(custom_id)
+                if group is None:
+                    continue
+                try:
+                    answered = self._answered(group, _reply(completion(body)), outcome.seconds * 1000, attempt, {})
+                except (_CallError, ValueError):
+                    failed.append(custom_id)
+                    continue
+                for result in answered:
+                    results[index[result.request_id]] = result
+                for r in group[len(answered):]:   # a short ``n`` reply: the rest as requests of their own
+                    groups[r.request_id] = [r]   # (its cost is settled with its first group's)
+                    failed.append(r.request_id)
+                    self.n_fallbacks += 1
+            failed += [c for c in custom_ids if c not in outcome.answers and c not in outcome.failed]  # expired
+            records.forget(key)
+            return failed
+
+        client = self._client(max_retries=s.max_retries)
+        try:
+            todo, attempt = list(groups), 1
+            while todo:
+                chunks = [todo[i:i + options.max_requests] for i in range(0, len(todo), options.max_requests)]
+                failed = [c for part in await asyncio.gather(*(one(chunk, attempt) for chunk in chunks)) for c in part]
+                if failed and attempt > options.max_resubmits:
+                    for custom_id in failed:
+                        for r in groups[custom_id]:
+                            results[index[r.request_id]] = GenerationResult(
+                                r.request_id, attempts=attempt, error=BATCH_FAILED,
+                                error_detail=f"failed in {attempt} batches")
+                    break
+                self.batch_resubmitted += len(failed)
+                todo, attempt = failed, attempt + 1
+        finally:
+            await client.close()
+            if spend is not None:
+                for custom_id, most in held.items():
+                    answered = [results[index[r.request_id]] for r in groups[custom_id]]
+                    await spend.settle(most, sum(spend.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
+                                                 for r in answered if r is not None and r.error is None))
+
+    async def _call_all(self, requests: Sequence[GenerationRequest], pending: list[int],
+                        results: list[GenerationResult | None], already_done: int) -> None:
+        s = self.settings
+        client = self._client()
         limiter = _Limiters(PerMinuteLimiter(s.requests_per_minute), PerMinuteLimiter(s.tokens_per_minute),
                             TokenBudget(s.max_inflight_tokens))
         groups = _groups(requests, pending, s.supports_n)
@@ -335,7 +451,8 @@ class Generator:
                     content, result.prompt_tokens, result.completion_tokens, latency_ms, result.cached_tokens))
         return results
 
-    async def _call(self, client: openai.AsyncOpenAI, request: GenerationRequest, n: int = 1) -> _Reply:
+    def _body(self, request: GenerationRequest, n: int = 1) -> dict[str, Any]:
+        """The chat completion request for ``n`` answers of ``request``'s prompt."""
         s = self.settings
         body: dict[str, Any] = {"model": s.model, "messages": request.messages, "temperature": s.temperature,
                                 "top_p": s.top_p, "max_tokens": s.max_tokens}
@@ -343,22 +460,13 @@ class Generator:
             body["n"] = n
         if s.send_seed:
             body["seed"] = request.generation_index
+        return body
+
+    async def _call(self, client: openai.AsyncOpenAI, request: GenerationRequest, n: int = 1) -> _Reply:
         self.calls += 1
         # The client's documented raw ``post``: same auth, errors and parsing as
         # ``chat.completions.create`` without re-walking the already plain JSON body.
-        completion = await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
-        if isinstance(completion, str) or not getattr(completion, "choices", None):
-            raise _CallError("bad_response", "response has no choices")
-        contents: list[str] = []
-        for choice in sorted(completion.choices, key=lambda c: c.index):
-            if not isinstance(choice.message.content, str):
-                raise _CallError("bad_response", "response has no message content")
-            contents.append(choice.message.content)
-        usage = completion.usage
-        details = getattr(usage, "prompt_tokens_details", None) if usage else None
-        cached = getattr(details, "cached_tokens", None) or 0
-        return _Reply(contents, usage.prompt_tokens if usage else 0,
-                      usage.completion_tokens if usage else 0, int(cached))
+        return _reply(await client.post("/chat/completions", body=self._body(request, n), cast_to=ChatCompletion))
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -56,13 +56,17 @@ class ProviderSettings(BaseModel):
     price_cached_in_per_mtok: float | None = Field(default=None, ge=0)  # a prompt-cache hit's input (null: full price)
     price_out_per_mtok: float | None = Field(default=None, ge=0)
     supports_n: bool = False    # accepts OpenAI's ``n``: one request for all of a prompt's answers
+    batch_price_factor: float = Field(default=1.0, gt=0, le=1)  # the Batch API's prices as a share of these
     in_process: bool = False    # embedded only: answer in this process, no local server (for benchmarks)
     # served on 127.0.0.1 by the gateway as the embedded teacher or a student (the entries named
     # embedded and student are); lets another entry serve the embedded teacher under its own prices
     serves: Literal["embedded", "student"] | None = None
 
-    def prices(self) -> Prices:
-        return Prices(self.price_in_per_mtok, self.price_out_per_mtok, self.price_cached_in_per_mtok)
+    def prices(self, batch: bool = False) -> Prices:
+        """Dollars per million tokens; ``batch``: through the Batch API (times ``batch_price_factor``)."""
+        factor = self.batch_price_factor if batch else 1.0
+        return Prices(*(None if p is None else p * factor for p in (
+            self.price_in_per_mtok, self.price_out_per_mtok, self.price_cached_in_per_mtok)))
 
     def local_kind(self, provider: str) -> str | None:
         """What the gateway serves itself for this entry (``embedded``, ``student``), or None for a remote one."""

@@ -12,6 +12,8 @@ the client's timeout), truncated bodies and non-JSON bodies, for the tests and b
 
 from __future__ import annotations
 
+import email
+import email.policy
 import functools
 import hashlib
 import importlib
@@ -55,6 +57,8 @@ class FaultConfig:
     fail_first_kind: str = "server_error"
     seed: int = 0
     ignore_n: bool = False   # answer one choice whatever ``n`` asks (a provider without ``n``)
+    batch_delay_s: float = 1.0   # the Batch API: a batch completes this long after it was created
+    batch_fail_once: float = 0.0  # share of batch requests whose first attempt fails (in the error file)
     refuse_n: bool = False   # answer HTTP 400 to a request with ``n`` > 1 (a model that does not take ``n``)
 
 
@@ -72,6 +76,8 @@ class ServerStats:
 
     calls: Counter[str] = field(default_factory=Counter)
     answers: int = 0          # choices returned (an ``n`` request returns several)
+    batches: list[int] = field(default_factory=list)   # requests in each batch created, in order
+    batch_failed: int = 0     # batch requests answered with an error
     faults: Counter[str] = field(default_factory=Counter)
     completed: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
@@ -102,6 +108,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802
+        path = self.path.rstrip("/").removeprefix("/v1")
+        if path.startswith("/files/") and path.endswith("/content"):
+            content = self.server.batch_store.file_content(path.split("/")[2])
+            self._send(200, content) if content is not None else self._send(404, b'{"error":{"message":"no file"}}')
+            return
+        if path.startswith("/batches/"):
+            batch = self.server.batch_store.retrieve(path.split("/")[2], self.server)
+            self._send(200, json.dumps(batch).encode()) if batch else self._send(404, b'{"error":{"message":"no batch"}}')
+            return
         if self.path.rstrip("/") in ("/v1/models", "/models"):
             self._send(200, json.dumps({"object": "list", "data": [
                 {"id": self.server.model_name, "object": "model", "owned_by": "fastdistill"}]}).encode())
@@ -113,6 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length", 0))
         raw = self.rfile.read(length)
+        path = self.path.rstrip("/").removeprefix("/v1")
+        if path in ("/files", "/batches"):
+            self._batch_api(path, raw)
+            return
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._send(404, b'{"error":{"message":"not found"}}')
             return
@@ -138,6 +157,31 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with server.stats.lock:
                 server.stats.in_flight -= 1
+
+    def _batch_api(self, path: str, raw: bytes) -> None:
+        """``POST /v1/files`` (a multipart upload) and ``POST /v1/batches``: OpenAI's Batch API."""
+        store = self.server.batch_store
+        try:
+            if path == "/files":
+                form = email.message_from_bytes(f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + raw,
+                                                policy=email.policy.default)
+                upload = next(part for part in form.iter_parts() if part.get_param("name", header="content-disposition")
+                              == "file")
+                self._send(200, json.dumps(store.add_file(upload.get_payload(decode=True) or b"",
+                                                          upload.get_filename() or "batch.jsonl")).encode())
+                return
+            body = json.loads(raw)
+            batch = store.create(body["input_file_id"], body.get("endpoint", "/v1/chat/completions"),
+                                 body.get("completion_window", "24h"))
+        except (StopIteration, KeyError, TypeError, ValueError):
+            self._send(400, b'{"error":{"message":"invalid request body","type":"invalid_request_error"}}')
+            return
+        if batch is None:
+            self._send(404, b'{"error":{"message":"no such input file"}}')
+            return
+        with self.server.stats.lock:
+            self.server.stats.batches.append(batch["request_counts"]["total"])
+        self._send(200, json.dumps(batch).encode())
 
     def _complete(self, request: dict[str, Any], messages: list[dict[str, Any]], key: str) -> None:
         server = self.server
@@ -238,6 +282,82 @@ def _completion(request: dict[str, Any], contents: list[str], model: str,
     }
 
 
+class BatchStore:
+    """The Batch API's files and batches, in memory: a batch completes ``batch_delay_s`` after it was
+    created (answered when it is next retrieved); a request whose first attempt is drawn to fail
+    (``batch_fail_once``) goes to the error file with a 500."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.attempts: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def add_file(self, content: bytes, filename: str) -> dict[str, Any]:
+        with self.lock:
+            file_id = f"file-{len(self.files) + 1:06d}"
+            self.files[file_id] = content
+        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                "filename": filename, "purpose": "batch", "status": "processed"}
+
+    def file_content(self, file_id: str) -> bytes | None:
+        with self.lock:
+            return self.files.get(file_id)
+
+    def create(self, input_file_id: str, endpoint: str, window: str) -> dict[str, Any] | None:
+        with self.lock:
+            content = self.files.get(input_file_id)
+            if content is None:
+                return None
+            batch_id = f"batch_{len(self.batches) + 1:06d}"
+            total = sum(1 for line in content.splitlines() if line.strip())
+            self.batches[batch_id] = batch = {
+                "id": batch_id, "object": "batch", "endpoint": endpoint, "input_file_id": input_file_id,
+                "completion_window": window, "status": "in_progress", "created_at": int(time.time()),
+                "request_counts": {"total": total, "completed": 0, "failed": 0},
+                "_created": time.monotonic()}
+        return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def retrieve(self, batch_id: str, server: _ChatServer) -> dict[str, Any] | None:
+        with self.lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                return None
+            if batch["status"] == "in_progress" and time.monotonic() - batch["_created"] >= server.faults.batch_delay_s:
+                self._answer(batch, server)
+            return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+    def _answer(self, batch: dict[str, Any], server: _ChatServer) -> None:
+        """Answer every request of a batch (under the store's lock) into its output and error files."""
+        output, errors = [], []
+        for line in self.files[batch["input_file_id"]].splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            custom_id, request = item["custom_id"], item["body"]
+            self.attempts[custom_id] += 1
+            fail = self.attempts[custom_id] == 1 and server._rng.random() < server.faults.batch_fail_once
+            if fail:
+                errors.append({"id": f"resp_{custom_id}", "custom_id": custom_id, "error": None, "response": {
+                    "status_code": 500, "body": {"error": {"message": "internal error", "type": "server_error"}}}})
+                continue
+            contents = sample_choices(server.model, request, server.faults.ignore_n)
+            output.append({"id": f"resp_{custom_id}", "custom_id": custom_id, "error": None, "response": {
+                "status_code": 200, "body": _completion(request, contents, server.model_name, server.prompt_cache)}})
+            with server.stats.lock:
+                server.stats.answers += len(contents)
+        with server.stats.lock:
+            server.stats.batch_failed += len(errors)
+        for key, lines in (("output_file_id", output), ("error_file_id", errors)):
+            if lines:
+                file_id = f"file-{len(self.files) + 1:06d}"
+                self.files[file_id] = "".join(json.dumps(x) + "\n" for x in lines).encode()
+                batch[key] = file_id
+        batch.update(status="completed", completed_at=int(time.time()),
+                     request_counts={"total": len(output) + len(errors), "completed": len(output),
+                                     "failed": len(errors)})
+
+
 class _ChatServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
@@ -248,6 +368,7 @@ class _ChatServer(ThreadingHTTPServer):
         self.model, self.model_name, self.faults, self.api_key = model, model_name, faults, api_key
         self.stats = ServerStats()
         self.prompt_cache = PromptCache()
+        self.batch_store = BatchStore()
         self._rng = random.Random(faults.seed)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
