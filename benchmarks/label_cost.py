@@ -15,7 +15,9 @@ stage's (`gates.stage.gate_chunk`, every shipped gate):
 * ``adaptive, n``: `initial_generations` answers in one request, then, while the question is not
   settled, the fewest answers that could settle it in one request per round;
 * ``adaptive, n + escalation``: and the unsettled questions asked once of `embedded_strong` (the
-  embedded teacher without its errors, priced 2.50 / 10.00 $).
+  embedded teacher without its errors, priced 2.50 / 10.00 $);
+* ``fixed, n, batch``: `teacher.mode: batch`, the Batch API (the embedded server's `/v1/files` and
+  `/v1/batches`, completing a second after submission) at `batch_price_factor` 0.5.
 
 Printed per row: HTTP requests, prompt / cached / completion tokens, dollars, kept samples, precision
 against the withheld gold with its 95 % Wilson interval, correct labels, dollars per correct kept
@@ -44,17 +46,18 @@ from fastdistill_assets.gates.label_cost import CALIBRATION, ESCALATION, TEACHER
 from fastdistill_assets.gates.pipeline import GateWorkers
 from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.proportions import wilson_interval
+from fastdistill_assets.teacher.batch import BatchOptions
 from fastdistill_assets.teacher.candidates import generate_part
 from fastdistill_assets.teacher.gateway import ProviderGateway
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = (("fixed, separate", False, False, False), ("adaptive, separate", False, True, False),
-            ("fixed, n", True, False, False), ("adaptive, n", True, True, False),
-            ("adaptive, n + escalation", True, True, True))
+VARIANTS = (("fixed, separate", False, False, False, False), ("adaptive, separate", False, True, False, False),
+            ("fixed, n", True, False, False, False), ("adaptive, n", True, True, False, False),
+            ("adaptive, n + escalation", True, True, True, False), ("fixed, n, batch", True, False, False, True))
 
 
 def run_variant(run: RunConfig, canon: pl.DataFrame, tmp: Path, name: str, supports_n: bool, adaptive: bool,
-                escalates: bool) -> dict:
+                escalates: bool, batch: bool) -> dict:
     gates = load_gates(REPO / "configs" / "quality_gates.yaml")
     run = run.model_copy(update={"decode": run.decode.model_copy(update={"adaptive": adaptive})})
     gateway = ProviderGateway(config_path=str(REPO / "configs" / "provider_gateway.yaml"),
@@ -62,7 +65,8 @@ def run_variant(run: RunConfig, canon: pl.DataFrame, tmp: Path, name: str, suppo
     overrides = {**run.teacher.endpoint_overrides(), "supports_n": supports_n}
     escalate = EscalateConfig(provider="embedded_strong")
     started = time.perf_counter()
-    with gateway.session("embedded", None, run.decode, overrides=overrides) as generator, \
+    options = BatchOptions(tmp / f"{name}-batches", poll_s=0.2) if batch else None
+    with gateway.session("embedded", None, run.decode, overrides=overrides, batch=options) as generator, \
             GateWorkers(1, gates.execution) as runner:
         if adaptive:
             rule = SettleRule(gates, run.decode.num_generations, run.decode.stop_margin, False, runner)
@@ -74,7 +78,7 @@ def run_variant(run: RunConfig, canon: pl.DataFrame, tmp: Path, name: str, suppo
             filtered, summary = gate_chunk(candidates, gates, run.recipe, gateway, run.teacher, runner,
                                            escalator if escalates else None)
     measured = withheld_precision(filtered, canon, gates) or {"correct": 0, "n": 0}
-    prices = {TEACHER: gateway.prices("embedded"), ESCALATION: gateway.prices(escalate.provider),
+    prices = {TEACHER: gateway.prices("embedded", batch=batch), ESCALATION: gateway.prices(escalate.provider),
               CALIBRATION: gateway.prices(escalate.provider)}
     cost = label_cost(token_counts(filtered), prices, measured["n"])
     requests = account.calls + (summary["escalation"]["account"]["calls"] if summary["escalation"] else 0)
