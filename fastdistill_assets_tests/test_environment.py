@@ -89,7 +89,8 @@ def test_reference_ollama_environment_is_frozen_and_used(project, reference_layo
         config = project.registry.load("ref-ollama").config
         assert config.teacher.model_dump() == {
             "provider": "ollama", "model": "qwen2.5-coder:7b", "splits": ["train"], "base_url": server.base_url,
-            "timeout_s": 240.0, "concurrency": 3, "error_profile": None, "escalate": None}
+            "timeout_s": 240.0, "concurrency": 3, "error_profile": None, "escalate": None, "budget_usd": None,
+            "mode": "online", "batch_poll_s": 30.0}
         assert (config.dataset.kind, config.dataset.path, config.dataset.db_path) == (
             "questions", str(reference_layout / "train.jsonl"), str(reference_layout / "train.db"))
         # the steps run without any of those variables: they read the frozen run

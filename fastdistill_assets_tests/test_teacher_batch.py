@@ -97,3 +97,52 @@ def test_materialized_batch_run_is_priced_at_the_batch_price(project):
     assert meta["batches"].value == 1 and meta["calls"].value == 12
     online = dollars(meta["input_tokens"].value, meta["output_tokens"].value, (0.15, 0.60))
     assert meta["cost_usd"].value == pytest.approx(online / 2, abs=2e-6)   # batch_price_factor 0.5
+
+
+def test_a_resumed_step_follows_its_recorded_batch_and_submits_only_what_is_new(tmp_path):
+    folder = tmp_path / "batches"
+    with embedded_teacher(FaultConfig(batch_delay_s=4.0)) as server:
+        child = subprocess.Popen([sys.executable, "-c", KILLED, server.base_url, str(folder)],
+                                 start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+        try:
+            wait_until(lambda: server.stats.batches and list(folder.glob("batch-*.json")), 60,
+                       "the batch to be submitted and recorded")
+        finally:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        # the resumed step has two more questions than the killed one (e.g. a larger chunk)
+        generator = Generator(fast_settings(server.base_url, **SAMPLED), None, "d",
+                              batch=BatchOptions(folder, poll_s=0.05))
+        results = generator.run(sampled_requests(8, 2))
+    assert server.stats.batches == [6, 2]   # the recorded batch followed, only the new questions submitted
+    assert (generator.batches, generator.batches_resumed, generator.calls) == (2, 1, 2)
+    assert all(r.error is None for r in results)
+
+
+def test_a_batch_that_cannot_be_followed_fails_the_step_and_is_resumed_later(tmp_path):
+    import threading
+
+    from fastdistill_assets.teacher.batch import BatchPollError
+
+    folder, outcome = tmp_path / "batches", {}
+    with embedded_teacher(FaultConfig(batch_delay_s=1.0)) as server:
+        settings = fast_settings(server.base_url, max_retries=0, **SAMPLED)
+
+        def run() -> None:
+            try:
+                Generator(settings, None, "d", batch=BatchOptions(folder, poll_s=0.05)).run(sampled_requests(3, 2))
+            except BatchPollError as err:
+                outcome["error"] = str(err)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        wait_until(lambda: list(folder.glob("batch-*.json")), 30, "the batch to be recorded")
+        server.faults.batch_unavailable = True   # the provider's batch service goes down while the step waits
+        worker.join(30)
+        assert "following it failed (server_error" in outcome["error"] and "resumes it" in outcome["error"]
+        assert len(list(folder.glob("batch-*.json"))) == 1
+        server.faults.batch_unavailable = False
+        generator = Generator(settings, None, "d", batch=BatchOptions(folder, poll_s=0.05))
+        results = generator.run(sampled_requests(3, 2))
+    assert server.stats.batches == [3] and (generator.batches_resumed, generator.calls) == (1, 0)
+    assert all(r.error is None for r in results) and list(folder.glob("batch-*.json")) == []

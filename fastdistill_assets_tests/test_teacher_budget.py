@@ -24,10 +24,10 @@ MAX_TOKENS = 64
 
 def _expected_calls(requests, answered, limit_usd: float) -> int:
     """The rule, one request at a time: a request is sent while what was spent plus its most
-    (its prompt estimate, characters / 4, and max_tokens answered) fits the budget."""
+    (its prompt at 3 UTF-8 bytes a token and 8 tokens a message, and max_tokens answered) fits the budget."""
     spent = 0.0
     for count, (request, result) in enumerate(zip(requests, answered, strict=True)):
-        prompt_estimate = sum(len(m["content"]) for m in request.messages) // 4
+        prompt_estimate = sum(len(m["content"].encode()) for m in request.messages) // 3 + 8 * len(request.messages)
         if spent + (prompt_estimate + MAX_TOKENS) * 1000 / 1e6 > limit_usd:
             return count
         spent += (result.prompt_tokens + result.completion_tokens) * 1000 / 1e6

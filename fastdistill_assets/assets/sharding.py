@@ -49,7 +49,7 @@ class StageStep:
     run_config: RunConfigResource
     teacher: ProviderGateway | None  # the provider gateway, for a stage with ``uses_teacher`` only
     spool: ChunkSpool | None = None   # the stage's parts (those finished by earlier attempts and shards)
-    share: float = 1.0                # the part of a stage-wide limit (the teacher budget) this step may use
+    shard: int | None = None          # which shard this step is (None: the merge)
 
     @staticmethod
     def of(context: dg.OpExecutionContext, writer: bool | None = None) -> "StageStep":
@@ -142,7 +142,7 @@ def sharded_asset(stage: ShardedStage, upstream: str | None, *, description: str
         shards = step.frozen.config.scale.shards
         with step.run_config.shard_lock(context, f"{stage.name}.shard-{index}-of-{shards}"), step_errors():
             spool = _spool(stage, step, source.get("source"))
-            return _run_shard(stage, dataclasses.replace(step, spool=spool, share=1 / shards), spool, index,
+            return _run_shard(stage, dataclasses.replace(step, spool=spool, shard=index), spool, index,
                               shards, source.get("source"))
 
     def _run_shard(stage: ShardedStage, step: StageStep, spool: ChunkSpool, index: int, shards: int,

@@ -24,13 +24,20 @@ from fastdistill_assets.teacher.candidates import (CANDIDATE_SCHEMA, TeacherAcco
 
 
 def _spend_limit(step: StageStep) -> SpendLimit | None:
-    """This step's part of ``teacher.budget_usd``: what the stage's finished parts did not spend,
-    times the step's share (a shard's 1 / shards)."""
-    budget, provider = step.frozen.config.teacher.budget_usd, step.frozen.config.teacher.provider
+    """This step's part of ``teacher.budget_usd``. Where no other step of the stage can run beside
+    it (one shard, the merge, or a teacher pool of one slot): what the stage's finished parts did not
+    spend. Where shards run side by side: an equal share of the budget, less what this shard's
+    finished parts spent."""
+    budget, shards = step.frozen.config.teacher.budget_usd, step.frozen.config.scale.shards
     if budget is None:
         return None
-    spent = sum(s.get("spent_usd", 0.0) for s in step.spool.done_summaries()) if step.spool else 0.0
-    return SpendLimit(max(0.0, budget - spent) * step.share, _prices(step))
+    done = step.spool.done_summaries() if step.spool else []
+    side_by_side = step.context.instance.get_concurrency_config().pool_config.default_pool_limit
+    if step.shard is None or shards == 1 or side_by_side == 1:
+        left = budget - sum(s.get("spent_usd", 0.0) for s in done)
+    else:
+        left = budget / shards - sum(s.get("spent_usd", 0.0) for s in done if s.get("by") == f"shard-{step.shard}")
+    return SpendLimit(max(0.0, left), _prices(step))
 
 
 def _prices(step: StageStep) -> Prices:

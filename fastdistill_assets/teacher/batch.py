@@ -3,9 +3,11 @@
 The requests not in the response cache go as JSONL files (``/v1/files``) into batches
 (``/v1/batches``) of at most ``max_requests`` lines, one line per request (a question's answers in
 one line with ``n`` where the provider takes it), ``custom_id`` = the request's first request_id.
-Each batch's id is recorded in ``folder`` (the run's work folder) before it is polled, keyed by
-what it asks, so a killed step or a restarted Dagster finds it and polls the same batch again
-instead of paying twice; the record goes once the batch's answers are in the response cache. The
+Each batch's id and the requests it asks are recorded in ``folder`` (the run's work folder) before
+it is polled; a step first polls every recorded batch that asks one of its requests, so a killed
+step or a restarted Dagster follows the same batches instead of paying twice (a batch that cannot
+be followed to its end fails the step and stays recorded); the record goes once the batch's answers
+are in the response cache. The
 step logs progress while it waits (every ``poll_s``). Answers map back by ``custom_id``; a request
 that failed or expired (or a batch the provider no longer knows) is resubmitted alone, in a batch
 of the failed ones only, at most ``max_resubmits`` times (counted); after that it is an error row.
@@ -85,35 +87,33 @@ class BatchRecords:
     def path(self, key: str) -> Path:
         return self.folder / f"batch-{key[:32]}.json"
 
-    def find(self, key: str) -> str | None:
-        path = self.path(key)
-        return json.loads(path.read_text())["batch_id"] if path.exists() else None
+    def all(self) -> list[tuple[str, str, list[str]]]:
+        """Every recorded batch: (key, batch id, the custom_ids it asks), oldest first."""
+        found = []
+        for path in sorted(self.folder.glob("batch-*.json"), key=lambda p: p.stat().st_mtime):
+            data = json.loads(path.read_text())
+            found.append((data["key"], data["batch_id"], data["custom_ids"]))
+        return found
 
-    def record(self, key: str, batch_id: str) -> None:
+    def record(self, key: str, batch_id: str, custom_ids: list[str]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path(key).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"batch_id": batch_id, "recorded_at": time.time()}))
+        tmp.write_text(json.dumps({"key": key, "batch_id": batch_id, "custom_ids": custom_ids,
+                                   "recorded_at": time.time()}))
         tmp.replace(self.path(key))
 
     def forget(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
 
-async def submit_or_resume(client: openai.AsyncOpenAI, records: BatchRecords, key: str, lines: bytes) -> tuple[str, bool]:
-    """The batch for ``key``: the recorded one if the provider still has it, else a new one (recorded
-    before anything waits on it). Returns (batch id, whether it was resumed)."""
-    recorded = records.find(key)
-    if recorded is not None:
-        try:
-            await client.batches.retrieve(recorded)
-            return recorded, True
-        except openai.NotFoundError:
-            records.forget(key)   # the provider no longer has it (a restarted local server): submit again
+async def submit(client: openai.AsyncOpenAI, records: BatchRecords, key: str, lines: bytes,
+                 custom_ids: list[str]) -> str:
+    """Upload a batch's input and create it; its id is recorded before anything waits on it."""
     upload = await client.files.create(file=("batch.jsonl", lines, "application/jsonl"), purpose="batch")
     batch = await client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
                                         completion_window="24h")
-    records.record(key, batch.id)
-    return batch.id, False
+    records.record(key, batch.id, custom_ids)
+    return batch.id
 
 
 async def wait_for(client: openai.AsyncOpenAI, batch_id: str, options: BatchOptions,
@@ -141,4 +141,8 @@ def completion(body: dict[str, Any]) -> ChatCompletion:
 
 def batch_key(identity: str, model: str, decode_profile: str, custom_ids: list[str]) -> str:
     """What a batch asks, as its record's key: the endpoint, model, decode profile and its requests."""
-    return sha256_json([identity, model, decode_profile, custom_ids])
+    return sha256_json([identity, model, decode_profile, sorted(custom_ids)])
+
+
+class BatchPollError(RuntimeError):
+    """A submitted batch could not be followed to its end; its record stays, so asking again resumes it."""

@@ -29,6 +29,7 @@ class SpendLimit:
     spent_usd: float = 0.0
     reserved_usd: float = 0.0
     exhausted: bool = False
+    in_flight: int = 0
     _changed: asyncio.Condition | None = field(default=None, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
@@ -55,8 +56,9 @@ class SpendLimit:
                     return False
                 if self.spent_usd + self.reserved_usd + most_usd <= self.limit_usd:
                     self.reserved_usd += most_usd
+                    self.in_flight += 1
                     return True
-                if self.reserved_usd <= 1e-12:   # nothing in flight will free any of it
+                if self.in_flight == 0:   # nothing in flight will free any of it
                     self.exhausted = True
                     changed.notify_all()
                     return False
@@ -68,12 +70,14 @@ class SpendLimit:
             self.exhausted = True
             return False
         self.reserved_usd += most_usd
+        self.in_flight += 1
         return True
 
     async def settle(self, most_usd: float, actual_usd: float) -> None:
         """Release a reservation and count what the request cost (0 for a failed one)."""
         changed = self._condition()
         async with changed:
-            self.reserved_usd = max(0.0, self.reserved_usd - most_usd)
+            self.in_flight -= 1
+            self.reserved_usd = max(0.0, self.reserved_usd - most_usd) if self.in_flight else 0.0
             self.spent_usd += actual_usd
             changed.notify_all()

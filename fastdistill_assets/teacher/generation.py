@@ -31,8 +31,8 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from fastdistill_assets.teacher.batch import (BATCH_FAILED, BatchOptions, BatchRecords, batch_key, batch_lines,
-                                              completion, submit_or_resume, wait_for)
+from fastdistill_assets.teacher.batch import (BATCH_FAILED, BatchOptions, BatchOutcome, BatchPollError, BatchRecords,
+                                              batch_key, batch_lines, completion, submit, wait_for)
 from fastdistill_assets.teacher.budget import BUDGET_EXHAUSTED, SpendLimit
 from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key, normalize_base_url
 from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
@@ -150,6 +150,12 @@ class _Limiters:
     budget: TokenBudget
 
 
+def _most_prompt_tokens(messages: list[dict[str, str]]) -> int:
+    """A prompt's tokens at most, for the budget: UTF-8 bytes / 3 (a token is 3 bytes or more in
+    common tokenizers: ~4 for English, ~3 for CJK) and 8 per message for the chat format."""
+    return sum(len(m.get("content", "").encode()) for m in messages) // 3 + 8 * len(messages)
+
+
 def _estimate_tokens(messages: list[dict[str, str]], max_tokens: int) -> int:
     return sum(len(m.get("content", "")) for m in messages) // 4 + max_tokens
 
@@ -264,41 +270,81 @@ class Generator:
 
     async def _batch_all(self, requests: Sequence[GenerationRequest], pending: list[int],
                          results: list[GenerationResult | None], already_done: int) -> None:
-        """The pending requests through the Batch API (``teacher.batch``): see that module. Every
-        request ends as a result: an answer (cached at once), ``budget_exhausted``, or an error after
-        its resubmissions."""
+        """The pending requests through the Batch API (``teacher.batch``): recorded batches that ask
+        some of them are followed first, then the rest is submitted. Every request ends as a result:
+        an answer (cached at once), ``budget_exhausted``, or an error after its resubmissions.
+
+        Raises:
+            BatchPollError: a submitted batch could not be followed to its end (it stays recorded).
+        """
         assert self.batch is not None
         s, options, spend = self.settings, self.batch, self.spend
         groups = {requests[g[0]].request_id: [requests[i] for i in g] for g in _groups(requests, pending, s.supports_n)}
         index = {r.request_id: i for i, r in enumerate(requests)}
-        held: dict[str, float] = {}
-        for custom_id, group in list(groups.items()):
-            outputs = s.max_tokens * len(group)
-            most = spend.cost(_estimate_tokens(group[0].messages, 0), outputs) if spend else 0.0
-            if spend is not None and not spend.reserve_now(most):
-                for r in groups.pop(custom_id):
-                    results[index[r.request_id]] = GenerationResult(
-                        r.request_id, error=BUDGET_EXHAUSTED, error_detail="not asked: teacher.budget_usd reached")
-            else:
-                held[custom_id] = most
         records, identity = BatchRecords(options.folder), self.settings.cache_identity or s.base_url
         total, started = len(requests), time.monotonic()
+        held: dict[str, float] = {}
 
         def progress(done: int, of: int) -> None:
             if self.progress:
                 self.progress(min(total, already_done + done), total, time.monotonic() - started)
 
+        def not_asked(custom_id: str) -> None:
+            for r in groups.pop(custom_id):
+                results[index[r.request_id]] = GenerationResult(
+                    r.request_id, error=BUDGET_EXHAUSTED, error_detail="not asked: teacher.budget_usd reached")
+
+        def reserve(custom_id: str) -> bool:
+            if spend is None:
+                return True
+            most = spend.cost(_most_prompt_tokens(groups[custom_id][0].messages),
+                              s.max_tokens * len(groups[custom_id]))
+            if not spend.reserve_now(most):
+                not_asked(custom_id)
+                return False
+            held[custom_id] = most
+            return True
+
+        def take(asked: dict[str, list[GenerationRequest]], outcome: BatchOutcome, attempt: int) -> list[str]:
+            """Cache and place a batch's answers; the custom_ids to ask again (failed, expired, the
+            rest of a short ``n`` reply as requests of their own)."""
+            again = [c for c in outcome.failed if c in asked]
+            for custom_id, group in asked.items():
+                body = outcome.answers.get(custom_id)
+                if body is None:
+                    if custom_id not in outcome.failed:
+                        again.append(custom_id)   # expired: in neither file
+                    continue
+                try:
+                    answered = self._answered(group, _reply(completion(body)), outcome.seconds * 1000, attempt, {})
+                except (_CallError, ValueError):
+                    again.append(custom_id)
+                    continue
+                for result in answered:
+                    results[index[result.request_id]] = result
+                for r in group[len(answered):]:
+                    groups[r.request_id] = [r]
+                    self.n_fallbacks += 1
+                    if reserve(r.request_id):
+                        again.append(r.request_id)
+            return again
+
+        async def follow(batch_id: str, key: str) -> BatchOutcome:
+            try:
+                return await wait_for(client, batch_id, options, progress)
+            except Exception as err:
+                failure = classify(err)
+                raise BatchPollError(f"teacher batch {batch_id}: following it failed ({failure.reason}: "
+                                     f"{redact(failure.detail, s.api_key)}); it stays recorded in {records.folder}, "
+                                     "so materializing again resumes it") from None
+
         async def one(custom_ids: list[str], attempt: int) -> list[str]:
-            """Submit (or resume) one batch and take its answers; the custom_ids that failed."""
+            """Submit one batch and take its answers; the custom_ids to ask again."""
             asked = {c: groups[c] for c in custom_ids}
             key = batch_key(identity, s.model, self.decode_profile, custom_ids)
             try:
-                batch_id, resumed = await submit_or_resume(client, records, key, batch_lines(asked, self._body))
-                self.batches += 1
-                self.batches_resumed += resumed
-                self.calls += 0 if resumed else len(custom_ids)
-                outcome = await wait_for(client, batch_id, options, progress)
-            except Exception as err:  # noqa: BLE001 - a failed Batch API call becomes error rows
+                batch_id = await submit(client, records, key, batch_lines(asked, self._body), custom_ids)
+            except Exception as err:  # noqa: BLE001 - a batch that could not be submitted becomes error rows
                 failure = classify(err)
                 for group in asked.values():
                     for r in group:
@@ -306,29 +352,37 @@ class Generator:
                             r.request_id, attempts=attempt, error=failure.reason,
                             error_detail=redact(failure.detail, s.api_key))
                 return []
-            failed = list(outcome.failed)
-            for custom_id, body in outcome.answers.items():
-                group = asked.get(custom_id)
-                if group is None:
-                    continue
-                try:
-                    answered = self._answered(group, _reply(completion(body)), outcome.seconds * 1000, attempt, {})
-                except (_CallError, ValueError):
-                    failed.append(custom_id)
-                    continue
-                for result in answered:
-                    results[index[result.request_id]] = result
-                for r in group[len(answered):]:   # a short ``n`` reply: the rest as requests of their own
-                    groups[r.request_id] = [r]   # (its cost is settled with its first group's)
-                    failed.append(r.request_id)
-                    self.n_fallbacks += 1
-            failed += [c for c in custom_ids if c not in outcome.answers and c not in outcome.failed]  # expired
+            self.batches += 1
+            self.calls += len(custom_ids)
+            again = take(asked, await follow(batch_id, key), attempt)
             records.forget(key)
-            return failed
+            return again
 
         client = self._client(max_retries=s.max_retries)
         try:
-            todo, attempt = list(groups), 1
+            todo = list(groups)
+            for key, batch_id, custom_ids in records.all():   # a killed step's batches, paid for already
+                waiting = set(todo)
+                mine = [c for c in custom_ids if c in waiting]
+                if not mine:
+                    continue
+                try:
+                    await client.batches.retrieve(batch_id)
+                except openai.NotFoundError:
+                    records.forget(key)   # the provider no longer has it (a restarted local server)
+                    continue
+                self.batches += 1
+                self.batches_resumed += 1
+                asked = {c: groups[c] for c in mine}
+                again = take(asked, await follow(batch_id, key), 1)
+                if spend is not None:
+                    spend.charge(*(sum(getattr(results[index[r.request_id]], f) for g in asked.values() for r in g
+                                       if results[index[r.request_id]] is not None)
+                                   for f in ("prompt_tokens", "completion_tokens", "cached_tokens")))
+                records.forget(key)
+                todo = [c for c in todo if c not in asked] + again
+            todo = [c for c in todo if c in held or reserve(c)]
+            attempt = 1
             while todo:
                 chunks = [todo[i:i + options.max_requests] for i in range(0, len(todo), options.max_requests)]
                 failed = [c for part in await asyncio.gather(*(one(chunk, attempt) for chunk in chunks)) for c in part]
@@ -345,7 +399,7 @@ class Generator:
             await client.close()
             if spend is not None:
                 for custom_id, most in held.items():
-                    answered = [results[index[r.request_id]] for r in groups[custom_id]]
+                    answered = [results[index[r.request_id]] for r in groups.get(custom_id, [])]
                     await spend.settle(most, sum(spend.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
                                                  for r in answered if r is not None and r.error is None))
 
@@ -392,7 +446,7 @@ class Generator:
         estimate = _estimate_tokens(group[0].messages, outputs)
         if spend is None:
             return await self._attempts(client, group, limiter, estimate)
-        most_usd = spend.cost(estimate - outputs, outputs)
+        most_usd = spend.cost(_most_prompt_tokens(group[0].messages), outputs)
         if not await spend.reserve(most_usd):
             return [GenerationResult(r.request_id, error=BUDGET_EXHAUSTED,
                                      error_detail="not asked: teacher.budget_usd reached") for r in group]

@@ -59,6 +59,7 @@ class FaultConfig:
     ignore_n: bool = False   # answer one choice whatever ``n`` asks (a provider without ``n``)
     batch_delay_s: float = 1.0   # the Batch API: a batch completes this long after it was created
     batch_fail_once: float = 0.0  # share of batch requests whose first attempt fails (in the error file)
+    batch_unavailable: bool = False  # answer 503 to every Batch API request (a provider outage)
     refuse_n: bool = False   # answer HTTP 400 to a request with ``n`` > 1 (a model that does not take ``n``)
 
 
@@ -107,8 +108,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _authorized(self) -> bool:
+        if self.server.api_key is None or self.headers.get("Authorization") == f"Bearer {self.server.api_key}":
+            return True
+        self._send(401, b'{"error":{"message":"invalid api key","type":"authentication_error"}}')
+        return False
+
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.rstrip("/").removeprefix("/v1")
+        if path.startswith(("/files/", "/batches/")) and not self._authorized():
+            return
+        if path.startswith(("/files/", "/batches/")) and self.server.faults.batch_unavailable:
+            self._send(503, b'{"error":{"message":"batch service unavailable","type":"server_error"}}')
+            return
         if path.startswith("/files/") and path.endswith("/content"):
             content = self.server.batch_store.file_content(path.split("/")[2])
             self._send(200, content) if content is not None else self._send(404, b'{"error":{"message":"no file"}}')
@@ -130,7 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         path = self.path.rstrip("/").removeprefix("/v1")
         if path in ("/files", "/batches"):
-            self._batch_api(path, raw)
+            if self._authorized():
+                self._batch_api(path, raw)
             return
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._send(404, b'{"error":{"message":"not found"}}')
@@ -337,11 +350,14 @@ class BatchStore:
             custom_id, request = item["custom_id"], item["body"]
             self.attempts[custom_id] += 1
             fail = self.attempts[custom_id] == 1 and server._rng.random() < server.faults.batch_fail_once
-            if fail:
+            try:
+                contents = None if fail else sample_choices(server.model, request, server.faults.ignore_n)
+            except Exception:  # noqa: BLE001 - a model failure is that request's 500, as online
+                contents = None
+            if contents is None:
                 errors.append({"id": f"resp_{custom_id}", "custom_id": custom_id, "error": None, "response": {
                     "status_code": 500, "body": {"error": {"message": "internal error", "type": "server_error"}}}})
                 continue
-            contents = sample_choices(server.model, request, server.faults.ignore_n)
             output.append({"id": f"resp_{custom_id}", "custom_id": custom_id, "error": None, "response": {
                 "status_code": 200, "body": _completion(request, contents, server.model_name, server.prompt_cache)}})
             with server.stats.lock:
@@ -414,6 +430,11 @@ class ChatServer:
     @property
     def stats(self) -> ServerStats:
         return self._server.stats
+
+    @property
+    def faults(self) -> FaultConfig:
+        """The injected behaviour, live: a change applies to the requests that come after it."""
+        return self._server.faults
 
     def start(self) -> ChatServer:
         self._thread.start()
