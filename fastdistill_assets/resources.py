@@ -13,6 +13,7 @@ from pydantic import Field, PrivateAttr
 
 from fastdistill_assets import settings
 from fastdistill_assets.config import ConfigError, FrozenRun, RunConfigError, RunRegistry
+from fastdistill_assets.teacher.stopped import TeacherStopped
 from fastdistill_assets.run_launcher import end_dead_runs
 from fastdistill_assets.run_lock import RunWriterLock, describe_holder
 from fastdistill_assets.run_worker import stop_step_with_run_worker
@@ -129,5 +130,5 @@ def step_errors(*also: type[Exception]) -> Iterator[None]:
     mean a user's mistake at this call (a dataset file moved or broken)."""
     try:
         yield
-    except (ConfigError, RunConfigError, *also) as err:
+    except (ConfigError, RunConfigError, TeacherStopped, *also) as err:
         raise dg.Failure(description=str(err), metadata={"error": str(err)}) from None

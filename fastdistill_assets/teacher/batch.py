@@ -27,6 +27,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from fastdistill_assets.hashing import sha256_json
+from fastdistill_assets.teacher.stopped import TeacherStopped
 
 if TYPE_CHECKING:   # the Generator uses this module; its types only for annotations
     from fastdistill_assets.teacher.generation import GenerationRequest
@@ -144,5 +145,5 @@ def batch_key(identity: str, model: str, decode_profile: str, custom_ids: list[s
     return sha256_json([identity, model, decode_profile, sorted(custom_ids)])
 
 
-class BatchPollError(RuntimeError):
+class BatchPollError(TeacherStopped):
     """A submitted batch could not be followed to its end; its record stays, so asking again resumes it."""

@@ -167,7 +167,8 @@ class ProviderGateway(dg.ConfigurableResource):
             timeout_s=entry.timeout_s, max_retries=entry.max_retries, concurrency=entry.concurrency,
             requests_per_minute=entry.requests_per_minute, tokens_per_minute=entry.tokens_per_minute,
             max_inflight_tokens=entry.max_inflight_tokens, backoff_base_s=entry.backoff_base_s,
-            backoff_max_s=entry.backoff_max_s, temperature=decode.temperature, top_p=decode.top_p,
+            backoff_max_s=entry.backoff_max_s, breaker_failures=entry.breaker_failures,
+            breaker_silence_s=entry.breaker_silence_s, temperature=decode.temperature, top_p=decode.top_p,
             max_tokens=decode.max_tokens, send_seed=decode.num_generations > 1, supports_n=entry.supports_n,
         )
 

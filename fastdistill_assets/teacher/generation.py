@@ -36,9 +36,11 @@ from fastdistill_assets.teacher.batch import (BATCH_FAILED, BatchOptions, BatchO
 from fastdistill_assets.teacher.budget import BUDGET_EXHAUSTED, SpendLimit
 from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key, normalize_base_url
 from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
+from fastdistill_assets.teacher.stopped import TeacherUnreachable
 from fastdistill_assets.teacher.provider_config import DEFAULTS
 
 RETRYABLE = {"rate_limited", "server_error", "timeout", "connection", "bad_response"}
+UNREACHABLE = {"timeout", "connection"}   # what the circuit breaker counts
 N_REFUSED = {"http_400", "http_422"}   # an ``n`` request refused as invalid: asked again without ``n``
 
 
@@ -87,6 +89,8 @@ class EndpointSettings:
     max_inflight_tokens: int | None = None
     backoff_base_s: float = DEFAULTS.backoff_base_s
     backoff_max_s: float = DEFAULTS.backoff_max_s
+    breaker_failures: int = DEFAULTS.breaker_failures
+    breaker_silence_s: float = DEFAULTS.breaker_silence_s
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 256
@@ -132,7 +136,7 @@ def classify(err: BaseException) -> _CallError:
         if status == 408:
             return _CallError("timeout", "HTTP 408")
         return _CallError(f"http_{status}", f"HTTP {status}: {type(err).__name__}")
-    if isinstance(err, openai.APITimeoutError):
+    if isinstance(err, (openai.APITimeoutError, asyncio.TimeoutError)):
         return _CallError("timeout", "request timed out")
     if isinstance(err, openai.APIConnectionError):
         cause = err.__cause__ or err
@@ -221,6 +225,7 @@ class Generator:
         self.spend = spend   # a hard budget (``teacher.budget``): None, no limit
         self.batch = batch   # through the Batch API (``teacher.mode: batch``): None, online
         self.batches = self.batches_resumed = self.batch_resubmitted = 0
+        self._failures_in_a_row, self._last_success = 0, time.monotonic()
         self.calls = 0
         self.n_fallbacks = 0
         self._rng = random.Random(0)
@@ -469,10 +474,12 @@ class Generator:
             held = await limiter.budget.acquire(estimate)
             started = time.perf_counter()
             try:
-                reply = await self._call(client, head, len(group))
+                # the whole reply within timeout_s: connect, first byte and every byte after it
+                reply = await asyncio.wait_for(self._call(client, head, len(group)), s.timeout_s)
             except Exception as err:  # noqa: BLE001 - every failure is classified, none escapes
                 failure = classify(err)
                 await limiter.budget.release(held)
+                self._breaker(failure)
                 if len(group) > 1 and failure.reason in N_REFUSED:
                     return []   # a provider that refuses ``n``: the answers are asked one by one (counted)
                 if failure.reason not in RETRYABLE or attempt > s.max_retries:
@@ -484,6 +491,7 @@ class Generator:
                 await asyncio.sleep(self._backoff(attempt, failure.retry_after))
                 continue
             await limiter.budget.release(held)
+            self._failures_in_a_row, self._last_success = 0, time.monotonic()
             latency_ms = (time.perf_counter() - started) * 1000
             return self._answered(group, reply, latency_ms, attempts, dict(retries))
         raise AssertionError("unreachable")
@@ -521,6 +529,22 @@ class Generator:
         # The client's documented raw ``post``: same auth, errors and parsing as
         # ``chat.completions.create`` without re-walking the already plain JSON body.
         return _reply(await client.post("/chat/completions", body=self._body(request, n), cast_to=ChatCompletion))
+
+    def _breaker(self, failure: _CallError) -> None:
+        """Count an attempt that failed; stop asking (``TeacherUnreachable``) once
+        ``breaker_failures`` attempts in a row could not connect or timed out and none has succeeded
+        for ``breaker_silence_s`` (since the last success, or since this generator was made)."""
+        s = self.settings
+        if failure.reason not in UNREACHABLE:
+            return
+        self._failures_in_a_row += 1
+        silent = time.monotonic() - self._last_success
+        if self._failures_in_a_row >= s.breaker_failures and silent >= s.breaker_silence_s:
+            who = s.cache_identity or normalize_base_url(s.base_url)
+            raise TeacherUnreachable(
+                f"teacher {who} at {normalize_base_url(s.base_url)} is unreachable: {self._failures_in_a_row} "
+                f"attempts in a row failed ({failure.reason}: {redact(failure.detail, s.api_key)}) and none "
+                f"succeeded for {silent:.0f} s; its answers so far are cached: materializing again resumes")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

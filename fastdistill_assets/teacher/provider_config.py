@@ -52,6 +52,10 @@ class ProviderSettings(BaseModel):
     max_inflight_tokens: int | None = Field(default=None, ge=1)
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
+    # the circuit breaker: stop asking once this many attempts in a row could not connect or timed out
+    # and no request has succeeded for breaker_silence_s
+    breaker_failures: int = Field(default=10, ge=1)
+    breaker_silence_s: float = Field(default=60.0, gt=0)
     price_in_per_mtok: float | None = Field(default=None, ge=0)
     price_cached_in_per_mtok: float | None = Field(default=None, ge=0)  # a prompt-cache hit's input (null: full price)
     price_out_per_mtok: float | None = Field(default=None, ge=0)
