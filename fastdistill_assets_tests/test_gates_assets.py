@@ -120,3 +120,17 @@ def test_a_student_is_refused_as_judge_before_any_call(project, tmp_path):
         run_judge(frame, gateway, JudgeGates(enabled=True, provider="student"), TeacherConfig())
     scores, _ = run_judge(frame, gateway, JudgeGates(enabled=True, provider="embedded"), student_teacher)
     assert scores == {"Porto": (1.0, None)}  # a judge of its own judges a student-taught run
+
+
+def test_distilled_leaves_no_work_of_earlier_inputs_behind(project):
+    project.edit_config("run_config", dataset={"limit_per_split": 20, "splits": ["train", "test"]})
+    project.new_run("r1")
+    work = project.artifacts / "r1" / "_work" / "distilled"
+    stale = work / "0123456789abcdef01234567"   # a step killed while publishing from an earlier filtered
+    stale.mkdir(parents=True)
+    (stale / "part-000000.parquet").write_bytes(b"old")
+    assert materialize(project, ASSETS, "r1", teacher=teacher_gateway(project)).success
+    assert not stale.exists()
+    # filtered again (its timing columns, so its content hash, change): distilled again keeps one folder at most
+    assert materialize(project, ASSETS, "r1", selection=[filtered, distilled], teacher=teacher_gateway(project)).success
+    assert len([p for p in work.iterdir()] if work.exists() else []) <= 1

@@ -173,8 +173,10 @@ def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, 
     timer = StageTimer()
     frozen = run_config.for_partition(context)
     recipe, chunk_rows = frozen.config.recipe, _chunk_rows(frozen)
+    # under the run's writer lock (an asset step takes it): the parts of other inputs (an earlier
+    # filtered, a step killed while publishing) can never be reused, so they go
     spool = ChunkSpool(run_config.work_dir(context, "distilled"), spool_fingerprint(
-        config=frozen.config_hash, filtered=filtered.manifest.get("content_hash"), rows=chunk_rows))
+        config=frozen.config_hash, filtered=filtered.manifest.get("content_hash"), rows=chunk_rows), prune=True)
     exports = sft_export.Exports(spool.folder / "exports", recipe.rationale, recipe.preference_pairs)
     count = 0
     with exports:
