@@ -66,17 +66,22 @@ Generator(fast_settings(sys.argv[1], temperature=0.8, send_seed=True, supports_n
 """
 
 
+def _killed_once_its_batch_is_recorded(server, folder: Path) -> None:
+    """Run KILLED in a process of its own and SIGKILL it once its batch is submitted and recorded."""
+    child = subprocess.Popen([sys.executable, "-c", KILLED, server.base_url, str(folder)],
+                             start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        wait_until(lambda: server.stats.batches and list(folder.glob("batch-*.json")), 60,
+                   "the batch to be submitted and recorded")
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
 def test_a_step_killed_while_its_batch_is_pending_resumes_the_same_batch(tmp_path):
     folder = tmp_path / "batches"
     with embedded_teacher(FaultConfig(batch_delay_s=4.0)) as server:
-        child = subprocess.Popen([sys.executable, "-c", KILLED, server.base_url, str(folder)],
-                                 start_new_session=True, cwd=Path(__file__).resolve().parents[1])
-        try:
-            wait_until(lambda: server.stats.batches and list(folder.glob("batch-*.json")), 60,
-                       "the batch to be submitted and recorded")
-        finally:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        _killed_once_its_batch_is_recorded(server, folder)
         generator = Generator(fast_settings(server.base_url, **SAMPLED), None, "d",
                               batch=BatchOptions(folder, poll_s=0.05))
         results = generator.run(sampled_requests(6, 2))
@@ -102,14 +107,7 @@ def test_materialized_batch_run_is_priced_at_the_batch_price(project):
 def test_a_resumed_step_follows_its_recorded_batch_and_submits_only_what_is_new(tmp_path):
     folder = tmp_path / "batches"
     with embedded_teacher(FaultConfig(batch_delay_s=4.0)) as server:
-        child = subprocess.Popen([sys.executable, "-c", KILLED, server.base_url, str(folder)],
-                                 start_new_session=True, cwd=Path(__file__).resolve().parents[1])
-        try:
-            wait_until(lambda: server.stats.batches and list(folder.glob("batch-*.json")), 60,
-                       "the batch to be submitted and recorded")
-        finally:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        _killed_once_its_batch_is_recorded(server, folder)
         # the resumed step has two more questions than the killed one (e.g. a larger chunk)
         generator = Generator(fast_settings(server.base_url, **SAMPLED), None, "d",
                               batch=BatchOptions(folder, poll_s=0.05))

@@ -178,6 +178,25 @@ def _groups(requests: Sequence[GenerationRequest], pending: list[int], supports_
     return groups
 
 
+def _failed(group: Sequence[GenerationRequest], error: str, detail: str, attempts: int = 0) -> list[GenerationResult]:
+    """An error result for each request of ``group`` (asked as one, failed as one)."""
+    return [GenerationResult(r.request_id, attempts=attempts, error=error, error_detail=detail) for r in group]
+
+
+NOT_ASKED = "not asked: teacher.budget_usd reached"
+
+
+def _most_usd(spend: SpendLimit, group: Sequence[GenerationRequest], max_tokens: int) -> float:
+    """What a request for ``group``'s answers may cost at most: its prompt and ``max_tokens`` each."""
+    return spend.cost(_most_prompt_tokens(group[0].messages), max_tokens * len(group))
+
+
+def _paid_usd(spend: SpendLimit, results: Sequence[GenerationResult | None]) -> float:
+    """What the answers among ``results`` cost at the tokens they were bought with."""
+    return sum(spend.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
+               for r in results if r is not None and r.error is None)
+
+
 def _split(total: int, parts: int) -> list[int]:
     """``total`` split into ``parts`` near-equal integers that sum to it (the remainder first)."""
     base, extra = divmod(total, parts)
@@ -294,18 +313,16 @@ class Generator:
             if self.progress:
                 self.progress(min(total, already_done + done), total, time.monotonic() - started)
 
-        def not_asked(custom_id: str) -> None:
-            for r in groups.pop(custom_id):
-                results[index[r.request_id]] = GenerationResult(
-                    r.request_id, error=BUDGET_EXHAUSTED, error_detail="not asked: teacher.budget_usd reached")
+        def place(found: list[GenerationResult]) -> None:
+            for result in found:
+                results[index[result.request_id]] = result
 
         def reserve(custom_id: str) -> bool:
             if spend is None:
                 return True
-            most = spend.cost(_most_prompt_tokens(groups[custom_id][0].messages),
-                              s.max_tokens * len(groups[custom_id]))
+            most = _most_usd(spend, groups[custom_id], s.max_tokens)
             if not spend.reserve_now(most):
-                not_asked(custom_id)
+                place(_failed(groups.pop(custom_id), BUDGET_EXHAUSTED, NOT_ASKED))
                 return False
             held[custom_id] = most
             return True
@@ -325,8 +342,7 @@ class Generator:
                 except (_CallError, ValueError):
                     again.append(custom_id)
                     continue
-                for result in answered:
-                    results[index[result.request_id]] = result
+                place(answered)
                 for r in group[len(answered):]:
                     groups[r.request_id] = [r]
                     self.n_fallbacks += 1
@@ -352,10 +368,7 @@ class Generator:
             except Exception as err:  # noqa: BLE001 - a batch that could not be submitted becomes error rows
                 failure = classify(err)
                 for group in asked.values():
-                    for r in group:
-                        results[index[r.request_id]] = GenerationResult(
-                            r.request_id, attempts=attempt, error=failure.reason,
-                            error_detail=redact(failure.detail, s.api_key))
+                    place(_failed(group, failure.reason, redact(failure.detail, s.api_key), attempt))
                 return []
             self.batches += 1
             self.calls += len(custom_ids)
@@ -380,10 +393,8 @@ class Generator:
                 self.batches_resumed += 1
                 asked = {c: groups[c] for c in mine}
                 again = take(asked, await follow(batch_id, key), 1)
-                if spend is not None:
-                    spend.charge(*(sum(getattr(results[index[r.request_id]], f) for g in asked.values() for r in g
-                                       if results[index[r.request_id]] is not None)
-                                   for f in ("prompt_tokens", "completion_tokens", "cached_tokens")))
+                if spend is not None:   # paid when that step submitted it
+                    spend.spent_usd += _paid_usd(spend, [results[index[r.request_id]] for g in asked.values() for r in g])
                 records.forget(key)
                 todo = [c for c in todo if c not in asked] + again
             todo = [c for c in todo if c in held or reserve(c)]
@@ -393,10 +404,7 @@ class Generator:
                 failed = [c for part in await asyncio.gather(*(one(chunk, attempt) for chunk in chunks)) for c in part]
                 if failed and attempt > options.max_resubmits:
                     for custom_id in failed:
-                        for r in groups[custom_id]:
-                            results[index[r.request_id]] = GenerationResult(
-                                r.request_id, attempts=attempt, error=BATCH_FAILED,
-                                error_detail=f"failed in {attempt} batches")
+                        place(_failed(groups[custom_id], BATCH_FAILED, f"failed in {attempt} batches", attempt))
                     break
                 self.batch_resubmitted += len(failed)
                 todo, attempt = failed, attempt + 1
@@ -404,9 +412,8 @@ class Generator:
             await client.close()
             if spend is not None:
                 for custom_id, most in held.items():
-                    answered = [results[index[r.request_id]] for r in groups.get(custom_id, [])]
-                    await spend.settle(most, sum(spend.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
-                                                 for r in answered if r is not None and r.error is None))
+                    await spend.settle(most, _paid_usd(spend, [results[index[r.request_id]]
+                                                               for r in groups.get(custom_id, [])]))
 
     async def _call_all(self, requests: Sequence[GenerationRequest], pending: list[int],
                         results: list[GenerationResult | None], already_done: int) -> None:
@@ -451,17 +458,15 @@ class Generator:
         estimate = _estimate_tokens(group[0].messages, outputs)
         if spend is None:
             return await self._attempts(client, group, limiter, estimate)
-        most_usd = spend.cost(_most_prompt_tokens(group[0].messages), outputs)
+        most_usd = _most_usd(spend, group, s.max_tokens)
         if not await spend.reserve(most_usd):
-            return [GenerationResult(r.request_id, error=BUDGET_EXHAUSTED,
-                                     error_detail="not asked: teacher.budget_usd reached") for r in group]
+            return _failed(group, BUDGET_EXHAUSTED, NOT_ASKED)
         results: list[GenerationResult] = []
         try:
             results = await self._attempts(client, group, limiter, estimate)
             return results
         finally:
-            await spend.settle(most_usd, sum(spend.cost(r.prompt_tokens, r.completion_tokens, r.cached_tokens)
-                                             for r in results if r.error is None))
+            await spend.settle(most_usd, _paid_usd(spend, results))
 
     async def _attempts(self, client: openai.AsyncOpenAI, group: list[GenerationRequest], limiter: _Limiters,
                         estimate: int) -> list[GenerationResult]:
@@ -483,8 +488,7 @@ class Generator:
                 if len(group) > 1 and failure.reason in N_REFUSED:
                     return []   # a provider that refuses ``n``: the answers are asked one by one (counted)
                 if failure.reason not in RETRYABLE or attempt > s.max_retries:
-                    failed = [GenerationResult(r.request_id, attempts=attempts, error=failure.reason,
-                                               error_detail=redact(failure.detail, s.api_key)) for r in group]
+                    failed = _failed(group, failure.reason, redact(failure.detail, s.api_key), attempts)
                     failed[0].retries_by_reason = dict(retries)
                     return failed
                 retries[failure.reason] += 1
