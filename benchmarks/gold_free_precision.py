@@ -210,7 +210,7 @@ def grounding_seconds(candidates: pl.DataFrame, gates: GatesConfig) -> float:
     rows = [(parse_sql(sql, dialect).expression, db, dialect, question) for sql, db, dialect, question in
             executed.select("cleaned_sql", "db_path", "dialect", "question").iter_rows()]
     case_sensitive = gates.grounding.case_sensitive
-    with Executor(gates.execution.timeout_ms, gates.execution.max_rows) as executor:
+    with Executor(gates.execution) as executor:
         started = time.perf_counter()
         for expression, db, dialect, question in rows:
             first_ungrounded(string_literal_uses(expression, dialect), lambda use: executor.value_exists(

@@ -54,7 +54,7 @@ def main() -> None:
         official = Path(tmp) / "official"
         shutil.copytree(original, official)
         lower_case_databases(official)
-        executor = Executor(2000, 10000)
+        executor = Executor()
         reference = load_dataset(DatasetConfig(kind="wikisql", path=str(original), lower_values=False), Path(tmp)).frame
         expected = [[tuple(str(v).lower() if isinstance(v, str) else v for v in r) for r in rows or []]
                     for rows in gold_rows(reference, executor)]

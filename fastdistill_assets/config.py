@@ -280,8 +280,13 @@ class RuleGates(_Strict):
 
 
 class ExecutionGates(_Strict):
+    """Limits on running one query: its time, its result (stops at ``max_rows`` + 1 rows,
+    ``too_many_rows``, or past ``max_result_bytes``, ``result_too_big``) and DuckDB's memory."""
+
     timeout_ms: int = Field(default=2000, gt=0)
     max_rows: int = Field(default=10000, ge=1)
+    max_result_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    engine_memory_mb: int = Field(default=512, ge=64)  # DuckDB's memory_limit, per connection
     # A query that returns no rows: reject it, keep it (the path's gate decides as for any
     # result), or let the LLM judge decide (kept only with a judge score >= judge.min_score).
     empty_result: Literal["reject", "keep", "judge"] = "keep"

@@ -1,10 +1,18 @@
 """Execution on real SQLite and DuckDB files, including hostile queries."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from fastdistill_assets.config import ExecutionGates
 from fastdistill_assets.sqlsafe.execute import Executor
+from fastdistill_assets.sqlsafe.parse import oversized_value, parse_sql
 from fastdistill_assets_tests.db_fixtures import RUNAWAY, file_hash, make_duckdb, make_sqlite
 
 HOSTILE = [
@@ -17,6 +25,7 @@ HOSTILE = [
     "PRAGMA user_version = 7",
     "VACUUM",
 ]
+REPO = Path(__file__).resolve().parents[1]
 CARTESIAN = "SELECT count(*) FROM nums a, nums b, nums c, nums d"
 WIDE = "SELECT a.n, b.n FROM nums a, nums b"
 
@@ -50,7 +59,7 @@ def test_hostile_statements_never_change_the_database(database, sql, tmp_path):
 
 def test_runaway_query_is_interrupted(database):
     path, dialect = database
-    with Executor(timeout_ms=300) as executor:
+    with Executor(ExecutionGates(timeout_ms=300)) as executor:
         started = time.perf_counter()
         result = executor.run(str(path), dialect, RUNAWAY)
         assert result.error == "timeout"
@@ -60,16 +69,86 @@ def test_runaway_query_is_interrupted(database):
 
 def test_cartesian_blowup_is_bounded(database):
     path, dialect = database
-    with Executor(timeout_ms=300, max_rows=1000) as executor:
+    with Executor(ExecutionGates(timeout_ms=300, max_rows=1000)) as executor:
         assert executor.run(str(path), dialect, CARTESIAN).error == "timeout"
         assert executor.run(str(path), dialect, WIDE).error == "too_many_rows"
 
 
 def test_sqlite_huge_values_are_refused(tmp_path):
+    """Refused before it runs; and by SQLite's own length cap where the check is skipped."""
     path = make_sqlite(tmp_path / "db.sqlite")
     with Executor() as executor:
-        result = executor.run(str(path), "sqlite", "SELECT zeroblob(100000000)")
-    assert not result.ok and result.error == "too_big"
+        for run in (executor.run, executor.run_unchecked):
+            result = run(str(path), "sqlite", "SELECT zeroblob(100000000)")
+            assert not result.ok and result.error == "result_too_big", (run, result)
+
+
+@pytest.mark.parametrize("dialect, sql, refused", [
+    ("duckdb", "SELECT repeat('x', 999000) FROM range(10)", "REPEAT('x', 999000) builds one value of size 999000"),
+    ("duckdb", "SELECT repeat(name, goals) FROM player", "builds one value of a computed size"),
+    ("duckdb", "SELECT lpad(name, 20000, '-') FROM player", "size 20000"),
+    ("duckdb", "SELECT printf('%0999999d', goals) FROM player", "size 999999"),
+    ("duckdb", "SELECT format('{:>99999}', name) FROM player", "size 99999"),
+    ("duckdb", "SELECT range(100000000)", "size 100000000"),
+    ("duckdb", "SELECT list_resize([1], 10000000)", "size 10000000"),
+    ("sqlite", "SELECT zeroblob(999000) FROM player", "size 999000"),
+    ("sqlite", "SELECT randomblob(goals * 100000) FROM player", "a computed size"),
+    ("sqlite", "SELECT printf('%.*c', 99999, 'x')", "a computed size"),
+    ("duckdb", "SELECT lpad(CAST(goals AS TEXT), 3, '0'), repeat('-', 10) FROM player", None),
+    ("duckdb", "SELECT * FROM range(100000000)", None),              # rows, bounded by max_rows as they come
+    ("sqlite", "SELECT printf('%.2f', rating), printf('%05d', goals) FROM player", None),
+    ("sqlite", "SELECT substr(name, 1, 3), -goals FROM player", None),
+])
+def test_functions_that_build_huge_values_are_refused_before_they_run(dialect, sql, refused):
+    problem = oversized_value(parse_sql(sql, dialect).expression)
+    assert (problem is None) if refused is None else (refused in problem), problem
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "duckdb"])
+def test_results_stop_at_their_byte_budget(tmp_path, dialect):
+    """A result is counted as it is fetched: past max_result_bytes it is result_too_big, past
+    max_rows too_many_rows, whichever comes first; a result within both is returned whole."""
+    path = (make_duckdb if dialect == "duckdb" else make_sqlite)(tmp_path / f"db.{dialect}")
+    wide = "SELECT a.name || b.name || c.club AS v FROM player a, player b, player c, nums"  # 19,200 rows
+    with Executor(ExecutionGates(max_result_bytes=4096, max_rows=100_000)) as executor:
+        result = executor.run(str(path), dialect, wide)
+        assert result.error == "result_too_big" and result.detail.startswith("more than 4096 bytes in ")
+        assert int(result.detail.split(" in ")[1].split()[0]) < 19_200 // 10      # stopped early, not at the end
+        assert executor.run(str(path), dialect, "SELECT name FROM player ORDER BY name").rows == [
+            ("Ana",), ("Ben",), ("Cai",), ("Dee",)]
+    with Executor(ExecutionGates(max_rows=1000)) as executor:
+        assert executor.run(str(path), dialect, wide).error == "too_many_rows"
+
+
+def test_the_duckdb_engine_process_is_stopped_past_its_deadline_and_started_again(tmp_path):
+    """A query whose engine does not answer within 1.5x the time limit (here: its process is
+    frozen) is a timeout; a dead engine process is a db_error; either way the next query runs in a
+    new process, and closing the executor ends it."""
+    path = str(make_duckdb(tmp_path / "db.duckdb"))
+    with Executor(ExecutionGates(timeout_ms=400)) as executor:
+        assert executor.run(path, "duckdb", "SELECT count(*) FROM player").rows == [(4,)]
+        engine = executor._dbs[(path, "duckdb")]
+        frozen = engine.pid
+        os.kill(frozen, signal.SIGSTOP)
+        started = time.perf_counter()
+        result = executor.run(path, "duckdb", "SELECT count(*) FROM player")
+        assert result.error == "timeout" and "engine process was stopped" in result.detail
+        assert 0.6 <= time.perf_counter() - started < 3
+        assert engine.pid is None and not Path(f"/proc/{frozen}").exists()
+        assert executor.run(path, "duckdb", "SELECT max(goals) FROM player").rows == [(12,)]
+        os.kill(engine.pid, signal.SIGKILL)
+        result = executor.run(path, "duckdb", "SELECT 1")
+        assert result.error == "db_error" and "engine process ended (exit code -9)" in result.detail
+        assert executor.run(path, "duckdb", "SELECT min(goals) FROM player").rows == [(3,)]
+        last = engine.pid
+    assert engine.pid is None and not Path(f"/proc/{last}").exists()
+
+
+def test_a_file_duckdb_cannot_open_is_a_database_error(tmp_path):
+    (tmp_path / "not.duckdb").write_text("not a database")
+    with Executor() as executor:
+        result = executor.run(str(tmp_path / "not.duckdb"), "duckdb", "SELECT 1")
+    assert not result.ok and result.error == "db_error" and result.detail
 
 
 def test_duckdb_cannot_read_files(tmp_path):
@@ -94,7 +173,7 @@ def test_engine_level_guards_hold_even_without_the_parse_check(tmp_path):
     before = file_hash(path)
     with Executor() as executor:
         for sql in HOSTILE:
-            result = executor.run(str(path), "sqlite", sql.format(other=tmp_path / "o.db"), read_only_checked=True)
+            result = executor.run_unchecked(str(path), "sqlite", sql.format(other=tmp_path / "o.db"))
             assert not result.ok and result.error == "not_authorized", (sql, result)
     assert file_hash(path) == before and not (tmp_path / "o.db").exists()
 
@@ -112,7 +191,7 @@ def test_a_schema_slower_to_parse_than_the_deadline_does_not_time_out_every_quer
     started = time.perf_counter()
     sqlite3.connect(path).execute("SELECT count(*) FROM sqlite_master").fetchone()
     assert time.perf_counter() - started > 0.002          # the schema takes longer than the deadline below
-    with Executor(timeout_ms=1) as executor:
+    with Executor(ExecutionGates(timeout_ms=1)) as executor:
         assert executor.run(str(path), "sqlite", "SELECT a, b FROM t5999").rows == [(1, "x")]
         assert executor.run(str(path), "sqlite", "SELECT count(*) FROM t0").rows == [(0,)]
 
@@ -128,3 +207,30 @@ def test_gold_results_are_kept_for_the_latest_queries_only(tmp_path, monkeypatch
         assert list(executor._gold) == [(path, "sqlite", q) for q in queries[1:]]
         executor.gold(path, "sqlite", queries[1])                       # a hit moves to the end
         assert list(executor._gold)[-1] == (path, "sqlite", queries[1])
+
+
+HOSTILE_VERDICTS = {  # benchmarks/hostile_memory.py's queries: the verdicts each may get
+    **dict.fromkeys(["duckdb_repeat_1mb_x10k", "duckdb_repeat_computed", "duckdb_printf_width", "duckdb_scalar_range_1e8",
+                     "duckdb_wide_cartesian", "duckdb_string_agg_2gb", "duckdb_broadcast_aggregate",
+                     "duckdb_window_list", "duckdb_list_agg_2gb", "duckdb_doubling_cte", "sqlite_zeroblob_1mb_x10k",
+                     "sqlite_zeroblob_computed", "sqlite_wide_cartesian", "sqlite_broadcast_aggregate"],
+                    {"result_too_big"}),
+    "duckdb_rows_1e8": {"too_many_rows"},
+    "duckdb_sorted_cartesian": {"timeout", "result_too_big"},  # sorted to its deadline, or out of engine memory
+    "sqlite_group_concat_2gb": {"result_too_big", "timeout"},  # SQLite's 1 MB value cap, if reached in time
+    "duckdb_runaway_md5": {"timeout"}, "sqlite_sorted_cartesian": {"timeout"}, "sqlite_runaway_cte": {"timeout"},
+}
+
+
+def test_the_hostile_suite_is_refused_within_bounded_memory():
+    """The benchmark's hostile results, through the gate step's own per-candidate gates: each gets
+    its verdict, none is kept, and the gate process and DuckDB's engine process stay under 1 GiB."""
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "hostile_memory.py"), "--json"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    report = json.loads(out.stdout)
+    verdicts = {name: query["verdict"] for name, query in report["queries"].items()}
+    assert verdicts.keys() == HOSTILE_VERDICTS.keys()
+    assert {name: v for name, v in verdicts.items() if v not in HOSTILE_VERDICTS[name]} == {}
+    assert report["peak_rss_mib"] + report["engine_peak_rss_mib"] < 1024, report
+    timeouts = [q["seconds"] for q in report["queries"].values() if q["verdict"] == "timeout"]
+    assert max(timeouts) < 1.5 * report["timeout_ms"] / 1000 + 1, report  # the deadline holds (+1 s for a busy CI)

@@ -9,6 +9,7 @@ import pytest
 
 from fastdistill_assets.gates.grounding import LiteralUse, first_ungrounded, string_literal_uses
 from fastdistill_assets.sqlsafe import execute
+from fastdistill_assets.config import ExecutionGates
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets_tests.db_fixtures import write_tables
@@ -117,7 +118,7 @@ def test_a_slow_lookup_is_interrupted_and_unknown(tmp_path):
                "SELECT i, 'v' || i AS v FROM r")
     db.commit()
     db.close()
-    with Executor(timeout_ms=1) as executor:
+    with Executor(ExecutionGates(timeout_ms=1)) as executor:
         assert executor.value_exists(str(path), "sqlite", "big", "v", "nope") is None
 
 

@@ -65,8 +65,7 @@ class DatabaseCatalog(records.Closing):
 
     def __init__(self, rows_per_table: int, rows_total: int, limits: ExecutionGates | None = None) -> None:
         self.rows_per_table, self.rows_total = rows_per_table, rows_total
-        limits = limits or ExecutionGates()
-        self.executor = Executor(limits.timeout_ms, limits.max_rows)
+        self.executor = Executor(limits or ExecutionGates())
         self._entries: dict[tuple[str, str | None], Database | str] = {}
         self._listings: dict[str, tuple[Path, str, list[tuple[Any, ...]]]] = {}
 
@@ -80,7 +79,7 @@ class DatabaseCatalog(records.Closing):
         return self._entries[key]
 
     def _query(self, database: Path, dialect: str, sql: str) -> list[tuple[Any, ...]]:
-        result = self.executor.run(str(database), dialect, sql, read_only_checked=True)  # SQL built here
+        result = self.executor.run_unchecked(str(database), dialect, sql)  # SQL built here
         if not result.ok:
             raise ValueError(f"cannot read {database}: {result.detail}")
         return result.rows or []

@@ -161,7 +161,7 @@ def evaluate(frozen: FrozenRun, canonical: pl.DataFrame, filtered: pl.DataFrame,
     """Per-question results and the summary numbers (student, baseline, their paired comparison,
     teacher, win rate). ``baseline_student``: baseline_model's student (ungated kind), else None."""
     rows, items = eval_items(canonical, frozen.config.eval_split)
-    with Executor(frozen.gates.execution.timeout_ms, frozen.gates.execution.max_rows) as executor:
+    with Executor(frozen.gates.execution) as executor:
         student_out = predict_all(student, items, frozen.config.training.generation_batch_size)
         student_ok = exec_correct(student_out, items, executor, frozen.gates.gold)
         teacher_out = teacher_outputs(gateway, frozen, items)

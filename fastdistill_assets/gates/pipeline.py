@@ -74,7 +74,7 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     out["parse_ok"], out["parse_error"] = parsed.ok, parsed.error
     if not parsed.ok:
         return done(parsed.error.split(":", 1)[0])
-    result = executor.run(row["db_path"], row["dialect"], cleaned.sql, read_only_checked=True)
+    result = executor.run(row["db_path"], row["dialect"], cleaned.sql, parsed.expression)
     out["exec_ok"], out["exec_error"], out["exec_error_detail"], out["exec_ms"] = (
         result.ok, result.error, result.detail, result.elapsed_ms)
     if not result.ok:
@@ -119,15 +119,15 @@ def gate_workers(configured: int | None, rows: int) -> int:
     return max(1, min(configured, rows // ROWS_PER_WORKER))
 
 
-_worker_executors: dict[tuple[int, int], Executor] = {}
+_worker_executors: dict[str, Executor] = {}
 
 
 def _gate_in_worker(rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) -> list[dict[str, Any]]:
     """In a worker process: verdicts for ``rows``, with the worker's Executor, kept (with its
     connections and gold results) for the worker's life, the stage's pool."""
-    limits = (gates.execution.timeout_ms, gates.execution.max_rows)
+    limits = gates.execution.model_dump_json()
     if limits not in _worker_executors:
-        _worker_executors[limits] = Executor(*limits)
+        _worker_executors[limits] = Executor(gates.execution)
     return [gate_row(row, gates, rationale, _worker_executors[limits]) for row in rows]
 
 
@@ -140,7 +140,7 @@ class GateWorkers:
     def __init__(self, workers: int, execution: ExecutionGates) -> None:
         self.workers = workers
         self.pool = WorkerPool(workers)
-        self.executor = Executor(execution.timeout_ms, execution.max_rows)
+        self.executor = Executor(execution)
 
     def gate(self, rows: list[dict[str, Any]], gates: GatesConfig, rationale: bool) -> list[dict[str, Any]]:
         """Verdicts for ``rows``, in their order. Rows sorted by database (stable: a sample's

@@ -2,8 +2,14 @@
 
 SQLite files are opened with ``mode=ro``, ``PRAGMA query_only``, an authorizer that allows
 only reads, a cap on value length, and a progress handler that interrupts a query past its
-deadline. DuckDB files are opened ``read_only`` with external access off and interrupted
-by a timer. One connection per database is reused across rows.
+deadline. DuckDB files are opened ``read_only`` with external access off and a memory limit, in an
+engine process whose memory is capped, and interrupted by a timer
+(:mod:`~fastdistill_assets.sqlsafe.duck_process`). One connection per database is reused across rows.
+
+Rows are fetched a few at a time and counted as they come: a result stops at ``max_rows`` + 1 rows
+(``too_many_rows``) or past ``max_result_bytes`` (``result_too_big``), so a hostile result is never
+pulled into Python whole. A query that would build one huge value a row is refused before it runs
+(:func:`~fastdistill_assets.sqlsafe.parse.oversized_value`), since DuckDB computes 2,048 rows at once.
 
 A SQLite connection reads its schema before the first deadline is set: parsing the schema of a
 file with tens of thousands of tables (WikiSQL's train split has about 18,000) takes seconds,
@@ -14,7 +20,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -23,12 +28,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+from sqlglot import exp
 
-from fastdistill_assets.sqlsafe.parse import parse_sql
+from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.sqlsafe.bounded import ResultTooLarge, fetch_bounded
+from fastdistill_assets.sqlsafe.duck_process import DuckProcess
+from fastdistill_assets.sqlsafe.parse import oversized_value, parse_sql
 
 _ALLOWED_SQLITE_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                            getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
-MAX_VALUE_BYTES = 1_000_000
+MAX_VALUE_BYTES = 1_000_000  # SQLite refuses to build a longer value
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ _ERROR_KINDS = [
     ("no_such_table", re.compile(r"no such table|table .* does not exist|catalog error: table", re.I)),
     ("no_such_column", re.compile(r"no such column|column .* not found|referenced column", re.I)),
     ("syntax_error", re.compile(r"syntax error|parser error|incomplete input", re.I)),
-    ("too_big", re.compile(r"too big|string or blob|out of memory", re.I)),
+    ("result_too_big", re.compile(r"too big|string or blob|out of memory|MemoryError", re.I)),
 ]
 
 
@@ -75,31 +84,14 @@ class _SqliteDatabase:
     def _progress(self) -> int:
         return 1 if time.perf_counter() > self._deadline else 0
 
-    def fetch(self, sql: str, timeout_s: float, max_rows: int, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def fetch(self, sql: str, timeout_s: float, max_rows: int, max_bytes: int,
+              params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._deadline = time.perf_counter() + timeout_s
         cursor = self.conn.execute(sql, tuple(params))
         try:
-            return cursor.fetchmany(max_rows + 1)
+            return fetch_bounded(cursor, max_rows, max_bytes)
         finally:
             cursor.close()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class _DuckDatabase:
-    def __init__(self, path: Path) -> None:
-        self.conn = duckdb.connect(str(path), read_only=True,
-                                   config={"enable_external_access": False, "threads": 1, "memory_limit": "1GB"})
-        self.conn.execute("SET lock_configuration = true")
-
-    def fetch(self, sql: str, timeout_s: float, max_rows: int, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        timer = threading.Timer(timeout_s, self.conn.interrupt)
-        timer.start()
-        try:
-            return self.conn.execute(sql, list(params)).fetchmany(max_rows + 1)
-        finally:
-            timer.cancel()
 
     def close(self) -> None:
         self.conn.close()
@@ -128,45 +120,58 @@ def _recently_used(cache: OrderedDict[K, V], key: K, size: int, compute: Callabl
 
 
 class Executor:
-    """Runs read-only queries; keeps one connection per database and the latest gold results."""
+    """Runs read-only queries under the run's execution limits (:class:`ExecutionGates`); keeps one
+    connection per database and the latest gold results."""
 
-    def __init__(self, timeout_ms: int = 2000, max_rows: int = 10_000) -> None:
-        self.timeout_s, self.max_rows = timeout_ms / 1000, max_rows
-        self._dbs: dict[tuple[str, str], _SqliteDatabase | _DuckDatabase] = {}
+    def __init__(self, limits: ExecutionGates | None = None) -> None:
+        self.limits = limits or ExecutionGates()
+        self.timeout_s, self.max_rows = self.limits.timeout_ms / 1000, self.limits.max_rows
+        self._dbs: dict[tuple[str, str], _SqliteDatabase | DuckProcess] = {}
         self._gold: OrderedDict[tuple[str, str, str], ExecResult] = OrderedDict()
         self._values: OrderedDict[tuple[str, str, str, str, str, bool], bool | None] = OrderedDict()
 
-    def _db(self, db_path: str, dialect: str) -> _SqliteDatabase | _DuckDatabase:
+    def _db(self, db_path: str, dialect: str) -> _SqliteDatabase | DuckProcess:
         key = (db_path, dialect)
         if key not in self._dbs:
             path = Path(db_path)
             if not path.exists():
                 raise FileNotFoundError(f"database not found: {db_path}")
-            self._dbs[key] = _DuckDatabase(path) if dialect == "duckdb" else _SqliteDatabase(path)
+            self._dbs[key] = (DuckProcess(path, self.limits.engine_memory_mb) if dialect == "duckdb"
+                              else _SqliteDatabase(path))
         return self._dbs[key]
 
-    def run(self, db_path: str, dialect: str, sql: str, read_only_checked: bool = False) -> ExecResult:
-        """Run one query. Unless the parse gate already did, refuse anything but a read query first."""
+    def run(self, db_path: str, dialect: str, sql: str, parsed: exp.Expression | None = None) -> ExecResult:
+        """Run one query: refuse anything but one read query (unless ``parsed``, what
+        :func:`parse_sql` already accepted, is given) and any that builds huge values, then
+        :meth:`run_unchecked`."""
         started = time.perf_counter()
-        if not read_only_checked:
-            parsed = parse_sql(sql, dialect)
-            if not parsed.ok:
-                kind = "not_authorized" if parsed.error.startswith("not_read_only") else "syntax_error"
-                return ExecResult(False, None, kind, parsed.error, (time.perf_counter() - started) * 1000)
+        if parsed is None:
+            checked = parse_sql(sql, dialect)
+            if not checked.ok:
+                kind = "not_authorized" if checked.error.startswith("not_read_only") else "syntax_error"
+                return ExecResult(False, None, kind, checked.error, (time.perf_counter() - started) * 1000)
+            parsed = checked.expression
+        if oversized := oversized_value(parsed):
+            return ExecResult(False, None, "result_too_big", oversized, (time.perf_counter() - started) * 1000)
+        return self.run_unchecked(db_path, dialect, sql)
+
+    def run_unchecked(self, db_path: str, dialect: str, sql: str) -> ExecResult:
+        """Run one query under the engines' own guards and the result's bounds alone: for SQL this
+        package builds, never for a candidate's."""
+        started = time.perf_counter()
         try:
-            rows = self._db(db_path, dialect).fetch(sql, self.timeout_s, self.max_rows)
-        except (sqlite3.Error, duckdb.Error, FileNotFoundError, OverflowError, ValueError) as err:
-            message = str(err)[:300]
+            rows = self._db(db_path, dialect).fetch(sql, self.timeout_s, self.max_rows, self.limits.max_result_bytes)
+        except ResultTooLarge as err:
+            return ExecResult(False, None, err.kind, err.detail, (time.perf_counter() - started) * 1000)
+        except (sqlite3.Error, duckdb.Error, FileNotFoundError, OverflowError, ValueError, MemoryError) as err:
+            message = str(err)[:300] or type(err).__name__
             return ExecResult(False, None, classify_error(message) if not isinstance(err, FileNotFoundError)
                               else "no_database", message, (time.perf_counter() - started) * 1000)
-        elapsed = (time.perf_counter() - started) * 1000
-        if len(rows) > self.max_rows:
-            return ExecResult(False, None, "too_many_rows", f"more than {self.max_rows} rows", elapsed)
-        return ExecResult(True, [tuple(r) for r in rows], None, None, elapsed)
+        return ExecResult(True, [tuple(r) for r in rows], None, None, (time.perf_counter() - started) * 1000)
 
     def gold(self, db_path: str, dialect: str, gold_sql: str) -> ExecResult:
         return _recently_used(self._gold, (db_path, dialect, gold_sql), GOLD_CACHE_SIZE,
-                              lambda: self.run(db_path, dialect, gold_sql, read_only_checked=False))
+                              lambda: self.run(db_path, dialect, gold_sql))
 
     def value_exists(self, db_path: str, dialect: str, table: str, column: str, value: str,
                      case_sensitive: bool = False) -> bool | None:
@@ -192,7 +197,8 @@ class Executor:
         found: bool | None = None
         for sql, params in ((native, (value, value)), (text_only, (value,))):
             try:
-                found = bool(self._db(db_path, dialect).fetch(sql, self.timeout_s, 1, params))
+                found = bool(self._db(db_path, dialect).fetch(sql, self.timeout_s, 1, self.limits.max_result_bytes,
+                                                              params))
             except duckdb.ConversionException:
                 continue  # the column's type cannot hold the value: compare as text alone
             except Exception:  # noqa: BLE001 - a lookup that fails is missing evidence, not a verdict

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import sqlglot
@@ -43,3 +44,58 @@ def parse_sql(sql: str, dialect: str) -> Parsed:
     if violation:
         return Parsed(False, f"not_read_only: {violation}")
     return Parsed(True, None, statements[0])
+
+
+MAX_BUILT_SIZE = 10_000  # the largest size a function may be asked to build one value of
+_SIZED = {"zeroblob": 0, "randomblob": 0, "list_resize": 1, "array_resize": 1}  # anonymous: the size argument
+_FORMAT_WIDTH = re.compile(r"%[-+ #0']*(\*|\d+)?(?:\.(\*|\d+))?|\{[^}]*?:[^}]*?(\d+)")
+
+
+def _literal_int(node: exp.Expression | None) -> int | None:
+    """The integer a literal (or a negated literal) stands for, or None for anything computed."""
+    if isinstance(node, exp.Neg):
+        inner = _literal_int(node.this)
+        return None if inner is None else -inner
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return int(float(node.this))
+        except (ValueError, OverflowError):
+            return None
+    return None
+
+
+def _built_sizes(node: exp.Expression) -> list[int | None]:
+    """The sizes a function call asks one value to have (None: computed), or [] for other nodes."""
+    if isinstance(node, exp.Repeat):
+        return [_literal_int(node.args.get("times"))]
+    if isinstance(node, exp.Pad):
+        return [_literal_int(node.expression)]
+    if isinstance(node, exp.Space):
+        return [_literal_int(node.this)]
+    if isinstance(node, exp.GenerateSeries) and not isinstance(node.parent, exp.Table):  # a list, not rows
+        start, end = _literal_int(node.args.get("start")), _literal_int(node.args.get("end"))
+        return [None if start is None or end is None else end - start]
+    name = node.name.lower() if isinstance(node, exp.Anonymous) else ""
+    if name in _SIZED:
+        arguments = node.expressions
+        return [_literal_int(arguments[_SIZED[name]]) if len(arguments) > _SIZED[name] else None]
+    if name == "printf" or isinstance(node, exp.Format):
+        pattern = node.expressions[0] if name == "printf" and node.expressions else node.this
+        if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+            return [None]
+        widths = [w for match in _FORMAT_WIDTH.finditer(pattern.this) for w in match.groups() if w]
+        return [None if w == "*" else int(w) for w in widths]
+    return []
+
+
+def oversized_value(expression: exp.Expression) -> str | None:
+    """Why ``expression`` could build one huge value, or None: a call of repeat, lpad/rpad, space,
+    zeroblob, randomblob, list_resize, a scalar range/generate_series or a printf/format width whose
+    size is computed or above MAX_BUILT_SIZE. DuckDB computes 2,048 rows at a time, so one such value
+    a row is gigabytes in memory before the first row can be counted against the result's bounds."""
+    for node in expression.walk():
+        for size in _built_sizes(node):
+            if size is None or abs(size) > MAX_BUILT_SIZE:
+                shown = "a computed size" if size is None else f"size {size}"
+                return f"{node.sql()[:80]} builds one value of {shown} (at most {MAX_BUILT_SIZE} allowed)"
+    return None
