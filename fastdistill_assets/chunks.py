@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from fastdistill_assets.diskspace import named_if_full
 from fastdistill_assets.hashing import sha256_json
 
 PART_SUFFIX = ".parquet"
@@ -35,11 +36,17 @@ SUMMARY_SUFFIX = ".json"
 
 
 def _fsync_write(path: Path, write: Any) -> None:
+    """Write ``path`` under a temporary name, then rename it into place; a failed write (a full
+    disk) leaves nothing behind."""
     tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
-    write(tmp)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -90,11 +97,12 @@ class ChunkSpool:
             _fsync_write(path, lambda tmp: frame.write_parquet(tmp, row_group_size=max(frame.height, 1)))
             _fsync_write(path.with_suffix(SUMMARY_SUFFIX),
                          lambda tmp: tmp.write_text(json.dumps(summary or {}, sort_keys=True)))
-        try:
-            write_both()
-        except FileNotFoundError:  # the folder was cleared meanwhile
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_both()
+        with named_if_full(self.folder, frame.estimated_size()):
+            try:
+                write_both()
+            except FileNotFoundError:  # the folder was cleared meanwhile
+                self.folder.mkdir(parents=True, exist_ok=True)
+                write_both()
         return path
 
     def summary(self, index: int) -> dict[str, Any]:

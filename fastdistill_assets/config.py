@@ -58,6 +58,7 @@ class DatasetConfig(_Strict):
     gold_empty_result: Literal["keep", "reject"] = "keep"   # a gold query that returns no rows or only NULLs
     sample_rows: int = Field(default=3, ge=0)            # rows per table shown to the teacher
     sample_rows_total: int = Field(default=30, ge=0)     # rows over all tables of a database, at most
+    max_question_chars: int = Field(default=4000, ge=1)  # a longer question is rejected too_long, never sent
     withhold_gold: WithholdGold = Field(default_factory=WithholdGold)
 
 

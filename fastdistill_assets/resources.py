@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +14,14 @@ from pydantic import Field, PrivateAttr
 
 from fastdistill_assets import settings
 from fastdistill_assets.config import ConfigError, FrozenRun, RunConfigError, RunRegistry
+from fastdistill_assets.diskspace import as_disk_full
 from fastdistill_assets.teacher.stopped import TeacherStopped
 from fastdistill_assets.run_launcher import end_dead_runs
 from fastdistill_assets.run_lock import RunWriterLock, describe_holder
 from fastdistill_assets.run_worker import stop_step_with_run_worker
+
+
+OWN_STEP_POLL_S = 0.2  # how often a step tries the lock another step of its own run holds
 
 
 class RunConfigResource(dg.ConfigurableResource):
@@ -33,6 +38,8 @@ class RunConfigResource(dg.ConfigurableResource):
         "how long a step waits for another materialization of the same run_id before it fails"))
     writer_retry_s: float = Field(default=5.0, gt=0, description=(
         "while it waits, the step is retried this often (between tries it holds no pool slot)"))
+    progress_every_s: float = Field(default=10.0, gt=0, description=(
+        "the teacher logs its progress (done/total, answers/s, errors, ETA) at least this often"))
     _lock: RunWriterLock | None = PrivateAttr(default=None)
 
     def registry(self) -> RunRegistry:
@@ -81,8 +88,11 @@ class RunConfigResource(dg.ConfigurableResource):
         """Take ``lock`` or ask Dagster to retry the step in ``writer_retry_s`` (failing after
         ``writer_wait_s``). It waits by retrying rather than blocking: a blocked step would keep
         its `teacher` pool slot, which the lock's holder may need to finish."""
-        if lock.acquire({"dagster_run_id": context.run.run_id}):
-            return
+        with step_errors():   # a full disk: one line
+            if lock.acquire({"dagster_run_id": context.run.run_id}):
+                return
+            if lock.holder().get("dagster_run_id") == context.run.run_id and self._wait_for_own_step(context, lock, what):
+                return
         tries = math.ceil(self.writer_wait_s / self.writer_retry_s)
         busy = f"{what} is being materialized elsewhere ({describe_holder(lock.holder())})"
         if context.retry_number >= tries:
@@ -90,6 +100,21 @@ class RunConfigResource(dg.ConfigurableResource):
                              "finish or cancel it, then materialize again", metadata={"run_id": context.partition_key})
         context.log.warning(f"{busy}; trying again in {self.writer_retry_s:g}s")
         raise dg.RetryRequested(max_retries=tries, seconds_to_wait=self.writer_retry_s)
+
+    def _wait_for_own_step(self, context: dg.AssetExecutionContext | dg.OpExecutionContext, lock: RunWriterLock,
+                           what: str) -> bool:
+        """Another step of this same Dagster run holds ``lock`` (steps in processes of their own):
+        wait for it here, as steps of one run wait for each other, not as for a run elsewhere. The
+        holder already has whatever pool slot it needs, so holding ours meanwhile cannot block it.
+        Returns False if it is still held after ``writer_wait_s``."""
+        context.log.info(f"{what}: waiting for another step of this Dagster run to finish writing "
+                         f"({describe_holder(lock.holder())})")
+        deadline = time.monotonic() + self.writer_wait_s
+        while time.monotonic() < deadline:
+            time.sleep(OWN_STEP_POLL_S)
+            if lock.acquire({"dagster_run_id": context.run.run_id}):
+                return True
+        return False
 
     @contextlib.contextmanager
     def shard_lock(self, context: dg.OpExecutionContext, shard: str) -> Iterator[None]:
@@ -127,8 +152,14 @@ class RunConfigResource(dg.ConfigurableResource):
 def step_errors(*also: type[Exception]) -> Iterator[None]:
     """A user's mistake found inside a step ends it as ``dg.Failure`` with the one-line message
     (and the message as metadata), not as a stack trace. ``also``: more exception types that
-    mean a user's mistake at this call (a dataset file moved or broken)."""
+    mean a user's mistake at this call (a dataset file moved or broken). A full disk is said
+    the same way, naming the folder (see :mod:`diskspace`)."""
     try:
         yield
-    except (ConfigError, RunConfigError, TeacherStopped, *also) as err:
-        raise dg.Failure(description=str(err), metadata={"error": str(err)}) from None
+    except Exception as err:
+        full = as_disk_full(err, fallback=settings.artifacts_dir())
+        if full is not None:
+            raise dg.Failure(description=str(full), metadata=full.metadata()) from None
+        if isinstance(err, (ConfigError, RunConfigError, TeacherStopped, *also)):
+            raise dg.Failure(description=str(err), metadata={"error": str(err)}) from None
+        raise

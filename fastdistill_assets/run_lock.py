@@ -16,12 +16,15 @@ Runs launched from the UI are also queued one per run_id by the run coordinator
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import time
 from pathlib import Path
 from typing import IO, Any
+
+from fastdistill_assets.diskspace import named_if_full
 
 LOCKS_DIR = "_locks"
 
@@ -43,7 +46,10 @@ class RunWriterLock:
 
     def acquire(self, owner: dict[str, Any]) -> bool:
         """Take the lock if it is free, recording ``owner`` (e.g. the Dagster run id) in the file.
-        Returns False when another open of the lock holds it."""
+        Returns False when another open of the lock holds it.
+
+        Raises:
+            DiskFull: no space to record the owner (the lock is not taken)."""
         if self._file is not None:
             return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,10 +59,17 @@ class RunWriterLock:
         except BlockingIOError:
             file.close()
             return False
-        file.seek(0)
-        file.truncate()
-        file.write(json.dumps({**owner, "pid": os.getpid(), "since": time.time()}))
-        file.flush()
+        record = json.dumps({**owner, "pid": os.getpid(), "since": time.time()})
+        try:
+            with named_if_full(self.path.parent, len(record)):
+                file.seek(0)
+                file.truncate()
+                file.write(record)
+                file.flush()
+        except BaseException:
+            with contextlib.suppress(OSError):  # its flush fails again; the file closes all the same
+                file.close()                     # and with it the flock
+            raise
         self._file = file
         return True
 

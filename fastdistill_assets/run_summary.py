@@ -21,6 +21,7 @@ from fastdistill_assets.gates.label_cost import cost_line
 from fastdistill_assets.partitions import RUN_ID
 from fastdistill_assets.settings import artifacts_dir
 from fastdistill_assets.storage import ArtifactStore, StageOutput
+from fastdistill_assets.teacher.progress import LINE, PREFIX
 
 EVAL_REPORT = "eval_report"
 
@@ -86,7 +87,8 @@ class Progress:
 
     def __init__(self, out=None) -> None:
         self.out = out or sys.stdout
-        self.step_started: dict[str, float] = {}
+        self.stage_started: dict[str, float] = {}   # a stage's first step (a sharded one has several)
+        self.bar_open = False                       # a teacher progress bar is drawn on the last line
         self.materialized: list[str] = []
         self.checks: list = []
         self.failed_steps: list[tuple[str, str]] = []
@@ -94,17 +96,31 @@ class Progress:
         self.notes: list[str] = []   # what a stage says the user must know (the teacher's budget reached)
 
     def _print(self, line: str) -> None:
+        if self.bar_open:
+            print(file=self.out)
+            self.bar_open = False
         print(line, file=self.out, flush=True)
+
+    def teacher(self, line: str) -> None:
+        """A teacher progress line: redrawn in place as a bar on a terminal, else printed."""
+        found = LINE.match(line)
+        if found is None or not self.out.isatty():
+            self._print(line)
+            return
+        done, total = (int(found[k].replace(",", "")) for k in ("done", "total"))
+        filled = BAR_WIDTH * done // total if total else BAR_WIDTH
+        print(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {line}\x1b[K", end="", file=self.out, flush=True)
+        self.bar_open = True
 
     def handle(self, event: dg.DagsterEvent, created: float) -> None:
         kind = event.event_type
         if kind == dg.DagsterEventType.STEP_START:
-            self.step_started[event.step_key] = created
+            self.stage_started.setdefault(_stage_of(event.step_key), created)
         elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = event.event_specific_data.materialization
             key = mat.asset_key.to_user_string()
             count = mat.metadata.get("count")
-            started = self.step_started.get(event.step_key, created)
+            started = self.stage_started.get(_stage_of(event.step_key), created)
             self.materialized.append(key)
             self._print(f"materialized {key:<20} rows={count.value if count else '-':<8} {created - started:7.1f}s")
             note = mat.metadata.get("budget_note")
@@ -122,8 +138,8 @@ class Progress:
 
     def summary(self) -> list[str]:
         passed = sum(1 for c in self.checks if c.passed)
-        lines = [*self.notes, f"checks: {passed} passed, {len(self.checks) - passed} failed"]
-        lines += [describe_check(c) for c in self.checks if not c.passed]
+        failed = len(self.checks) - passed
+        lines = [*self.notes, f"checks: {passed} passed, {failed} failed" + (" (each said above)" if failed else "")]
         lines += [f"step {step} failed: {message}" for step, message in self.failed_steps]
         if self.not_run:
             lines.append(f"not run (an upstream step or blocking check failed): {', '.join(self.not_run)}")
@@ -142,11 +158,19 @@ class _ProgressHandler(logging.Handler):
                 self.progress.handle(event, record.created)
             elif _is_not_executing(record):
                 self.progress.not_run.append(record.dagster_meta["step_key"])
+            elif str((getattr(record, "dagster_meta", None) or {}).get("orig_message", "")).startswith(PREFIX):
+                self.progress.teacher(record.dagster_meta["orig_message"])
         except Exception:  # a progress line must never fail the run
             self.handleError(record)
 
 
 CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
+BAR_WIDTH = 30
+
+
+def _stage_of(step_key: str) -> str:
+    """The asset a step makes: a sharded stage's steps are ``<stage>.<stage>_plan|shard[..]|merge``."""
+    return step_key.split(".", 1)[0]
 
 
 def _is_not_executing(record: logging.LogRecord) -> bool:

@@ -60,6 +60,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from fastdistill_assets.chunks import ChunkedFrame, iter_row_groups
+from fastdistill_assets.diskspace import DiskFull, named_if_full
 from fastdistill_assets.manifest import ManifestBuilder
 
 DATA_FILE = "data.parquet"
@@ -181,10 +182,14 @@ class ArtifactStore:
         """Write a new version and publish it, then clean up. Returns (version folder, manifest)."""
         output = obj if isinstance(obj, (StageOutput, ChunkedFrame)) else StageOutput(frame=obj)
         root = self.stage_dir(run_id, stage)
+        with named_if_full(root, _output_bytes(output)):
+            return self._write(root, output, bundle=isinstance(obj, StageOutput) or bool(output.files))
+
+    def _write(self, root: Path, output: StageOutput | ChunkedFrame, bundle: bool) -> tuple[Path, dict[str, Any]]:
         (root / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
         version = new_version_name()
         with _temp_version(root, version) as tmp:
-            manifest = _fill_version(tmp, output, version, bundle=isinstance(obj, StageOutput) or bool(output.files))
+            manifest = _fill_version(tmp, output, version, bundle)
             _fsync_tree(tmp)
             with _locked(root / STAGE_LOCK_FILE):
                 folder = _publish(root, tmp, version)
@@ -318,6 +323,20 @@ def _fill_version(folder: Path, output: StageOutput | ChunkedFrame, version: str
     return manifest
 
 
+def _output_bytes(output: StageOutput | ChunkedFrame) -> int:
+    """About the bytes a version of ``output`` takes (its rows in memory or its parts, its side files)."""
+    rows = sum(p.stat().st_size for p in output.parts) if isinstance(output, ChunkedFrame) else \
+        output.frame.estimated_size()
+    return rows + sum(_side_file_bytes(content) for content in output.files.values())
+
+
+def _side_file_bytes(content: Any) -> int:
+    if isinstance(content, Path):
+        files = [content] if content.is_file() else [p for p in content.rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files)
+    return len(content) if isinstance(content, (bytes, str)) else 0   # text made as it is written: unknown
+
+
 def _write_side_file(path: Path, content: Any) -> None:
     if isinstance(content, Path):  # a file or folder the asset made: moved in, not copied
         shutil.move(str(content), path)
@@ -433,7 +452,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | StageOutput | ChunkedFrame) -> None:
         stage = context.asset_key.path[-1]
-        location, manifest = self._store().write(_run_id(context), stage, obj)
+        try:
+            location, manifest = self._store().write(_run_id(context), stage, obj)
+        except DiskFull as full:   # the step's one line, as inside a step
+            raise dg.Failure(description=str(full), metadata=full.metadata()) from None
         if isinstance(obj, ChunkedFrame) and obj.spool is not None:
             obj.spool.clear()  # published: the parts are in data.parquet now
         schema = pl.read_parquet_schema(location / DATA_FILE)

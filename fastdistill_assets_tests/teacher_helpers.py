@@ -1,6 +1,9 @@
-"""Requests and an echo model for the teacher tests."""
+"""Requests, an echo model and a teacher that never answers, for the teacher tests."""
 
 from __future__ import annotations
+
+import socket
+import threading
 
 from fastdistill_assets.teacher.generation import EndpointSettings, GenerationRequest
 from fastdistill_assets.prompt_format import build_messages, prompt_hash
@@ -32,3 +35,31 @@ def sampled_requests(questions: int, generations: int, long_prompt: bool = False
         messages = build_messages(f"What is the goals when player is P{q}?", SCHEMA, rows)
         out += [GenerationRequest(f"P{q}:{g}", messages, prompt_hash(messages), g) for g in range(generations)]
     return out
+
+
+class SilentServer:
+    """Accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(256)
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()

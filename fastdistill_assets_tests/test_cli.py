@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import forkserver_steps
@@ -134,6 +135,10 @@ def test_fastdistill_materialize_prints_progress_and_summary_quietly(project):
     assert any(line.startswith("materialized canonical ") and "rows=30" in line and line.endswith("s")
                for line in lines)
     assert "checks: 12 passed, 0 failed" in lines
+    # the teacher's progress (not a terminal here: lines, no bar), from nothing asked to every answer
+    progress = [line for line in lines if line.startswith("teacher: ")]
+    assert progress[0].startswith("teacher: 0/10 answers (0.0%)") and progress[0].endswith("ETA unknown (no answer yet)")
+    assert re.fullmatch(r"teacher: 10/10 answers \(100\.0%\), [\d.]+ answers/s, 0 errors, ETA done", progress[-1])
     # a few labels to look at: every question has gold here, so kept labels come from it
     examples = lines[lines.index("labels (a few; all in filtered, and in the UI's label_examples):") + 1:]
     assert examples[0].startswith("  kept (gold): ") and " -> SELECT " in examples[0]
@@ -145,6 +150,15 @@ def test_fastdistill_materialize_prints_progress_and_summary_quietly(project):
         assert [(r.job_name, r.tags["dagster/partition"], r.is_success) for r in runs] == [("distill", "mat", True)]
         # the event log the console did not show is in the instance
         assert instance.get_records_for_run(runs[0].run_id, limit=1000).records
+        # a sharded stage's time is its whole span (from its plan step's start), not its merge step's
+        records = instance.get_records_for_run(runs[0].run_id, limit=10_000).records
+        starts = {r.event_log_entry.dagster_event.step_key: r.event_log_entry.timestamp for r in records
+                  if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.is_step_start}
+        made = instance.get_latest_materialization_event(dg.AssetKey("teacher_candidates")).timestamp
+        [shown] = [float(line.split()[-1].removesuffix("s")) for line in lines
+                   if line.startswith("materialized teacher_candidates ")]
+        assert shown == pytest.approx(made - starts["teacher_candidates.teacher_candidates_plan"], abs=0.1)
+        assert made - starts["teacher_candidates.teacher_candidates_merge"] < shown
         report = json.loads(ArtifactStore(project.artifacts).read("mat", "eval_report").files["eval_report.json"]
                             .read_text())
     listed = _run([str(BIN / "fastdistill"), "run", "list"], project).stdout
@@ -175,8 +189,9 @@ def test_fastdistill_materialize_failing_blocking_gate_exits_1_naming_the_check(
     out = _materialize(project, "impossible", check=False)
     assert out.returncode == 1, out.stdout + out.stderr
     failed = [line for line in out.stdout.splitlines() if line.startswith("check filtered.exec_pass_rate FAILED")]
-    assert failed and re.search(r"\(blocking\): value [01](\.\d+)?, must be >= 1\.01", failed[0]), failed
-    assert "checks: 8 passed, 1 failed" in out.stdout  # the checks on filtered ran; nothing after it did
+    assert len(failed) == 1 and re.search(r"\(blocking\): value [01](\.\d+)?, must be >= 1\.01", failed[0]), failed
+    # the checks on filtered ran, nothing after it did; the failed one is said once, above
+    assert "checks: 8 passed, 1 failed (each said above)" in out.stdout
     assert "materialized distilled" not in out.stdout and "not run (" in out.stdout
     assert out.stdout.splitlines()[-1].startswith("run impossible: FAILED")
     assert "Stack Trace" not in out.stderr  # the check's own line says it, not Dagster's traceback

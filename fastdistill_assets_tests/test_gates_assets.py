@@ -134,3 +134,23 @@ def test_distilled_leaves_no_work_of_earlier_inputs_behind(project):
     # filtered again (its timing columns, so its content hash, change): distilled again keeps one folder at most
     assert materialize(project, ASSETS, "r1", selection=[filtered, distilled], teacher=teacher_gateway(project)).success
     assert len([p for p in work.iterdir()] if work.exists() else []) <= 1
+
+
+def test_distilled_work_follows_filtered_s_verdicts_not_its_timings(project):
+    from fastdistill_assets.gates.sft_export import untimed_content_hash
+
+    project.edit_config("run_config", dataset={"limit_per_split": 20, "splits": ["train"]})
+    project.new_run("r1")
+    store = ArtifactStore(project.artifacts)
+    assert materialize(project, ASSETS, "r1", selection=[raw, canonical, teacher_candidates, filtered],
+                       teacher=teacher_gateway(project)).success
+    first = store.scan("r1", "filtered")
+    assert materialize(project, ASSETS, "r1", selection=[filtered], teacher=teacher_gateway(project)).success
+    again = store.scan("r1", "filtered")
+    assert again.manifest["content_hash"] != first.manifest["content_hash"]   # its gate_ms / exec_ms differ
+    assert again.collect().drop("gate_ms", "exec_ms").equals(first.collect().drop("gate_ms", "exec_ms"))
+    assert untimed_content_hash(again) == untimed_content_hash(first)         # what distilled is keyed on
+    # a verdict that changes changes it
+    frame = again.collect().with_columns(kept=pl.Series([not k for k in again.collect()["kept"]]))
+    store.write("r1", "filtered", frame)
+    assert untimed_content_hash(store.scan("r1", "filtered")) != untimed_content_hash(first)

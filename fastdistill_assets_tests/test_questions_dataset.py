@@ -174,3 +174,94 @@ def test_views_are_part_of_the_schema(tmp_path):
         database = catalog.get(path)
     assert database.sample_rows == {"raw.orders": [[0, 0], [1, 10]], "big_orders": [[3, 30], [4, 40]]}
     assert "CREATE TABLE raw.orders" in database.schema and "CREATE VIEW big_orders" in database.schema
+
+
+# -- input is never changed silently (issue 24 item 6) ------------------------------------------
+
+BAD_BYTES = b"caf\xe9 \xff"   # Latin-1 and a stray byte: not UTF-8
+PLACEHOLDER = "BADBYTES"
+
+
+def _with_bad_bytes(path: Path) -> Path:
+    path.write_bytes(path.read_bytes().replace(PLACEHOLDER.encode(), BAD_BYTES))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_invalid_utf8_is_a_counted_reject_in_every_text_format(layout, suffix):
+    rows = [{"question": ROWS[0]["question"], "db_id": "shop"},
+            {"question": f"Which region sells {PLACEHOLDER}?", "db_id": "shop"},
+            {"question": "Which région has product of Cocoa? ¿ \ufffd", "db_id": "shop"}]  # real non-ASCII, kept
+    path = _with_bad_bytes(write_questions(layout / "questions" / f"enc{suffix}", rows))
+    raw = load_dataset(_config(layout, path), layout / "data").frame
+
+    assert raw["reject_reason"].to_list() == [None, "malformed_encoding", None]
+    assert raw["question"].to_list()[::2] == [rows[0]["question"], rows[2]["question"]]
+    bad = raw.row(1, named=True)
+    shown = "Which region sells caf\ufffd \ufffd?"     # each bad byte shown as U+FFFD
+    assert bad["split"] == "unknown" and json.loads(bad["raw_record"])["question"] == shown
+    if suffix == ".jsonl":
+        assert bad["source_id"] == "unknown:line 2"
+        offset = len('{"question": "Which region sells caf')
+        assert bad["reject_detail"] == f"malformed_encoding: invalid UTF-8 at byte {offset} of the line"
+    else:
+        assert bad["source_id"] == "unknown:row 2"
+        assert bad["reject_detail"] == "malformed_encoding: invalid UTF-8 in column 'question'"
+
+
+def test_a_bom_is_no_data_and_a_spider_file_that_is_not_utf8_is_refused_in_one_line(layout):
+    from fastdistill_assets.datasets.spider import read_items
+
+    path = layout / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "q", "db_id": "shop"}).encode() + b"\n")
+    raw = load_dataset(_config(layout, path), layout / "data").frame
+    assert raw["reject_reason"].to_list() == [None] and raw["question"].to_list() == ["q"]
+
+    spider_file = layout / "train.json"
+    spider_file.write_bytes(b'[{"question": "' + BAD_BYTES + b'"}]')
+    with pytest.raises(ValueError, match=rf"^invalid UTF-8 at byte 18 of {spider_file}$"):
+        read_items(spider_file)
+
+
+def test_questions_longer_than_the_bound_are_rejected_too_long(layout):
+    long_question = "What is the total amount when region is North " + "and " * 1000 + "?"
+    rows = [{"question": long_question, "db_id": "shop"}, {"question": ROWS[0]["question"], "db_id": "shop"}]
+    path = write_questions(layout / "questions" / "long.jsonl", rows)
+    raw = load_dataset(_config(layout, path), layout / "data").frame
+    assert raw["reject_reason"].to_list() == ["too_long", None]
+    rejected = raw.row(0, named=True)
+    assert rejected["reject_detail"] == f"the question has {len(long_question)} characters; " \
+                                        "dataset.max_question_chars is 4000"
+    assert json.loads(rejected["raw_record"])["question"] == long_question    # kept whole, not cut
+    bound = len(ROWS[0]["question"])
+    raw = load_dataset(_config(layout, path, max_question_chars=bound), layout / "data").frame
+    assert raw["reject_reason"].to_list() == ["too_long", None]          # the bound itself is allowed
+    raw = load_dataset(_config(layout, path, max_question_chars=bound - 1), layout / "data").frame
+    assert raw["reject_reason"].to_list() == ["too_long", "too_long"]
+
+
+def test_a_repeated_question_id_is_rejected_and_counted_in_raws_metadata(project, layout):
+    from fastdistill_assets.assets.data import raw as raw_asset
+    from fastdistill_assets.storage import ArtifactStore
+    from fastdistill_assets_tests.conftest import materialize
+
+    rows = [{"question_id": "q1", "question": ROWS[0]["question"], "db_id": "shop"},
+            {"question_id": "q2", "question": "What is the average amount?", "db_id": "shop"},
+            {"question_id": "q3", "question": "What is the highest amount?", "db_id": "shop", "split": "dev"},
+            {"question_id": "q1", "question": "What is the lowest amount?", "db_id": "shop"},   # another question
+            {"question_id": "q3", "question": "What is the highest amount?", "db_id": "shop"},  # q3 is in dev only
+            {"task_id": "q2", "question": "What is the average amount?", "db_id": "shop"}]     # an id by another key
+    path = write_questions(layout / "questions" / "ids.csv", rows)
+    project.edit_config("run_config", dataset={"kind": "questions", "path": str(path),
+                                               "databases": str(layout / "databases"), "splits": ["train"]},
+                        scale={"chunk_rows": 2})   # the repeats are in later batches than their first rows
+    project.new_run("ids")
+    result = materialize(project, [raw_asset], "ids")
+    frame = ArtifactStore(project.artifacts).read("ids", "raw")
+    assert frame.select("source_id", "reject_reason").rows() == [
+        ("q1", None), ("q2", None), ("train:row 4", "duplicate_id"), ("q3", None), ("train:row 6", "duplicate_id")]
+    assert frame["reject_detail"][2] == "duplicate_id: question_id 'q1' is also at row 1"
+    assert json.loads(frame["raw_record"][2])["question"] == "What is the lowest amount?"
+    [event] = result.get_asset_materialization_events()
+    metadata = event.event_specific_data.materialization.metadata
+    assert metadata["reject_reason_counts"].value == {"duplicate_id": 2}

@@ -281,3 +281,28 @@ def test_a_killed_teacher_step_resumes_from_the_chunks_it_finished(project):
     kept = frame.join(finished.select("candidate_id", "raw_output"), on="candidate_id")
     assert kept.height == finished.height and (kept["raw_output"] == kept["raw_output_right"]).all()
     assert not list(spool.rglob("part-*"))  # published: the spool is cleared
+
+
+def test_a_step_waits_for_another_step_of_its_own_run_without_calling_it_elsewhere(project):
+    """Steps of one Dagster run in processes of their own (the multiprocess executor) take the
+    run's writer lock in turn: the later one waits in place, saying so, with no retry."""
+    import threading
+    import uuid
+
+    from fastdistill_assets.assets.data import raw
+    from fastdistill_assets_tests.conftest import project_resources
+
+    project.edit_config("run_config", dataset={"limit_per_split": 5, "splits": ["train"]}, eval_split=None)
+    project.new_run("mine")
+    dagster_run = str(uuid.uuid4())
+    holder = RunWriterLock(project.artifacts, "mine")
+    assert holder.acquire({"dagster_run_id": dagster_run})   # as a step of this run in another process would
+    threading.Timer(1.0, holder.release).start()
+    job = dg.Definitions(assets=[raw], resources=project_resources(project)).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=project.instance, partition_key="mine", run_id=dagster_run)
+    assert result.success
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    said = [e.user_message for e in project.instance.all_logs(dagster_run) if e.user_message]
+    assert not any("elsewhere" in line for line in said)
+    assert any(f"run 'mine': waiting for another step of this Dagster run to finish writing (Dagster run "
+               f"{dagster_run}, pid {os.getpid()}" in line for line in said)

@@ -13,41 +13,13 @@ from fastdistill_assets.assets.teacher import teacher_candidates
 from fastdistill_assets.teacher.generation import Generator
 from fastdistill_assets.teacher.stopped import TeacherUnreachable
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway
-from fastdistill_assets_tests.teacher_helpers import fast_settings, make_requests
+from fastdistill_assets_tests.teacher_helpers import SilentServer, fast_settings, make_requests
 
 
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]   # nothing listens once it is closed
-
-
-class _Silent:
-    """Accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
 
 
 class _Trickle(BaseHTTPRequestHandler):
@@ -87,7 +59,7 @@ def test_a_closed_port_stops_the_teacher_within_bounded_time_naming_it():
 
 
 def test_a_server_that_never_answers_stops_the_teacher():
-    silent = _Silent()
+    silent = SilentServer()
     try:
         started = time.monotonic()
         with pytest.raises(TeacherUnreachable, match=r"\(timeout: "):

@@ -21,7 +21,7 @@ from fastdistill_assets.gates.quality_report import (examples_table, label_examp
                                                      quality_report, report_frame)
 from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.partitions import TEACHER_POOL, run_partitions
-from fastdistill_assets.resources import RunConfigResource
+from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.storage import StageScan
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.timing import StageTimer
@@ -176,10 +176,10 @@ def distilled(context: dg.AssetExecutionContext, run_config: RunConfigResource, 
     # under the run's writer lock (an asset step takes it): the parts of other inputs (an earlier
     # filtered, a step killed while publishing) can never be reused, so they go
     spool = ChunkSpool(run_config.work_dir(context, "distilled"), spool_fingerprint(
-        config=frozen.config_hash, filtered=filtered.manifest.get("content_hash"), rows=chunk_rows), prune=True)
+        config=frozen.config_hash, filtered=sft_export.untimed_content_hash(filtered), rows=chunk_rows), prune=True)
     exports = sft_export.Exports(spool.folder / "exports", recipe.rationale, recipe.preference_pairs)
     count = 0
-    with exports:
+    with step_errors(), exports:   # a full disk: one line naming the folder
         for index, chunk in enumerate(rechunk(filtered.row_groups(), chunk_rows, key="sample_id")):
             count += 1
             exports.add(chunk)

@@ -50,6 +50,7 @@ class StageStep:
     teacher: ProviderGateway | None  # the provider gateway, for a stage with ``uses_teacher`` only
     spool: ChunkSpool | None = None   # the stage's parts (those finished by earlier attempts and shards)
     shard: int | None = None          # which shard this step is (None: the merge)
+    source: StageScan | None = None   # the input stage (None: a stage that reads the dataset itself)
 
     @staticmethod
     def of(context: dg.OpExecutionContext, writer: bool | None = None) -> "StageStep":
@@ -142,8 +143,8 @@ def sharded_asset(stage: ShardedStage, upstream: str | None, *, description: str
         shards = step.frozen.config.scale.shards
         with step.run_config.shard_lock(context, f"{stage.name}.shard-{index}-of-{shards}"), step_errors():
             spool = _spool(stage, step, source.get("source"))
-            return _run_shard(stage, dataclasses.replace(step, spool=spool, shard=index), spool, index,
-                              shards, source.get("source"))
+            return _run_shard(stage, dataclasses.replace(step, spool=spool, shard=index, source=source.get("source")),
+                              spool, index, shards, source.get("source"))
 
     def _run_shard(stage: ShardedStage, step: StageStep, spool: ChunkSpool, index: int, shards: int,
                    source: StageScan | None) -> int:
@@ -164,7 +165,8 @@ def sharded_asset(stage: ShardedStage, upstream: str | None, *, description: str
             # published the stage (and cleared its spool) after our shards ran; make it again.
             count = counts[0] if len(set(counts)) == 1 else None  # the shards agree: no need to read the input again
             if count is None or not all(spool.done(i) for i in range(count)):
-                with _opened_on_first_use(lambda: stage.work(dataclasses.replace(step, spool=spool))) as work:
+                with _opened_on_first_use(lambda: stage.work(
+                        dataclasses.replace(step, spool=spool, source=source.get("source")))) as work:
                     chunks = stage.chunks(step, source.get("source"), lambda i: not spool.done(i))
                     made = run_chunks(spool, chunks, timed(work, "merge", context.run_id))
                 if set(counts) != {made}:

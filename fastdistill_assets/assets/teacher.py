@@ -19,6 +19,7 @@ from fastdistill_assets.storage import StageScan
 from fastdistill_assets.teacher.provider_config import Prices
 from fastdistill_assets.teacher.batch import BatchOptions
 from fastdistill_assets.teacher.budget import SpendLimit
+from fastdistill_assets.teacher.progress import TeacherProgress
 from fastdistill_assets.teacher.candidates import (CANDIDATE_SCHEMA, TeacherAccount, answers_cost, generate_part,
                                                    without_unasked)
 
@@ -54,12 +55,33 @@ def _batch(step: StageStep) -> BatchOptions | None:
     return BatchOptions(step.run_config.work_dir(step.context, "teacher_batches"), poll_s=teacher.batch_poll_s)
 
 
+def _planned_answers(step: StageStep) -> tuple[int, int]:
+    """(answers this step's chunks ask for, of them in chunks finished already): the questions
+    of the teacher's splits × ``decode.num_generations`` (adaptive sampling: at most that)."""
+    config = step.frozen.config
+    if step.source is None or step.spool is None:
+        return 0, 0
+    asked = step.source.collect(columns=["split"])["split"].is_in(config.teacher.splits)
+    rows, shards = config.scale.chunk_rows, config.scale.shards
+    total = done = 0
+    for index, start in enumerate(range(0, asked.len(), rows)):
+        if step.shard is not None and index % shards != step.shard:
+            continue
+        questions = int(asked.slice(start, rows).sum())
+        total += questions
+        done += questions if step.spool.done(index) else 0
+    return total * config.decode.num_generations, done * config.decode.num_generations
+
+
 @contextmanager
 def _generate(step: StageStep) -> Iterator[ChunkWork]:
     config, context, decode = step.frozen.config, step.context, step.frozen.config.decode
     prices = _prices(step)
     with contextlib.ExitStack() as stack:
+        progress = stack.enter_context(TeacherProgress(*_planned_answers(step), log=context.log.info,
+                                                       every_s=step.run_config.progress_every_s))
         generator = stack.enter_context(step.teacher.session(config.teacher.provider, config.teacher.model, decode,
+                                                             progress=progress.call_progress,
                                                              overrides=config.teacher.endpoint_overrides(),
                                                              spend=_spend_limit(step), batch=_batch(step)))
         if decode.adaptive:   # the answers are gated as they arrive, to stop asking once a question is settled
@@ -71,6 +93,7 @@ def _generate(step: StageStep) -> Iterator[ChunkWork]:
 
         def work(index: int, chunk: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
             sampling = None
+            progress.chunk_started()
             if decode.adaptive:
                 rule = SettleRule(step.frozen.gates, decode.num_generations, decode.stop_margin,
                                   config.recipe.rationale, runner)
@@ -79,11 +102,13 @@ def _generate(step: StageStep) -> Iterator[ChunkWork]:
             else:
                 frame, account = generate_part(chunk, config, generator, config.teacher.provider)
             spent = answers_cost(frame, prices)
+            progress.chunk_finished(frame.height if sampling is None else int(sampling["answers_fixed"]),
+                                    int(frame["error"].is_not_null().sum()))
             frame, unasked_questions = without_unasked(frame)
-            context.log.info(f"teacher: chunk {index} done ({frame.height} candidates"
-                             + (f" of {sampling['answers_fixed']}, {sampling['rounds']} rounds" if sampling else "")
-                             + (f"; budget reached, {unasked_questions} questions not asked)" if unasked_questions
-                                else ")"))
+            context.log.debug(f"teacher: chunk {index} written ({frame.height} candidates"
+                              + (f" of {sampling['answers_fixed']}, {sampling['rounds']} rounds" if sampling else "")
+                              + (f"; budget reached, {unasked_questions} questions not asked)" if unasked_questions
+                                 else ")"))
             account.batches, account.batches_resumed = generator.batches - batches[0], generator.batches_resumed - batches[1]
             account.batch_resubmitted = generator.batch_resubmitted - batches[2]
             batches[:] = [generator.batches, generator.batches_resumed, generator.batch_resubmitted]

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from fastdistill_assets.partitions import run_partitions
-from fastdistill_assets.resources import RunConfigResource
+from fastdistill_assets.resources import RunConfigResource, step_errors
 from fastdistill_assets.storage import StageOutput
 from fastdistill_assets.timing import StageTimer
 from fastdistill_assets.training.baseline import UNGATED_SQL_COLUMN, ungated_training_set
@@ -22,7 +22,9 @@ def _train(context: dg.AssetExecutionContext, run_config: RunConfigResource, fra
     timer = StageTimer()
     config = run_config.for_partition(context).config.training
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-")) / "model"  # moved into the stage by the IO manager
-    _, report = train_student(config, frame, sql_column, folder, checkpoint_dir=run_config.work_dir(context, name))
+    with step_errors():  # a full disk: one line naming the folder
+        _, report = train_student(config, frame, sql_column, folder,
+                                  checkpoint_dir=run_config.work_dir(context, name))
     summary = {**labels, "trainer": config.trainer, **{k: v for k, v in report.items() if not isinstance(v, dict)}}
     context.add_output_metadata({
         **timer.metadata(rows=frame.height),

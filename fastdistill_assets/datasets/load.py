@@ -71,8 +71,8 @@ class DatasetStream:
                     index += 1
 
     def _batch(self, index: int, rows: list[dict[str, Any]]) -> Batch:
-        frame = records.to_frame(rows)
-        gold_empty = int(frame["gold_empty"].fill_null(False).sum())
+        frame = reject_too_long(records.to_frame(rows), self.config.max_question_chars)
+        gold_empty = int(frame.filter(pl.col("reject_reason").is_null())["gold_empty"].fill_null(False).sum())
         if self.config.gold_empty_result == "reject":
             frame = reject_empty_gold(frame)
         return Batch(index, withhold_gold(frame, self.config), gold_empty)
@@ -189,16 +189,30 @@ def dataset_folder(config: DatasetConfig, data_dir: Path) -> Path:
     return Path(config.path)
 
 
-def reject_empty_gold(raw: pl.DataFrame) -> pl.DataFrame:
-    """Good rows whose gold query returned no rows or only NULLs become ``gold_empty_result`` rejects."""
-    empty = pl.col("reject_reason").is_null() & pl.col("gold_empty").fill_null(False)
+def _reject_where(raw: pl.DataFrame, condition: pl.Expr, reason: str, detail: pl.Expr) -> pl.DataFrame:
+    """Good rows meeting ``condition`` become ``reason`` rejects, the record kept whole in ``raw_record``."""
+    chosen = pl.col("reject_reason").is_null() & condition
     return raw.with_columns(
-        pl.when(empty).then(pl.lit("gold_empty_result")).otherwise(pl.col("reject_reason")).alias("reject_reason"),
-        pl.when(empty).then(pl.lit("the gold query returns no rows or only NULLs (dataset.gold_empty_result: reject)"))
-        .otherwise(pl.col("reject_detail")).alias("reject_detail"),
-        pl.when(empty).then(pl.struct(pl.all().exclude("raw_record")).struct.json_encode())
+        pl.when(chosen).then(pl.lit(reason)).otherwise(pl.col("reject_reason")).alias("reject_reason"),
+        pl.when(chosen).then(detail).otherwise(pl.col("reject_detail")).alias("reject_detail"),
+        pl.when(chosen).then(pl.struct(pl.all().exclude("raw_record")).struct.json_encode())
         .otherwise(pl.col("raw_record")).alias("raw_record"),
     )
+
+
+def reject_empty_gold(raw: pl.DataFrame) -> pl.DataFrame:
+    """Good rows whose gold query returned no rows or only NULLs become ``gold_empty_result`` rejects."""
+    return _reject_where(raw, pl.col("gold_empty").fill_null(False), "gold_empty_result",
+                         pl.lit("the gold query returns no rows or only NULLs (dataset.gold_empty_result: reject)"))
+
+
+def reject_too_long(raw: pl.DataFrame, max_chars: int) -> pl.DataFrame:
+    """Good rows whose question is longer than ``max_chars`` become ``too_long`` rejects: never
+    sent to the teacher."""
+    length = pl.col("question").str.len_chars()
+    return _reject_where(raw, length > max_chars, "too_long",
+                         pl.format("the question has {} characters; dataset.max_question_chars is {}",
+                                   length, pl.lit(max_chars)))
 
 
 def is_withheld(source_id: str, share: float) -> bool:

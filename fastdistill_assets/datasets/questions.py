@@ -21,6 +21,7 @@ reject record.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +48,9 @@ def _text(record: dict[str, Any], key: str) -> str | None:
 
 
 def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    """(position, record) for each row of a JSONL, CSV or parquet file; a malformed JSONL line is
-    a ValueError as in :func:`records.read_jsonl`.
+    """(position, record) for each row of a JSONL, CSV or parquet file; a row that is not UTF-8
+    or not JSON is a ValueError as in :func:`records.read_jsonl` (a CSV row with a field that is
+    not UTF-8: ``malformed_encoding``, the row with its bad bytes shown as U+FFFD).
 
     Raises:
         FileNotFoundError: no such file.
@@ -63,12 +65,32 @@ def read_rows(path: Path) -> Iterator[tuple[str, Any]]:
         return
     if suffix not in FORMATS:
         raise ValueError(f"dataset.path {path} must be a {', '.join(FORMATS)} file")
+    marker = None
     try:
-        frame = pl.read_csv(path, infer_schema=False) if suffix == ".csv" else pl.read_parquet(path)
+        if suffix == ".csv":
+            data = path.read_bytes()
+            if isinstance(records.decode_utf8(data, str(path)), ValueError):
+                data, marker = _mark_bad_bytes(data)
+            frame = pl.read_csv(data, infer_schema=False)
+        else:
+            frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
         raise ValueError(f"cannot read {path}: {str(err).splitlines()[0]}") from err
     for index, record in enumerate(frame.iter_rows(named=True), start=1):
-        yield f"row {index}", record
+        bad = marker and next((k for k, v in record.items() if isinstance(v, str) and marker in v), None)
+        if bad:
+            shown = {k: v.replace(marker, "\ufffd") if isinstance(v, str) else v for k, v in record.items()}
+            yield f"row {index}", ValueError(f"malformed_encoding: invalid UTF-8 in column {bad!r}", shown)
+        else:
+            yield f"row {index}", record
+
+
+def _mark_bad_bytes(data: bytes) -> tuple[bytes, str]:
+    """``data`` with each run of bytes that are not UTF-8 replaced by a character the file does
+    not hold (a private-use one), and that character: the rows holding it are the bad ones."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    marker = next(c for c in map(chr, range(0xE000, 0xF900)) if c not in text)
+    return re.sub("[\udc80-\udcff]+", marker, text).encode(), marker
 
 
 def questions_path(config: DatasetConfig) -> Path:
@@ -97,12 +119,15 @@ class QuestionsSource(records.Closing):
     def questions(self) -> Iterator[tuple[str, str, Any]]:
         """(position, split, item) for the rows whose split is in ``config.splits``, at most
         ``config.limit_per_split`` per split; a row whose split cannot be read is in split ``unknown``.
+        A question_id seen before in these rows makes the later row a ``duplicate_id`` ValueError
+        (every row is read in order, so the verdict does not depend on which batches are loaded).
 
         Raises:
             ValueError: not a supported file.
             FileNotFoundError: the questions file does not exist.
         """
         per_split: dict[str, int] = {}
+        first_seen: dict[str, str] = {}  # question_id: the position of its first row
         limit = self.config.limit_per_split
         for position, item in read_rows(self.path):
             if not isinstance(item, dict):
@@ -114,6 +139,12 @@ class QuestionsSource(records.Closing):
             if limit is not None and per_split.get(split, 0) >= limit:
                 continue
             per_split[split] = per_split.get(split, 0) + 1
+            question_id = _question_id(item)
+            if question_id is not None and question_id in first_seen:
+                item = ValueError(f"duplicate_id: question_id {question_id!r} is also at {first_seen[question_id]}",
+                                  item)
+            elif question_id is not None:
+                first_seen[question_id] = position
             yield position, split, item
 
     def load(self, batch: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
@@ -142,11 +173,10 @@ def _load_row(item: Any, position: str, split: str, base: Path, databases: Path 
               catalog: DatabaseCatalog) -> dict[str, Any]:
     source_id = f"{split}:{position}"
     if isinstance(item, ValueError):
-        return records.rejected(source_id=source_id, split=split, reason="malformed_json", record=item.args[1],
-                                detail=str(item.args[0]))
+        return records.unreadable(item, source_id=source_id, split=split)
     if not isinstance(item, dict):
         return records.rejected(source_id=source_id, split=split, reason="malformed_record", record=item)
-    source_id = _text(item, "question_id") or _text(item, "task_id") or source_id
+    source_id = _question_id(item) or source_id
     key = "question" if item.get("question") is not None else "instruction"
     if item.get(key) is not None and not isinstance(item[key], str):
         return records.rejected(source_id=source_id, split=split, reason="malformed_field:question", record=item)
@@ -170,6 +200,10 @@ def _load_row(item: Any, position: str, split: str, base: Path, databases: Path 
                         evidence=_text(item, "evidence"), db_path=str(database.path), dialect=database.dialect,
                         schema=_text(item, "schema") or database.schema, sample_rows=database.sample_rows,
                         difficulty=_text(item, "difficulty"), gold_empty=check.empty if check else None)
+
+
+def _question_id(item: dict[str, Any]) -> str | None:
+    return _text(item, "question_id") or _text(item, "task_id")
 
 
 class _Unusable(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,11 +69,36 @@ def rejected(*, source_id: str, split: str, reason: str, record: Any, detail: st
     return row
 
 
+def unreadable(error: ValueError, *, source_id: str, split: str) -> dict[str, Any]:
+    """The reject record of a row that could not be read as it was written (a ValueError from
+    :func:`read_jsonl` or a loader): its reason is the message's prefix before ``:``."""
+    message = str(error.args[0])
+    return rejected(source_id=source_id, split=split, reason=message.partition(":")[0], record=error.args[1],
+                    detail=message)
+
+
+def decode_utf8(data: bytes, where: str) -> str | ValueError:
+    """``data`` as UTF-8 text, or a ``malformed_encoding`` ValueError (args: reason with the
+    first bad byte's offset in ``where``, the text with bad bytes shown as U+FFFD): input is
+    never changed silently."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return ValueError(f"malformed_encoding: invalid UTF-8 at byte {err.start} of {where}",
+                          data.decode("utf-8", errors="replace").strip())
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) per non-blank line; a malformed line yields a ValueError
-    whose args are (reason with detail, the line) instead of the value."""
-    with path.open(encoding="utf-8-sig", errors="replace") as handle:  # -sig: a leading BOM is no data
-        for line_no, line in enumerate(handle, start=1):
+    """(line number, parsed value) per non-blank line; a line that is not UTF-8 or not JSON yields
+    a ValueError whose args are (reason with detail, the line) instead of the value."""
+    with path.open("rb") as handle:
+        for line_no, data in enumerate(handle, start=1):
+            if line_no == 1:
+                data = data.removeprefix(codecs.BOM_UTF8)  # a leading BOM is no data
+            line = decode_utf8(data, "the line")
+            if isinstance(line, ValueError):
+                yield line_no, line
+                continue
             if not line.strip():
                 continue
             try:

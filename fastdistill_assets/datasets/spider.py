@@ -13,6 +13,7 @@ the teacher and ``canonical_input``; its ``difficulty`` is kept as a column.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,9 +60,12 @@ def questions_file(folder: Path, split: str) -> Path:
 
 def read_items(path: Path) -> list[Any]:
     """Raises:
-        ValueError: not a JSON list."""
+        ValueError: not UTF-8 (naming the first bad byte) or not a JSON list."""
+    text = records.decode_utf8(path.read_bytes().removeprefix(codecs.BOM_UTF8), str(path))
+    if isinstance(text, ValueError):
+        raise ValueError(str(text.args[0]).partition(": ")[2])  # a JSON list is read whole: refused whole
     try:
-        items = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+        items = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(items, list):

@@ -251,8 +251,7 @@ def _load_items(items: list[tuple[int, Any]], tables: dict[str, dict[str, Any]],
     for line_no, item in items:
         source_id = f"{split}:{line_no}"
         if isinstance(item, ValueError):
-            rows.append(records.rejected(source_id=source_id, split=split, reason="malformed_json",
-                                         record=item.args[1], detail=str(item.args[0])))
+            rows.append(records.unreadable(item, source_id=source_id, split=split))
             continue
         reason = _check_question(item, tables)
         if reason is None and table_name(item["table_id"]) not in existing:

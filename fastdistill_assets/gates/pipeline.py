@@ -36,6 +36,7 @@ GATE_SCHEMA: dict[str, pl.DataType] = {
     "result_degenerate": pl.Boolean(), "ungrounded": pl.String(), "missing_numbers": pl.String(),
     "gold_signature": pl.String(), "gold_match": pl.Boolean(), "reject_reason": pl.String(), "gate_ms": pl.Float64(),
 }
+TIMING_COLUMNS = ("exec_ms", "gate_ms")  # how long a gate took: differs run to run, never a verdict
 NEEDED = ["error", "raw_output", "dialect", "db_path", "gold_sql", "question"]
 
 

@@ -11,7 +11,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from fastdistill_assets.gates.escalation import label_candidates
+from fastdistill_assets.gates.pipeline import TIMING_COLUMNS
+from fastdistill_assets.manifest import ManifestBuilder
 from fastdistill_assets.prompt_format import assistant_target
+from fastdistill_assets.storage import StageScan
 
 
 DISTILLED_COLUMNS = ["sample_id", "candidate_id", "split", "db_id", "question", "schema", "sql", "rationale",
@@ -33,6 +36,17 @@ PAIRS_SCHEMA: dict[str, pl.DataType] = {c: pl.String() for c in ("sample_id", "p
 def distilled_frame(filtered: pl.DataFrame) -> pl.DataFrame:
     kept = filtered.filter(pl.col("kept"))
     return kept.rename({"cleaned_sql": "sql"}).select(DISTILLED_COLUMNS).cast(DISTILLED_SCHEMA)  # type: ignore[arg-type]
+
+
+def untimed_content_hash(filtered: StageScan) -> str:
+    """filtered's content hash over every column but its per-row timings (``TIMING_COLUMNS``):
+    what distilled is made from, the same each time the gates reach the same verdicts."""
+    columns = [c for c in filtered.manifest["columns"] if c not in TIMING_COLUMNS]
+    builder = ManifestBuilder()
+    for chunk in filtered.row_groups(columns=columns):
+        assert chunk is not None
+        builder.update(chunk)
+    return str(builder.finish()["content_hash"])
 
 
 def to_jsonl(records: list[dict[str, Any]]) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from fastdistill_assets.diskspace import named_if_full
 from fastdistill_assets.hashing import sha256_json
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -65,22 +66,23 @@ class ResponseCache:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, content TEXT NOT NULL, "
-            "prompt_tokens INTEGER, completion_tokens INTEGER, latency_ms REAL, created_at REAL, "
-            "cached_tokens INTEGER)"
-        )
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(responses)")}
-        if "cached_tokens" not in columns:   # a cache written before cached tokens were counted
-            try:
-                self._conn.execute("ALTER TABLE responses ADD COLUMN cached_tokens INTEGER")
-            except sqlite3.OperationalError as err:   # another process added it first
-                if "duplicate column" not in str(err):
-                    raise
-        self._conn.commit()
+        with named_if_full(path.parent):   # the table cannot even be made: say where
+            self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, content TEXT NOT NULL, "
+                "prompt_tokens INTEGER, completion_tokens INTEGER, latency_ms REAL, created_at REAL, "
+                "cached_tokens INTEGER)"
+            )
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(responses)")}
+            if "cached_tokens" not in columns:   # a cache written before cached tokens were counted
+                try:
+                    self._conn.execute("ALTER TABLE responses ADD COLUMN cached_tokens INTEGER")
+                except sqlite3.OperationalError as err:   # another process added it first
+                    if "duplicate column" not in str(err):
+                        raise
+            self._conn.commit()
 
     def get_many(self, keys: list[str]) -> dict[str, CachedResponse]:
         found: dict[str, CachedResponse] = {}
@@ -95,13 +97,17 @@ class ResponseCache:
         return found
 
     def put(self, key: str, model: str, response: CachedResponse) -> None:
-        """Store a response that has just arrived (``created_at`` is now)."""
-        self._conn.execute(
-            "INSERT OR REPLACE INTO responses (key, model, content, prompt_tokens, completion_tokens, latency_ms, "
-            "created_at, cached_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, model, response.content, response.prompt_tokens, response.completion_tokens,
-             response.latency_ms, time.time(), response.cached_tokens))
-        self._conn.commit()
+        """Store a response that has just arrived (``created_at`` is now).
+
+        Raises:
+            DiskFull: no space for it (the transaction is rolled back)."""
+        # ``with self._conn``: committed, or rolled back when it fails
+        with named_if_full(self.path.parent, len(response.content.encode()) + 256), self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO responses (key, model, content, prompt_tokens, completion_tokens, latency_ms, "
+                "created_at, cached_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, model, response.content, response.prompt_tokens, response.completion_tokens,
+                 response.latency_ms, time.time(), response.cached_tokens))
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

@@ -99,7 +99,7 @@ class EndpointSettings:
     transport: Any = field(default=None, repr=False, compare=False)  # an httpx transport (in-process answers)
 
 
-ProgressFn = Callable[[int, int, float], None]
+ProgressFn = Callable[[int, int, float, int], None]   # (answers done, of, seconds, errors among them)
 
 
 class _CallError(Exception):
@@ -237,7 +237,7 @@ class Generator:
     ``n`` reply came back short."""
 
     def __init__(self, settings: EndpointSettings, cache: ResponseCache | None, decode_profile: str,
-                 progress: ProgressFn | None = None, progress_every_s: float = 5.0,
+                 progress: ProgressFn | None = None, progress_every_s: float = 0.0,
                  spend: SpendLimit | None = None, batch: BatchOptions | None = None) -> None:
         self.settings, self.cache, self.decode_profile = settings, cache, decode_profile
         self.progress, self.progress_every_s = progress, progress_every_s
@@ -309,9 +309,9 @@ class Generator:
         total, started = len(requests), time.monotonic()
         held: dict[str, float] = {}
 
-        def progress(done: int, of: int) -> None:
+        def progress(done: int, of: int) -> None:   # a batch's answers: errors are counted when it ends
             if self.progress:
-                self.progress(min(total, already_done + done), total, time.monotonic() - started)
+                self.progress(min(total, already_done + done), total, time.monotonic() - started, 0)
 
         def place(found: list[GenerationResult]) -> None:
             for result in found:
@@ -424,7 +424,7 @@ class Generator:
         groups = _groups(requests, pending, s.supports_n)
         queue = iter(groups)
         total, started = len(requests), time.monotonic()
-        state = {"done": already_done, "last": started}
+        state = {"done": already_done, "last": started, "errors": 0}
 
         async def worker() -> None:
             for group in queue:
@@ -436,10 +436,11 @@ class Generator:
                 for index, result in zip(group, answered, strict=True):
                     results[index] = result
                 state["done"] += len(group)
+                state["errors"] += sum(result.error is not None for result in answered)
                 now = time.monotonic()
                 if self.progress and (now - state["last"] >= self.progress_every_s or state["done"] == total):
                     state["last"] = now
-                    self.progress(state["done"], total, now - started)
+                    self.progress(state["done"], total, now - started, state["errors"])
 
         try:
             await asyncio.gather(*(worker() for _ in range(min(s.concurrency, len(groups)))))
