@@ -17,6 +17,7 @@ and :mod:`~fastdistill_assets.sqlsafe.bounded`.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import resource
 import select
@@ -149,7 +150,8 @@ class DuckProcess:
             child.kill()
         for stream in (child.stdin, child.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):   # a dead child's pipe: the unsent request is dropped
+                    stream.close()
         try:
             return child.wait(timeout=2)
         except subprocess.TimeoutExpired:
