@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,3 +174,56 @@ def materialize_command(run_id: str, select: str = "raw,canonical,teacher_candid
     executor = ["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})] if in_process else []
     return [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
             "--select", select, "--partition", run_id, *executor]
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A real PostgreSQL server on loopback, started by the tests; ``url(dbname)`` as its superuser."""
+
+    port: int
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://fastdistill@127.0.0.1:{self.port}/{dbname}"
+
+
+def _postgres_bin() -> Path | None:
+    import glob
+
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)),
+                                           None)
+    return Path(found).resolve().parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL, ``initdb`` into a temporary folder and ``pg_ctl`` on a free loopback
+    port (as the ``postgres`` user when the tests run as root, which initdb refuses); stopped
+    and removed at the end of the session. Skipped where PostgreSQL is not installed."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed here (Debian: apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="fastdistill-postgres-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "fastdistill",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w",
+                        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                       check=True, capture_output=True)
+        yield PostgresServer(port)
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

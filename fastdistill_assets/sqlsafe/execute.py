@@ -4,7 +4,10 @@ SQLite files are opened with ``mode=ro``, ``PRAGMA query_only``, an authorizer t
 only reads, a cap on value length, and a progress handler that interrupts a query past its
 deadline. DuckDB files are opened ``read_only`` with external access off and a memory limit, in an
 engine process whose memory is capped, and interrupted by a timer
-(:mod:`~fastdistill_assets.sqlsafe.duck_process`). One connection per database is reused across rows.
+(:mod:`~fastdistill_assets.sqlsafe.duck_process`). A PostgreSQL database (``dialect`` postgres,
+``db_path`` its URL) is queried in read-only transactions that are always rolled back, under
+``statement_timeout`` (:mod:`~fastdistill_assets.sqlsafe.postgres`). One connection per database
+is reused across rows.
 
 Rows are fetched a few at a time and counted as they come: a result stops at ``max_rows`` + 1 rows
 (``too_many_rows``) or past ``max_result_bytes`` (``result_too_big``), so a hostile result is never
@@ -28,12 +31,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import psycopg
 from sqlglot import exp
 
 from fastdistill_assets.config import ExecutionGates
 from fastdistill_assets.sqlsafe.bounded import ResultTooLarge, fetch_bounded
 from fastdistill_assets.sqlsafe.duck_process import DuckProcess
 from fastdistill_assets.sqlsafe.parse import oversized_value, parse_sql
+from fastdistill_assets.sqlsafe.postgres import PostgresDatabase
 
 _ALLOWED_SQLITE_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                            getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
@@ -54,10 +59,10 @@ def _sqlite_authorizer(action: int, *_: Any) -> int:
 
 
 _ERROR_KINDS = [
-    ("timeout", re.compile(r"interrupt", re.I)),
+    ("timeout", re.compile(r"interrupt|statement timeout", re.I)),
     ("not_authorized", re.compile(r"not authorized|authorization denied|read-?only|readonly|query_only|permission|external access", re.I)),
-    ("no_such_table", re.compile(r"no such table|table .* does not exist|catalog error: table", re.I)),
-    ("no_such_column", re.compile(r"no such column|column .* not found|referenced column", re.I)),
+    ("no_such_table", re.compile(r"no such table|(table|relation) .* does not exist|catalog error: table", re.I)),
+    ("no_such_column", re.compile(r"no such column|column .* (not found|does not exist)|referenced column", re.I)),
     ("syntax_error", re.compile(r"syntax error|parser error|incomplete input", re.I)),
     ("result_too_big", re.compile(r"too big|string or blob|out of memory|MemoryError", re.I)),
 ]
@@ -126,12 +131,14 @@ class Executor:
     def __init__(self, limits: ExecutionGates | None = None) -> None:
         self.limits = limits or ExecutionGates()
         self.timeout_s, self.max_rows = self.limits.timeout_ms / 1000, self.limits.max_rows
-        self._dbs: dict[tuple[str, str], _SqliteDatabase | DuckProcess] = {}
+        self._dbs: dict[tuple[str, str], _SqliteDatabase | DuckProcess | PostgresDatabase] = {}
         self._gold: OrderedDict[tuple[str, str, str], ExecResult] = OrderedDict()
         self._values: OrderedDict[tuple[str, str, str, str, str, bool], bool | None] = OrderedDict()
 
-    def _db(self, db_path: str, dialect: str) -> _SqliteDatabase | DuckProcess:
+    def _db(self, db_path: str, dialect: str) -> _SqliteDatabase | DuckProcess | PostgresDatabase:
         key = (db_path, dialect)
+        if key not in self._dbs and dialect == "postgres":   # ``db_path``: the database's URL
+            self._dbs[key] = PostgresDatabase(db_path)
         if key not in self._dbs:
             path = Path(db_path)
             if not path.exists():
@@ -163,7 +170,8 @@ class Executor:
             rows = self._db(db_path, dialect).fetch(sql, self.timeout_s, self.max_rows, self.limits.max_result_bytes)
         except ResultTooLarge as err:
             return ExecResult(False, None, err.kind, err.detail, (time.perf_counter() - started) * 1000)
-        except (sqlite3.Error, duckdb.Error, FileNotFoundError, OverflowError, ValueError, MemoryError) as err:
+        except (sqlite3.Error, duckdb.Error, psycopg.Error, FileNotFoundError, OverflowError, ValueError,
+                MemoryError) as err:
             message = str(err)[:300] or type(err).__name__
             return ExecResult(False, None, classify_error(message) if not isinstance(err, FileNotFoundError)
                               else "no_database", message, (time.perf_counter() - started) * 1000)
@@ -199,7 +207,7 @@ class Executor:
             try:
                 found = bool(self._db(db_path, dialect).fetch(sql, self.timeout_s, 1, self.limits.max_result_bytes,
                                                               params))
-            except duckdb.ConversionException:
+            except (duckdb.ConversionException, psycopg.errors.DataError):
                 continue  # the column's type cannot hold the value: compare as text alone
             except Exception:  # noqa: BLE001 - a lookup that fails is missing evidence, not a verdict
                 found = None

@@ -30,6 +30,36 @@ def read_only_violation(expression: exp.Expression) -> str | None:
     return None
 
 
+# PostgreSQL functions a read query has no business calling: they read or list the server's files,
+# sleep, take advisory locks, signal backends, change settings, write sequences or large objects,
+# run SQL given as text, or reach other servers (dblink). Any other pg_* function too, but pg_typeof.
+PG_DENIED_PREFIXES = ("pg_", "lo_", "dblink")
+PG_DENIED = frozenset({"set_config", "current_setting", "nextval", "setval", "query_to_xml", "query_to_xmlschema",
+                       "query_to_xml_and_xmlschema", "cursor_to_xml", "txid_current", "loread", "lowrite"})
+PG_ALLOWED = frozenset({"pg_typeof"})
+
+
+def _function_name(node: exp.Expression) -> str | None:
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).lower()
+    return node.sql_name().lower() if isinstance(node, exp.Func) else None
+
+
+def postgres_violation(expression: exp.Expression) -> str | None:
+    """Why a PostgreSQL query must not run though it only reads, or None: a function of
+    PG_DENIED (or named with PG_DENIED_PREFIXES), row locks (``FOR UPDATE`` / ``SHARE``) or
+    ``SELECT ... INTO`` (which creates a table)."""
+    for node in expression.walk():
+        if isinstance(node, exp.Lock):
+            return f"row locks: {node.sql(dialect='postgres')[:60]}"
+        if isinstance(node, exp.Into):
+            return "SELECT ... INTO creates a table"
+        name = _function_name(node)
+        if name and name not in PG_ALLOWED and (name in PG_DENIED or name.startswith(PG_DENIED_PREFIXES)):
+            return f"function {name}() is not allowed in a read query"
+    return None
+
+
 def parse_sql(sql: str, dialect: str) -> Parsed:
     """Parse one statement; the parser's message is kept on failure."""
     try:
@@ -40,7 +70,8 @@ def parse_sql(sql: str, dialect: str) -> Parsed:
         return Parsed(False, f"parse_error: {type(err).__name__}: {str(err)[:200]}")
     if len(statements) != 1:
         return Parsed(False, f"parse_error: expected one statement, got {len(statements)}")
-    violation = read_only_violation(statements[0])
+    violation = read_only_violation(statements[0]) or (postgres_violation(statements[0]) if dialect == "postgres"
+                                                        else None)
     if violation:
         return Parsed(False, f"not_read_only: {violation}")
     return Parsed(True, None, statements[0])
