@@ -17,6 +17,7 @@ from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,6 +60,20 @@ class DatasetConfig(_Strict):
     sample_rows: int = Field(default=3, ge=0)            # rows per table shown to the teacher
     sample_rows_total: int = Field(default=30, ge=0)     # rows over all tables of a database, at most
     max_question_chars: int = Field(default=4000, ge=1)  # a longer question is rejected too_long, never sent
+    db_url: str | None = None           # questions: the PostgreSQL database of rows that name none (no password in it)
+    password_env: str | None = None     # the environment variable holding that password (none: PGPASSWORD, ~/.pgpass)
+    schemas: list[str] = Field(default_factory=lambda: ["public"], min_length=1)  # PostgreSQL schemas shown and queried
+    max_tables: int = Field(default=200, ge=1)           # PostgreSQL: tables and views shown per database, at most
+
+    @field_validator("db_url")
+    @classmethod
+    def _no_password_in_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        if url is not None and urlsplit(url).password is not None:
+            raise ValueError("must not hold a password: put it in an environment variable and name it in "
+                             "dataset.password_env")
+        return url
     withhold_gold: WithholdGold = Field(default_factory=WithholdGold)
 
 

@@ -17,8 +17,10 @@ import polars as pl
 
 from fastdistill_assets.config import ConfigError, FrozenRun, RunConfig, gold_free_notes
 from fastdistill_assets.datasets import questions
+from fastdistill_assets.datasets.databases import write_privileges_note
 from fastdistill_assets.datasets.demo import SPLITS as DEMO_SPLITS
 from fastdistill_assets.datasets.load import load_dataset
+from fastdistill_assets.sqlsafe.postgres import with_password_env
 from fastdistill_assets.gates.judge import CANNOT_JUDGE, judge_endpoint
 from fastdistill_assets.teacher.gateway import API_KEY_ENV, ProviderGateway
 
@@ -52,7 +54,11 @@ def preflight(frozen: FrozenRun, configs_dir: Path, data_dir: Path, environ: dic
             gateway.check(escalate.provider, escalate.endpoint_overrides())
         except ConfigError as err:  # the same check as the teacher's: say which key it is about
             raise ConfigError(f"teacher.escalate.provider: {err}") from None
-    return gold_free_notes(config, frozen.gates)
+    notes = gold_free_notes(config, frozen.gates)
+    if config.dataset.kind == "questions" and config.dataset.db_url is not None:
+        url = with_password_env(config.dataset.db_url, config.dataset.password_env)
+        notes += [note for note in [write_privileges_note(url, frozen.gates.execution)] if note]
+    return notes
 
 
 def check_splits(config: RunConfig) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastdistill_assets.hashing import sha256_json
 
-DIALECT_NAMES = {"sqlite": "SQLite", "duckdb": "DuckDB"}
+DIALECT_NAMES = {"sqlite": "SQLite", "duckdb": "DuckDB", "postgres": "PostgreSQL"}
 SYSTEM = ("You are an expert SQL writer. Answer the question with one {dialect} query over the given "
           "schema. Reply with the SQL only.")
 SYSTEM_RATIONALE = ("You are an expert SQL writer. Think step by step about which columns, aggregate "

@@ -1,7 +1,7 @@
 """A user's database as the teacher sees it: dialect, schema text and sample rows of every table
 and view.
 
-Works on SQLite and DuckDB files. Every query, the user's gold SQL included, goes through the
+Works on SQLite and DuckDB files and PostgreSQL databases (by URL, see :mod:`postgres_catalog`). Every query, the user's gold SQL included, goes through the
 guarded read-only executor the gates use (read-only connection, authorizer, no external
 access, time limit, row cap). The dialect comes from the file's header, not its name. Sample
 rows are bounded per table and in total; tables past the total get none.
@@ -16,7 +16,9 @@ from typing import Any
 from fastdistill_assets.config import ExecutionGates
 from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.sqlite_schema import quote_identifier
+from fastdistill_assets.datasets.postgres_catalog import MAX_TABLES, postgres_tables
 from fastdistill_assets.sqlsafe.execute import Executor
+from fastdistill_assets.sqlsafe.postgres import is_postgres_url, shown
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DUCKDB_MAGIC = b"DUCK"  # at byte offset 8
@@ -54,7 +56,7 @@ class GoldCheck:
 
 @dataclass(frozen=True)
 class Database:
-    path: Path
+    path: str          # a file's resolved path, or a PostgreSQL database's URL
     dialect: str
     schema: str
     sample_rows: dict[str, list[list[Any]]]
@@ -63,43 +65,54 @@ class Database:
 class DatabaseCatalog(records.Closing):
     """Describes each database once; one guarded read-only connection per file."""
 
-    def __init__(self, rows_per_table: int, rows_total: int, limits: ExecutionGates | None = None) -> None:
+    def __init__(self, rows_per_table: int, rows_total: int, limits: ExecutionGates | None = None,
+                 schemas: tuple[str, ...] = ("public",), max_tables: int = MAX_TABLES) -> None:
+        """``schemas``, ``max_tables``: what a PostgreSQL database shows (see :func:`postgres_tables`)."""
         self.rows_per_table, self.rows_total = rows_per_table, rows_total
+        self.schemas, self.max_tables = schemas, max_tables
         self.executor = Executor(limits or ExecutionGates())
         self._entries: dict[tuple[str, str | None], Database | str] = {}
         self._listings: dict[str, tuple[Path, str, list[tuple[Any, ...]]]] = {}
 
-    def get(self, path: Path, table: str | None = None) -> Database | str:
-        """The database at ``path`` (only ``table`` of it when given), or a one-line reason it
-        cannot be used. ``table`` is a table or view name, or a WikiSQL table id (``1-10015132-11``
+    def get(self, path: Path | str, table: str | None = None) -> Database | str:
+        """The database at ``path`` (a file, or a PostgreSQL URL; only ``table`` of it when
+        given), or a one-line reason it cannot be used. ``table`` is a table or view name, or a WikiSQL table id (``1-10015132-11``
         for ``table_1_10015132_11``): a question about one table of a database with thousands."""
         key = (str(path), table)
         if key not in self._entries:
             self._entries[key] = self._describe(path, table)
         return self._entries[key]
 
-    def _query(self, database: Path, dialect: str, sql: str) -> list[tuple[Any, ...]]:
-        result = self.executor.run_unchecked(str(database), dialect, sql)  # SQL built here
+    def _query(self, database: str, dialect: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        result = self.executor.run_unchecked(database, dialect, sql, params)  # SQL built here
         if not result.ok:
-            raise ValueError(f"cannot read {database}: {result.detail}")
+            raise ValueError(f"cannot read {shown(database)}: {result.detail}")
         return result.rows or []
 
-    def _listing(self, path: Path) -> tuple[Path, str, list[tuple[Any, ...]]]:
-        """(resolved path, dialect, catalog rows: schema, name, CREATE statement), read once per file.
+    def _listing(self, path: Path | str) -> tuple[str, str, list[tuple[Any, ...]]]:
+        """(resolved path or URL, dialect, catalog rows: schema, name, CREATE statement), read once
+        per database.
 
         Raises:
             OSError, ValueError: the file is missing, not a database, or has no tables.
         """
         key = str(path)
+        if key not in self._listings and is_postgres_url(key):
+            tables = postgres_tables(lambda sql, params: self._query(key, "postgres", sql, params), self.schemas,
+                                     self.max_tables)
+            if not tables:
+                raise ValueError(f"database has no tables or views in schemas {', '.join(self.schemas)}: "
+                                 f"{shown(key)}")
+            self._listings[key] = (key, "postgres", tables)
         if key not in self._listings:
-            resolved = path.resolve()
+            resolved = Path(path).resolve()
             if not resolved.is_file():
                 raise FileNotFoundError(f"database not found: {resolved}")
             dialect = detect_dialect(resolved)
-            tables = self._query(resolved, dialect, _TABLES[dialect])
+            tables = self._query(str(resolved), dialect, _TABLES[dialect])
             if not tables:
                 raise ValueError(f"database has no tables or views: {resolved}")
-            self._listings[key] = (resolved, dialect, tables)
+            self._listings[key] = (str(resolved), dialect, tables)
         return self._listings[key]
 
     def _describe(self, path: Path, table: str | None) -> Database | str:
@@ -109,11 +122,11 @@ class DatabaseCatalog(records.Closing):
                 names = {table, "table_" + table.replace("-", "_")}
                 tables = [t for t in tables if t[1] in names]
                 if not tables:
-                    return f"no table {table!r} in {path}"
+                    return f"no table {table!r} in {shown(path)}"
             rows: dict[str, list[list[Any]]] = {}
             budget = self.rows_total
             for schema_name, name, *_ in tables:
-                label = name if schema_name == "main" else f"{schema_name}.{name}"
+                label = name if schema_name in ("main", "public") else f"{schema_name}.{name}"
                 quoted = quote_identifier(name) if dialect == "sqlite" else \
                     f"{quote_identifier(schema_name)}.{quote_identifier(name)}"
                 take = min(self.rows_per_table, budget)
@@ -148,3 +161,28 @@ def find_database(folder: Path, db_id: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+_CAN_WRITE = """
+SELECT r.rolsuper, has_database_privilege(current_user, current_database(), 'CREATE'),
+       EXISTS (SELECT 1 FROM information_schema.table_privileges
+               WHERE grantee = current_user AND privilege_type IN ('INSERT', 'UPDATE', 'DELETE'))
+FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
+"""
+
+
+def write_privileges_note(url: str, limits: ExecutionGates | None = None) -> str | None:
+    """One line when the role of a PostgreSQL URL could write (a superuser, CREATE on the
+    database, or INSERT, UPDATE or DELETE on a table): every query runs read-only anyway, but a
+    role that can only read is the safer one. None when it cannot, or cannot be asked."""
+    with Executor(limits or ExecutionGates()) as executor:
+        result = executor.run_unchecked(url, "postgres", _CAN_WRITE)   # SQL built here
+    if not result.ok or not result.rows:
+        return None
+    superuser, create, write = result.rows[0]
+    if not (superuser or create or write):
+        return None
+    what = "is a superuser" if superuser else "has CREATE on the database" if create else \
+        "has INSERT, UPDATE or DELETE on tables"
+    return (f"dataset.db_url: the role of {shown(url)} {what}; every query runs in a read-only transaction, "
+            "but a role granted SELECT only is safer")

@@ -5,9 +5,10 @@ One question per row in a JSONL, CSV or parquet file (``dataset.path``):
 * ``question`` (required; ``instruction`` is read where there is no ``question``, as in files
   prepared for the reference workflow);
 * ``db_path`` (a SQLite or DuckDB file, relative to the questions file's folder; it is also
-  the row's ``db_id`` unless one is given) or ``db_id``
+  the row's ``db_id`` unless one is given), ``db_url`` (a PostgreSQL database,
+  ``postgresql://user@host:port/dbname``: no password in it, see ``dataset.password_env``) or ``db_id``
   (found as ``<db_id>.sqlite|.db|.duckdb|.sqlite3`` in the ``dataset.databases`` folder, or
-  in a ``<db_id>/`` sub-folder of it); a row with neither uses ``dataset.db_path``;
+  in a ``<db_id>/`` sub-folder of it); a row with none uses ``dataset.db_path`` or ``dataset.db_url``;
 * optional ``gold_sql``, ``evidence`` (extra knowledge shown to the teacher), ``question_id``
   (``task_id`` is read where there is none), ``split`` (default ``train``), ``difficulty``,
   ``table`` or ``table_id`` (the one table the question is about: a WikiSQL database holds
@@ -24,14 +25,17 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import polars as pl
 
 from fastdistill_assets.config import DatasetConfig, ExecutionGates
 from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.databases import DatabaseCatalog, find_database
+from fastdistill_assets.sqlsafe.postgres import is_postgres_url, with_password_env
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 DEFAULT_SPLIT = "train"
@@ -113,8 +117,12 @@ class QuestionsSource(records.Closing):
         self.config = config
         self.path = questions_path(config)
         self.databases = Path(config.databases) if config.databases else None
-        self.default_db = Path(config.db_path) if config.db_path else None
-        self.catalog = DatabaseCatalog(config.sample_rows, config.sample_rows_total, limits)
+        self.default_db: Path | str | None = (Path(config.db_path) if config.db_path
+                                              else with_password_env(config.db_url, config.password_env)
+                                              if config.db_url else None)
+        self.password_env = config.password_env
+        self.catalog = DatabaseCatalog(config.sample_rows, config.sample_rows_total, limits,
+                                       schemas=tuple(config.schemas), max_tables=config.max_tables)
 
     def questions(self) -> Iterator[tuple[str, str, Any]]:
         """(position, split, item) for the rows whose split is in ``config.splits``, at most
@@ -149,7 +157,8 @@ class QuestionsSource(records.Closing):
 
     def load(self, batch: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
         """Raw records of a batch of :meth:`questions`, in order."""
-        return [_load_row(item, position, split, self.path.parent, self.databases, self.default_db, self.catalog)
+        return [_load_row(item, position, split, _Where(self.path.parent, self.databases, self.default_db,
+                                                        self.password_env), self.catalog)
                 for position, split, item in batch]
 
     def close(self) -> None:
@@ -169,8 +178,18 @@ def load(config: DatasetConfig, limits: ExecutionGates | None = None) -> list[di
         return source.load(list(source.questions()))
 
 
-def _load_row(item: Any, position: str, split: str, base: Path, databases: Path | None, default_db: Path | None,
-              catalog: DatabaseCatalog) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Where:
+    """Where a row's database is looked for: files relative to ``base``, ``databases`` by db_id,
+    the dataset's own database (a file, or a PostgreSQL URL), the password's environment variable."""
+
+    base: Path
+    databases: Path | None
+    default_db: Path | str | None
+    password_env: str | None
+
+
+def _load_row(item: Any, position: str, split: str, where: _Where, catalog: DatabaseCatalog) -> dict[str, Any]:
     source_id = f"{split}:{position}"
     if isinstance(item, ValueError):
         return records.unreadable(item, source_id=source_id, split=split)
@@ -184,7 +203,7 @@ def _load_row(item: Any, position: str, split: str, base: Path, databases: Path 
     if question is None:
         return records.rejected(source_id=source_id, split=split, reason="missing_field:question", record=item)
     try:
-        db_path, db_id = _locate(item, base, databases, default_db)
+        db_path, db_id = _locate(item, where)
     except _Unusable as err:
         return records.rejected(source_id=source_id, split=split, reason=err.reason, record=item, detail=err.detail)
     database = catalog.get(db_path, _text(item, "table") or _text(item, "table_id"))
@@ -206,25 +225,35 @@ def _question_id(item: dict[str, Any]) -> str | None:
     return _text(item, "question_id") or _text(item, "task_id")
 
 
+def _database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
+
+
 class _Unusable(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
 
 
-def _locate(item: dict[str, Any], base: Path, databases: Path | None, default_db: Path | None) -> tuple[Path, str]:
-    """(database file, db_id).
+def _locate(item: dict[str, Any], where: _Where) -> tuple[Path | str, str]:
+    """(database file or PostgreSQL URL, db_id).
 
     Raises:
         _Unusable: no database named, or none found.
     """
-    db_path, db_id = _text(item, "db_path"), _text(item, "db_id")
+    db_path, db_id, db_url = _text(item, "db_path"), _text(item, "db_id"), _text(item, "db_url")
+    base, databases, default_db = where.base, where.databases, where.default_db
     if db_path is not None:
         path = Path(db_path)
         # the path as written identifies the database: two files with one name stay two databases
         return (path if path.is_absolute() else base / path), db_id or db_path
+    if db_url is not None:
+        if not is_postgres_url(db_url) or urlsplit(db_url).password is not None:
+            raise _Unusable("malformed_field:db_url", "db_url must be a postgresql:// URL without a password")
+        return with_password_env(db_url, where.password_env), db_id or _database_name(db_url)
     if db_id is None and default_db is not None:  # one database for all: the table tells questions apart
-        return default_db, _text(item, "table") or _text(item, "table_id") or default_db.stem
+        name = _database_name(default_db) if isinstance(default_db, str) else default_db.stem
+        return default_db, _text(item, "table") or _text(item, "table_id") or name
     if db_id is None:
         raise _Unusable("missing_field:db_path_or_db_id",
                         "a row needs db_path, or db_id with dataset.databases (or set dataset.db_path)")

@@ -162,12 +162,13 @@ class Executor:
             return ExecResult(False, None, "result_too_big", oversized, (time.perf_counter() - started) * 1000)
         return self.run_unchecked(db_path, dialect, sql)
 
-    def run_unchecked(self, db_path: str, dialect: str, sql: str) -> ExecResult:
-        """Run one query under the engines' own guards and the result's bounds alone: for SQL this
-        package builds, never for a candidate's."""
+    def run_unchecked(self, db_path: str, dialect: str, sql: str, params: Sequence[Any] = ()) -> ExecResult:
+        """Run one query (``?`` placeholders bound to ``params``) under the engines' own guards and
+        the result's bounds alone: for SQL this package builds, never for a candidate's."""
         started = time.perf_counter()
         try:
-            rows = self._db(db_path, dialect).fetch(sql, self.timeout_s, self.max_rows, self.limits.max_result_bytes)
+            rows = self._db(db_path, dialect).fetch(sql, self.timeout_s, self.max_rows, self.limits.max_result_bytes,
+                                                    params)
         except ResultTooLarge as err:
             return ExecResult(False, None, err.kind, err.detail, (time.perf_counter() - started) * 1000)
         except (sqlite3.Error, duckdb.Error, psycopg.Error, FileNotFoundError, OverflowError, ValueError,

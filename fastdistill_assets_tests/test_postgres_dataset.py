@@ -1,0 +1,181 @@
+"""Questions over the user's own PostgreSQL database: schema and sample rows from its catalog,
+gold checked read-only, and the pipeline to `distilled` for labeled and gold-free questions
+(issue 23, items 1-2)."""
+
+import json
+
+import polars as pl
+import psycopg
+import pytest
+
+from fastdistill_assets.assets.data import canonical, raw
+from fastdistill_assets.assets.gates import distilled, filtered
+from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.config import DatasetConfig
+from fastdistill_assets.datasets.load import load_dataset
+from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import materialize, teacher_gateway, write_questions
+
+SALES = """
+CREATE SCHEMA archive;
+CREATE TABLE stores (id integer PRIMARY KEY, name text NOT NULL, city text);
+CREATE TABLE sales (id integer PRIMARY KEY, store_id integer NOT NULL REFERENCES stores(id),
+                    region text, product text, year integer, amount numeric(10, 2));
+CREATE VIEW big_sales AS SELECT * FROM sales WHERE amount > 100;
+CREATE TABLE archive.old_sales (id integer PRIMARY KEY, amount numeric);
+INSERT INTO stores VALUES (1, 'Harbor', 'Lisbon'), (2, 'Plaza', 'Porto');
+INSERT INTO sales VALUES (1, 1, 'North', 'Tea', 2023, 120.00), (2, 1, 'North', 'Cocoa', 2024, 80.50),
+    (3, 2, 'East', 'Tea', 2024, 35.25), (4, 2, 'South', 'Coffee', 2023, 210.00), (5, 1, 'East', 'Cocoa', 2024, 15.00);
+"""
+QUESTIONS = ["What is the total amount when region is North?", "Which region has product of Coffee?",
+             "How many product entries have year of 2024?", "What is the highest amount when product is Tea?",
+             "What is the average amount?", "What is the lowest amount when year is 2023?"]
+
+
+@pytest.fixture
+def sales_db(postgres_server) -> str:
+    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS sales WITH (FORCE)")
+        admin.execute("CREATE DATABASE sales")
+    with psycopg.connect(postgres_server.url("sales"), autocommit=True) as db:
+        db.execute(SALES)
+    return postgres_server.url("sales")
+
+
+def test_the_schema_and_sample_rows_come_from_the_catalog_within_bounds(tmp_path, sales_db, monkeypatch):
+    monkeypatch.setenv("SALES_DB_PASSWORD", "s3cret-value")
+    rows = [{"question": QUESTIONS[0], "gold_sql": "SELECT SUM(amount) FROM sales WHERE region = 'North'"},
+            {"question": QUESTIONS[1], "db_url": sales_db},
+            {"question": "Who?", "gold_sql": "SELECT pg_sleep(1)"},
+            {"question": "Who?", "db_url": sales_db.replace("fastdistill@", "fastdistill:pw@")}]
+    path = write_questions(tmp_path / "q.jsonl", rows)
+    config = DatasetConfig(kind="questions", path=str(path), db_url=sales_db, password_env="SALES_DB_PASSWORD",
+                           splits=["train"], sample_rows=2, sample_rows_total=3)
+    frame = load_dataset(config, tmp_path / "data").frame
+    assert frame["reject_reason"].to_list() == [None, None, "gold_sql_failed", "malformed_field:db_url"]
+    labeled, free = frame.row(0, named=True), frame.row(1, named=True)
+    assert labeled["dialect"] == free["dialect"] == "postgres" and labeled["db_id"] == "sales"
+    assert labeled["db_path"] == sales_db + "?password_env=SALES_DB_PASSWORD"    # the variable's name, never its value
+    assert "s3cret-value" not in frame.write_ndjson()
+    schema = labeled["schema"]
+    assert "CREATE TABLE sales (\n  id integer NOT NULL," in schema
+    assert "  amount numeric(10,2)" in schema and "  PRIMARY KEY (id)" in schema
+    assert "  FOREIGN KEY (store_id) REFERENCES stores(id)" in schema
+    assert "CREATE VIEW big_sales AS" in schema and "old_sales" not in schema   # only dataset.schemas (public)
+    samples = json.loads(labeled["sample_rows"])
+    assert set(samples) == {"sales", "stores", "big_sales"} and sum(len(v) for v in samples.values()) == 3
+    assert "not_read_only" in frame["reject_detail"][2]
+
+    narrow = config.model_copy(update={"schemas": ["public", "archive"], "max_tables": 2})
+    schema = load_dataset(narrow, tmp_path / "data").frame["schema"][0]
+    assert "CREATE TABLE archive.old_sales" in schema and "CREATE VIEW" not in schema
+    assert schema.endswith("-- 2 more tables and views not shown (at most 2: dataset.max_tables)")
+
+    monkeypatch.delenv("SALES_DB_PASSWORD")
+    frame = load_dataset(config, tmp_path / "data").frame
+    assert set(frame["reject_reason"]) == {"unknown_database", "malformed_field:db_url"}
+    assert "SALES_DB_PASSWORD (dataset.password_env) is not set" in frame["reject_detail"][0]
+
+
+def test_labeled_and_gold_free_questions_distill_over_postgres(project, sales_db):
+    rows = [{"question": q, "question_id": f"l{i}", "gold_sql": None} for i, q in enumerate(QUESTIONS)]
+    rows[0]["gold_sql"] = "SELECT SUM(amount) FROM sales WHERE region = 'North'"
+    rows[3]["gold_sql"] = "SELECT MAX(amount) FROM sales WHERE product = 'Tea'"
+    path = write_questions(project.root / "questions.jsonl", [{k: v for k, v in r.items() if v is not None}
+                                                               for r in rows])
+    project.edit_config("run_config", dataset={"kind": "questions", "path": str(path), "db_url": sales_db,
+                                               "splits": ["train"]},
+                        decode={"num_generations": 3, "temperature": 0.6}, recipe={"multi_decode_select": True})
+    project.new_run("pg")
+    stages = [raw, canonical, teacher_candidates, filtered, distilled]
+    assert materialize(project, stages, "pg", teacher=teacher_gateway(project)).success
+    store = ArtifactStore(project.artifacts)
+    candidates = store.read("pg", "teacher_candidates")
+    assert "one PostgreSQL query" in json.loads(candidates["messages"][0])[0]["content"]
+    gated = store.read("pg", "filtered").frame
+    assert set(gated["dialect"]) == {"postgres"} and gated.height == 3 * len(QUESTIONS)
+    executed = gated.filter(pl.col("exec_ok"))
+    assert executed.height > 0
+    labeled = gated.filter(pl.col("gold_sql").is_not_null())
+    assert labeled["gold_match"].any()
+    kept = store.read("pg", "distilled").frame
+    assert kept.height > 0 and set(kept["db_id"]) == {"sales"}
+
+
+def test_preflight_says_in_one_line_when_the_role_could_write(project, sales_db, postgres_server):
+    import os
+
+    from fastdistill_assets.preflight import preflight
+
+    with psycopg.connect(sales_db, autocommit=True) as db:
+        db.execute("DROP ROLE IF EXISTS reader")
+        db.execute("CREATE ROLE reader LOGIN")
+        db.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader")
+    path = write_questions(project.root / "q.jsonl", [{"question": QUESTIONS[0]}])
+    reader = sales_db.replace("fastdistill@", "reader@")
+    for url, expected in ((sales_db, f"dataset.db_url: the role of {sales_db} is a superuser; every query runs "
+                                     "in a read-only transaction, but a role granted SELECT only is safer"),
+                          (reader, None)):
+        project.edit_config("run_config", dataset={"kind": "questions", "path": str(path), "db_url": url,
+                                                   "splits": ["train"]}, eval_split=None)
+        frozen = project.registry.prepare("check", environ=dict(os.environ))
+        notes = [n for n in preflight(frozen, project.configs, project.artifacts / "_datasets", dict(os.environ))
+                 if n.startswith("dataset.db_url")]
+        assert notes == ([expected] if expected else [])
+
+
+ORDERS = [(1, "Ana", "12.50", "2024-01-03", True), (2, "Ana", "7.25", "2024-02-11", False),
+          (3, "Ben", "30.00", "2024-02-12", True), (4, "Chloe", "4.75", "2024-03-01", True)]
+# (candidate, gold): the same question answered by the teacher and by the gold query
+PAIRS = [
+    ("SELECT SUM(amount) FROM orders WHERE customer = 'Ana'", "SELECT SUM(amount) FROM orders WHERE customer = 'Ana'"),
+    ("SELECT customer, COUNT(*) FROM orders GROUP BY customer", "SELECT customer, COUNT(id) FROM orders GROUP BY customer"),
+    ("SELECT AVG(amount) FROM orders", "SELECT SUM(amount) / COUNT(*) FROM orders"),
+    ("SELECT MAX(amount) FROM orders", "SELECT MIN(amount) FROM orders"),
+    ("SELECT placed FROM orders WHERE amount > 10", "SELECT placed FROM orders WHERE id IN (1, 3)"),
+    ("SELECT customer FROM orders WHERE placed >= '2024-02-01'", "SELECT customer FROM orders WHERE id > 1"),
+    ("SELECT customer FROM orders WHERE paid", "SELECT customer FROM orders WHERE paid = TRUE"),
+    ("SELECT amount * 2 FROM orders WHERE customer = 'Chloe'", "SELECT 9.5"),
+]
+
+
+def test_one_data_set_gets_the_same_verdicts_on_postgres_sqlite_and_duckdb(tmp_path, postgres_server):
+    import sqlite3
+
+    import duckdb
+
+    from fastdistill_assets.config import GatesConfig
+    from fastdistill_assets.gates.pipeline import gate_row
+    from fastdistill_assets.sqlsafe.execute import Executor
+
+    create = "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount DECIMAL(10, 2), placed DATE, paid BOOLEAN)"
+    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS same WITH (FORCE)")
+        admin.execute("CREATE DATABASE same")
+    with psycopg.connect(postgres_server.url("same"), autocommit=True) as db:
+        db.execute(create)
+        for row in ORDERS:
+            db.execute("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", row)
+    lite = sqlite3.connect(tmp_path / "same.sqlite")
+    lite.execute(create)
+    lite.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?)", [(i, c, float(a), d, p) for i, c, a, d, p in ORDERS])
+    lite.commit()
+    lite.close()
+    duck = duckdb.connect(str(tmp_path / "same.duckdb"))
+    duck.execute(create)
+    duck.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?)", [list(r) for r in ORDERS])
+    duck.close()
+    engines = {"postgres": postgres_server.url("same"), "sqlite": str(tmp_path / "same.sqlite"),
+               "duckdb": str(tmp_path / "same.duckdb")}
+    verdicts = {}
+    with Executor() as executor:
+        for dialect, location in engines.items():
+            verdicts[dialect] = [
+                {k: out[k] for k in ("exec_ok", "exec_error", "result_rows", "result_signature", "gold_match",
+                                     "reject_reason")}
+                for out in (gate_row({"error": None, "raw_output": candidate, "dialect": dialect, "db_path": location,
+                                      "gold_sql": gold, "question": "q"}, GatesConfig(), False, executor)
+                            for candidate, gold in PAIRS)]
+    assert verdicts["postgres"] == verdicts["sqlite"] == verdicts["duckdb"]
+    assert [v["gold_match"] for v in verdicts["postgres"]] == [True, True, True, False, True, True, True, True]
+    assert all(v["exec_ok"] for v in verdicts["postgres"])
