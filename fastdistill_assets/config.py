@@ -50,7 +50,7 @@ class WithholdGold(_Strict):
 class DatasetConfig(_Strict):
     kind: Literal["demo", "wikisql", "spider", "questions"] = "demo"
     path: str | None = None             # wikisql/spider: a folder; questions: a .jsonl, .csv or .parquet file
-    databases: str | None = None        # questions: folder holding <db_id>.sqlite/.db/.duckdb files
+    databases: str | dict[str, str] | None = None  # questions: folder of <db_id>.sqlite/.db/.duckdb files, or db_id: PostgreSQL URL
     db_path: str | None = None          # questions: the database of rows that name none
     splits: list[str] = Field(default_factory=lambda: ["train", "dev", "test"], min_length=1)
     input_fields: list[str] = Field(default_factory=lambda: ["question", "db_id", "evidence"], min_length=1)
@@ -64,17 +64,32 @@ class DatasetConfig(_Strict):
     password_env: str | None = None     # the environment variable holding that password (none: PGPASSWORD, ~/.pgpass)
     schemas: list[str] = Field(default_factory=lambda: ["public"], min_length=1)  # PostgreSQL schemas shown and queried
     max_tables: int = Field(default=200, ge=1)           # PostgreSQL: tables and views shown per database, at most
+    withhold_gold: WithholdGold = Field(default_factory=WithholdGold)
 
     @field_validator("db_url")
     @classmethod
     def _no_password_in_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL")
-        if url is not None and urlsplit(url).password is not None:
-            raise ValueError("must not hold a password: put it in an environment variable and name it in "
-                             "dataset.password_env")
-        return url
-    withhold_gold: WithholdGold = Field(default_factory=WithholdGold)
+        return None if url is None else _postgres_url(url)
+
+    @field_validator("databases")
+    @classmethod
+    def _urls_by_db_id(cls, databases: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        if isinstance(databases, dict):
+            return {db_id: _postgres_url(url) for db_id, url in databases.items()}
+        return databases
+
+
+def _postgres_url(url: str) -> str:
+    """A PostgreSQL URL a config may hold.
+
+    Raises:
+        ValueError: not a postgresql:// URL, or one with a password in it."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"{url!r} must be a postgresql:// URL")
+    if urlsplit(url).password is not None:
+        raise ValueError("a PostgreSQL URL must not hold a password: put it in an environment variable and name "
+                         "it in dataset.password_env")
+    return url
 
 
 def _rate(default: float) -> Any:
@@ -528,7 +543,7 @@ def load_run_config(path: Path, environ: dict[str, str] | None = None, overlay: 
         data, env = apply_environment(data, environ)
     config = validated(RunConfig, data, source, env)
     paths = {key: _path(value) for key in ("path", "databases", "db_path")
-             if (value := getattr(config.dataset, key)) is not None}
+             if isinstance(value := getattr(config.dataset, key), str)}   # (databases: or URLs by db_id)
     # frozen absolute, so steps started from another folder read the same files
     return config.model_copy(update={"dataset": config.dataset.model_copy(update=paths)}) if paths else config
 

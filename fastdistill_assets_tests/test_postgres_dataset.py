@@ -66,6 +66,15 @@ def test_the_schema_and_sample_rows_come_from_the_catalog_within_bounds(tmp_path
     assert set(samples) == {"sales", "stores", "big_sales"} and sum(len(v) for v in samples.values()) == 3
     assert "not_read_only" in frame["reject_detail"][2]
 
+    by_id = write_questions(tmp_path / "by_id.jsonl", [{"question": QUESTIONS[0], "db_id": "sales"},
+                                                        {"question": QUESTIONS[0], "db_id": "hr"}])
+    mapped = DatasetConfig(kind="questions", path=str(by_id), databases={"sales": sales_db}, splits=["train"])
+    frame = load_dataset(mapped, tmp_path / "data").frame
+    assert frame.select("db_id", "db_path", "dialect", "reject_reason").rows() == [
+        ("sales", sales_db, "postgres", None), ("hr", None, None, "unknown_database")]
+    with pytest.raises(ValueError, match="must not hold a password"):
+        DatasetConfig(kind="questions", databases={"sales": sales_db.replace("fastdistill@", "fastdistill:pw@")})
+
     narrow = config.model_copy(update={"schemas": ["public", "archive"], "max_tables": 2})
     schema = load_dataset(narrow, tmp_path / "data").frame["schema"][0]
     assert "CREATE TABLE archive.old_sales" in schema and "CREATE VIEW" not in schema
@@ -179,3 +188,68 @@ def test_one_data_set_gets_the_same_verdicts_on_postgres_sqlite_and_duckdb(tmp_p
     assert verdicts["postgres"] == verdicts["sqlite"] == verdicts["duckdb"]
     assert [v["gold_match"] for v in verdicts["postgres"]] == [True, True, True, False, True, True, True, True]
     assert all(v["exec_ok"] for v in verdicts["postgres"])
+
+
+def test_escalation_the_judge_and_the_evaluation_run_against_the_same_server(project, sales_db):
+    from fastdistill_assets.assets.evaluation import eval_report
+    from fastdistill_assets.assets.training import baseline_model, student_model
+
+    golds = {"What is the total amount when region is East?": "SELECT SUM(amount) FROM sales WHERE region = 'East'",
+             "What is the highest amount when product is Cocoa?": "SELECT MAX(amount) FROM sales WHERE product = 'Cocoa'",
+             "What is the lowest amount?": "SELECT MIN(amount) FROM sales"}   # not the train questions
+    rows = [{"question": q, "split": "train"} for q in QUESTIONS]
+    rows += [{"question": q, "split": "test", "gold_sql": sql} for q, sql in golds.items()]
+    path = write_questions(project.root / "questions.jsonl", rows)
+    project.edit_config("run_config", dataset={"kind": "questions", "path": str(path), "db_url": sales_db,
+                                               "splits": ["train", "test"]},
+                        teacher={"splits": ["train"], "escalate": {"provider": "embedded_strong"}},
+                        decode={"num_generations": 3, "temperature": 0.6}, recipe={"multi_decode_select": True},
+                        eval_split="test", training={"epochs": 2})
+    project.edit_config("quality_gates", judge={"enabled": True})
+    project.new_run("all")
+    stages = [raw, canonical, teacher_candidates, filtered, distilled, student_model, baseline_model, eval_report]
+    result = materialize(project, stages, "all", teacher=teacher_gateway(project), raise_on_error=False)
+    materialized = {e.event_specific_data.materialization.asset_key.path[-1]
+                    for e in result.get_asset_materialization_events()}
+    assert materialized == {"raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model",
+                            "baseline_model", "eval_report"}
+    store = ArtifactStore(project.artifacts)
+    gated = store.read("all", "filtered").frame
+    assert gated["judge_score"].is_not_null().any()                      # the judge saw the server's results
+    assert "embedded_strong" in set(gated["provider"])                  # unsettled samples were escalated
+    report = json.loads(store.read("all", "eval_report").files["eval_report.json"].read_text())
+    # the teacher's and the student's answers ran on the server and were compared with the gold's results
+    assert report["student"]["n"] == len(golds) and report["teacher"]["correct"] > 0
+
+
+def test_the_documented_commands_distill_over_postgres_and_warn_of_a_role_that_can_write(project, sales_db):
+    import os
+    import subprocess
+
+    from fastdistill_assets_tests.conftest import BIN
+
+    path = write_questions(project.root / "questions.jsonl",
+                           [{"question": q, **({"gold_sql": "SELECT AVG(amount) FROM sales"} if i == 4 else {})}
+                            for i, q in enumerate(QUESTIONS)])
+    project.edit_config("run_config", dataset={"kind": "questions", "path": str(path), "db_url": sales_db,
+                                               "password_env": "SALES_DB_PASSWORD", "splits": ["train"]},
+                        decode={"num_generations": 3, "temperature": 0.6}, recipe={"multi_decode_select": True},
+                        eval_split=None)
+    env = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts), "FASTDISTILL_CONFIGS": str(project.configs),
+           "DAGSTER_HOME": str(project.root / "home"), "SALES_DB_PASSWORD": "s3cret-value"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "fastdistill"), *args], env=env, capture_output=True, text=True,
+                              cwd=project.root, timeout=300)
+
+    created = run("run", "new", "pgcli")
+    assert created.returncode == 0, created.stderr
+    assert f"dataset.db_url: the role of {sales_db} is a superuser" in created.stdout + created.stderr
+    done = run("materialize", "pgcli", "--select", "raw,canonical,teacher_candidates,filtered,distilled")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(line.startswith("materialized distilled ") for line in done.stdout.splitlines())
+    kept = ArtifactStore(project.artifacts).read("pgcli", "distilled").frame
+    assert kept.height > 0
+    # the password is read when connecting, never written anywhere
+    leaked = [p for p in project.root.rglob("*") if p.is_file() and b"s3cret-value" in p.read_bytes()]
+    assert leaked == [] and "s3cret-value" not in created.stdout + done.stdout + done.stderr

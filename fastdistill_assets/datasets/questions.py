@@ -116,7 +116,9 @@ class QuestionsSource(records.Closing):
     def __init__(self, config: DatasetConfig, limits: ExecutionGates | None = None) -> None:
         self.config = config
         self.path = questions_path(config)
-        self.databases = Path(config.databases) if config.databases else None
+        self.databases: Path | dict[str, str] | None = (
+            {db_id: with_password_env(url, config.password_env) for db_id, url in config.databases.items()}
+            if isinstance(config.databases, dict) else Path(config.databases) if config.databases else None)
         self.default_db: Path | str | None = (Path(config.db_path) if config.db_path
                                               else with_password_env(config.db_url, config.password_env)
                                               if config.db_url else None)
@@ -184,7 +186,7 @@ class _Where:
     the dataset's own database (a file, or a PostgreSQL URL), the password's environment variable."""
 
     base: Path
-    databases: Path | None
+    databases: Path | dict[str, str] | None
     default_db: Path | str | None
     password_env: str | None
 
@@ -259,6 +261,11 @@ def _locate(item: dict[str, Any], where: _Where) -> tuple[Path | str, str]:
                         "a row needs db_path, or db_id with dataset.databases (or set dataset.db_path)")
     if databases is None:
         raise _Unusable("unknown_database", f"db_id {db_id!r} given but dataset.databases is not set")
+    if isinstance(databases, dict):   # db_id: a PostgreSQL database's URL
+        if db_id not in databases:
+            raise _Unusable("unknown_database", f"db_id {db_id!r} is not among dataset.databases "
+                                                f"({', '.join(sorted(databases))})")
+        return databases[db_id], db_id
     found = find_database(databases, db_id)
     if found is None:
         raise _Unusable("unknown_database", f"no database file for db_id {db_id!r} in {databases} "
