@@ -33,6 +33,7 @@ count its own project, so every run asks the teacher.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -199,7 +200,8 @@ def main() -> int:
             subprocess.run([str(BIN / "dagster"), "instance", "concurrency", "set", "teacher", str(shards)], env=env,
                            cwd=REPO, check=True, capture_output=True)
             command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-                       "--select", ",".join(STAGES), "--partition", run_id]
+                       "--select", ",".join(STAGES), "--partition", run_id,
+                       "--config-json", json.dumps({"execution": {"config": {"multiprocess": {}}}})]
         wall, peak, peak_pss, code = run_tree(command, env, log)
         print(f"\nshards={shards}  run {run_id}  log {log}")
         if code != 0:

@@ -8,7 +8,7 @@ from fastdistill_assets import checks, sensors
 from fastdistill_assets.alerts import AlertSinks
 from fastdistill_assets.assets import data, evaluation, gates, teacher, training
 from fastdistill_assets.assets.sharding import STEP_IO
-from fastdistill_assets.jobs import distill_job
+from fastdistill_assets.jobs import distill_job, in_process_by_default_executor
 from fastdistill_assets.resources import RunConfigResource
 from fastdistill_assets.settings import artifacts_dir
 from fastdistill_assets.storage import ParquetIOManager
@@ -21,6 +21,9 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([data, teacher, gates, training, evaluation]),
     asset_checks=[*checks.gate_checks, checks.distilled_not_empty, *checks.hard_gate_checks],
     jobs=[distill_job],
+    # the implicit asset job too (`dagster asset materialize`, runs launched from the UI): every step in
+    # the run worker unless the run asks `execution: {config: {multiprocess: {...}}}` (e.g. for shards)
+    executor=in_process_by_default_executor,
     resources={
         "io_manager": ParquetIOManager(root=str(artifacts_dir())),
         STEP_IO: dg.FilesystemIOManager(),  # between the steps of a sharded stage (shard numbers, counts)

@@ -170,8 +170,10 @@ def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.1) -> N
 def materialize_command(run_id: str, select: str = "raw,canonical,teacher_candidates",
                         in_process: bool = False) -> list[str]:
     """The documented `dagster asset materialize`; ``in_process``: every step in the command's
-    own process (Dagster's in-process executor), where a test needs no process per step."""
-    executor = ["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})] if in_process else []
+    own process (the project's default executor, said explicitly), else one process per step
+    (Dagster's multiprocess executor), where a test needs steps in processes of their own."""
+    executor = ["--config-json", json.dumps({"execution": {"config": {"in_process": {}} if in_process
+                                                           else {"multiprocess": {}}}})]
     return [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
             "--select", select, "--partition", run_id, *executor]
 

@@ -45,6 +45,10 @@ def test_run_new_list_and_dagster_asset_materialize(project):
     with dg.DagsterInstance.from_config(str(project.root / "home")) as instance:
         assert instance.get_dynamic_partitions("run_id") == ["cli-run"]
         assert instance.get_latest_materialization_event(dg.AssetKey("canonical")) is not None
+        # Dagster's own command runs every step in its run worker by default, as `fastdistill materialize` does
+        [run] = instance.get_runs()
+        starts = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records
+        assert len(starts) >= 6 and len({r.event_log_entry.dagster_event.pid for r in starts}) == 1
 
 
 def _wait_for_group_exit(pgid: int, timeout_s: float = 10.0) -> None:
