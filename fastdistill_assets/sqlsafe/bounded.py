@@ -42,4 +42,6 @@ def fetch_bounded(cursor: Any, max_rows: int, max_bytes: int) -> list[tuple[Any,
             raise ResultTooLarge("too_many_rows", f"more than {max_rows} rows")
         if size > max_bytes:
             raise ResultTooLarge("result_too_big", f"more than {max_bytes} bytes in {len(rows)} rows")
+        if len(batch) < FETCH_BATCH:   # a short batch is the last (DB-API): no call (a round trip) to learn it
+            break
     return rows

@@ -18,12 +18,14 @@ and :mod:`~fastdistill_assets.sqlsafe.bounded`.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import resource
 import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from fastdistill_assets.sqlsafe.bounded import ResultTooLarge, fetch_bounded
 
 PROCESS_HEADROOM_MB = 256  # the engine process's own memory beyond DuckDB's memory_limit
 STOP_AFTER = 1.5  # the parent stops a child that has not answered by this many times the time limit
+OUT_OF_MEMORY_SHARE = 0.9  # a child that dies having used this share of its memory cap ran out of memory
 
 
 def _duck_error(name: str, message: str) -> duckdb.Error:
@@ -119,8 +122,31 @@ class DuckProcess:
         try:
             return pickle.load(self._child.stdout)
         except (EOFError, pickle.UnpicklingError) as err:
-            code = self.close()
+            code, peak_mb = self._reap()
+            cap_mb = self.memory_mb + PROCESS_HEADROOM_MB
+            if peak_mb >= OUT_OF_MEMORY_SHARE * cap_mb:   # it died at its memory cap: the result was too big
+                raise duckdb.OutOfMemoryException(
+                    f"Out of Memory Error: the DuckDB engine process ended (exit code {code}) at {peak_mb:.0f} MiB "
+                    f"of its {cap_mb} MiB cap") from None
             raise duckdb.Error(f"the DuckDB engine process ended (exit code {code}): {err or 'no reply'}") from None
+
+    def _reap(self) -> tuple[int | None, float]:
+        """End a child that stopped answering: (its exit code, its peak memory in MiB)."""
+        child, self._child = self._child, None
+        assert child is not None
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        deadline = time.monotonic() + 2
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG if time.monotonic() < deadline else 0)
+            if pid:
+                child.returncode = os.waitstatus_to_exitcode(status)
+                return child.returncode, usage.ru_maxrss / 1024   # KiB on Linux
+            if time.monotonic() >= deadline - 0.05:
+                child.kill()
+            time.sleep(0.02)
 
     def fetch(self, sql: str, timeout_s: float, max_rows: int, max_bytes: int,
               params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -94,8 +94,8 @@ class PostgresDatabase:
         """The rows of ``sql`` (``?`` placeholders, as for SQLite and DuckDB, when ``params`` are
         given: SQL this package builds), in a read-only transaction rolled back afterwards."""
         try:
-            self.conn.execute("SET TRANSACTION READ ONLY")
-            self.conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{max(1, int(timeout_s * 1000))}",))
+            # one round trip: our own integer, no parameters (several statements may not take any)
+            self.conn.execute(f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
             with self.conn.cursor(name="fastdistill_query") as cursor:
                 cursor.execute(sql.replace("?", "%s") if params else sql, tuple(params) if params else None)
                 return fetch_bounded(cursor, max_rows, max_bytes)
