@@ -69,22 +69,25 @@ class DatasetConfig(_Strict):
     @field_validator("db_url")
     @classmethod
     def _no_password_in_url(cls, url: str | None) -> str | None:
-        return None if url is None else _postgres_url(url)
+        return None if url is None else checked_postgres_url(url)
 
     @field_validator("databases")
     @classmethod
     def _urls_by_db_id(cls, databases: str | dict[str, str] | None) -> str | dict[str, str] | None:
         if isinstance(databases, dict):
-            return {db_id: _postgres_url(url) for db_id, url in databases.items()}
+            return {db_id: checked_postgres_url(url) for db_id, url in databases.items()}
         return databases
 
 
-def _postgres_url(url: str) -> str:
-    """A PostgreSQL URL a config may hold.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def checked_postgres_url(url: str) -> str:
+    """A PostgreSQL URL a config (or a questions row) may hold: the one check of it.
 
     Raises:
         ValueError: not a postgresql:// URL, or one with a password in it."""
-    if not url.startswith(("postgresql://", "postgres://")):
+    if not url.startswith(POSTGRES_SCHEMES):
         raise ValueError(f"{url!r} must be a postgresql:// URL")
     if urlsplit(url).password is not None:
         raise ValueError("a PostgreSQL URL must not hold a password: put it in an environment variable and name "

@@ -187,6 +187,17 @@ class PostgresServer:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://fastdistill@127.0.0.1:{self.port}/{dbname}"
 
+    def fresh_database(self, name: str, sql: str) -> str:
+        """The database ``name`` made anew (dropped first if there), ``sql`` run in it; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(self.url(name), autocommit=True) as db:
+            db.execute(sql)
+        return self.url(name)
+
 
 def _postgres_bin() -> Path | None:
     import glob

@@ -34,12 +34,7 @@ QUESTIONS = ["What is the total amount when region is North?", "Which region has
 
 @pytest.fixture
 def sales_db(postgres_server) -> str:
-    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS sales WITH (FORCE)")
-        admin.execute("CREATE DATABASE sales")
-    with psycopg.connect(postgres_server.url("sales"), autocommit=True) as db:
-        db.execute(SALES)
-    return postgres_server.url("sales")
+    return postgres_server.fresh_database("sales", SALES)
 
 
 def test_the_schema_and_sample_rows_come_from_the_catalog_within_bounds(tmp_path, sales_db, monkeypatch):
@@ -158,11 +153,7 @@ def test_one_data_set_gets_the_same_verdicts_on_postgres_sqlite_and_duckdb(tmp_p
     from fastdistill_assets.sqlsafe.execute import Executor
 
     create = "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount DECIMAL(10, 2), placed DATE, paid BOOLEAN)"
-    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS same WITH (FORCE)")
-        admin.execute("CREATE DATABASE same")
-    with psycopg.connect(postgres_server.url("same"), autocommit=True) as db:
-        db.execute(create)
+    with psycopg.connect(postgres_server.fresh_database("same", create), autocommit=True) as db:
         for row in ORDERS:
             db.execute("INSERT INTO orders VALUES (%s, %s, %s, %s, %s)", row)
     lite = sqlite3.connect(tmp_path / "same.sqlite")

@@ -26,12 +26,7 @@ WRITTEN = Path("/tmp/fastdistill-hostile-copy.txt")
 @pytest.fixture
 def shop(postgres_server) -> str:
     """A fresh ``shop`` database (customers, orders with a foreign key); its URL."""
-    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS shop WITH (FORCE)")
-        admin.execute("CREATE DATABASE shop")
-    with psycopg.connect(postgres_server.url("shop"), autocommit=True) as db:
-        db.execute(SCHEMA)
-    return postgres_server.url("shop")
+    return postgres_server.fresh_database("shop", SCHEMA)
 
 
 def _checksums(url: str) -> dict[str, str]:

@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from fastdistill_assets.config import DatasetConfig, ExecutionGates
+from fastdistill_assets.config import DatasetConfig, ExecutionGates, checked_postgres_url
 from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.databases import DatabaseCatalog, find_database
-from fastdistill_assets.sqlsafe.postgres import is_postgres_url, with_password_env
+from fastdistill_assets.sqlsafe.postgres import with_password_env
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 DEFAULT_SPLIT = "train"
@@ -250,8 +250,10 @@ def _locate(item: dict[str, Any], where: _Where) -> tuple[Path | str, str]:
         # the path as written identifies the database: two files with one name stay two databases
         return (path if path.is_absolute() else base / path), db_id or db_path
     if db_url is not None:
-        if not is_postgres_url(db_url) or urlsplit(db_url).password is not None:
-            raise _Unusable("malformed_field:db_url", "db_url must be a postgresql:// URL without a password")
+        try:
+            checked_postgres_url(db_url)
+        except ValueError as err:
+            raise _Unusable("malformed_field:db_url", str(err)) from None
         return with_password_env(db_url, where.password_env), db_id or _database_name(db_url)
     if db_id is None and default_db is not None:  # one database for all: the table tells questions apart
         name = _database_name(default_db) if isinstance(default_db, str) else default_db.stem

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
+from fastdistill_assets.config import POSTGRES_SCHEMES, checked_postgres_url
 from fastdistill_assets.sqlsafe.bounded import fetch_bounded
 
 IDLE_IN_TRANSACTION_S = 60   # the server ends a transaction this worker left open (a killed step)
@@ -34,7 +35,7 @@ PASSWORD_ENV = "password_env"  # the URL's query parameter that names the passwo
 
 
 def is_postgres_url(text: str) -> bool:
-    return text.startswith(("postgresql://", "postgres://"))
+    return text.startswith(POSTGRES_SCHEMES)
 
 
 def with_password_env(url: str, password_env: str | None) -> str:
@@ -59,10 +60,7 @@ def connection_target(url: str) -> tuple[str, str | None]:
     Raises:
         ValueError: the URL holds a password, or names an environment variable that is not set.
     """
-    parts = urlsplit(url)
-    if parts.password is not None:
-        raise ValueError("a PostgreSQL URL must not hold a password: put it in an environment variable and "
-                         "name that variable (dataset.password_env)")
+    parts = urlsplit(checked_postgres_url(url))
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
     names = [v for k, v in query if k == PASSWORD_ENV]
     plain = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != PASSWORD_ENV])))
