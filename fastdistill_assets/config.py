@@ -480,16 +480,20 @@ class ConfigError(ValueError):
     line that names the file, key or variable and what is expected."""
 
 
+_URL_PASSWORD = re.compile(r"(://[^/@:\s'\"]*:)[^@\s'\"]*@")   # scheme://user:PASSWORD@
+
+
 def describe_validation_error(err: ValidationError, source: str, env: dict[tuple[str, ...], str] | None = None) -> str:
     """One line for the first problem pydantic found (and how many more), naming the key and,
     where the value came from an environment variable, the variable."""
     first = err.errors()[0]
     loc = tuple(str(part) for part in first["loc"])
     key = ".".join(loc) or "(top level)"
-    origin = f"{env[loc]}={first['input']!r} sets {key}" if env and loc in env else key
+    shown = _URL_PASSWORD.sub(r"\1***@", repr(first["input"]))   # a password in a URL is never echoed
+    origin = f"{env[loc]}={shown} sets {key}" if env and loc in env else key
     secret = any("key" in part.lower() for part in loc)  # never echo what may be a key
     got = "" if first["type"] in {"missing", "extra_forbidden"} or (env and loc in env) or secret \
-        else f" (got {first['input']!r})"
+        else f" (got {shown})"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{source}: {origin}: {first['msg']}{got}{more}"
 

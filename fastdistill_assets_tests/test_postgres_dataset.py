@@ -244,3 +244,16 @@ def test_the_documented_commands_distill_over_postgres_and_warn_of_a_role_that_c
     # the password is read when connecting, never written anywhere
     leaked = [p for p in project.root.rglob("*") if p.is_file() and b"s3cret-value" in p.read_bytes()]
     assert leaked == [] and "s3cret-value" not in created.stdout + done.stdout + done.stderr
+
+
+def test_a_url_holding_a_password_is_refused_in_one_line_that_does_not_repeat_it():
+    from fastdistill_assets.config import ConfigError, RunConfig, validated
+
+    with pytest.raises(ConfigError) as refused:
+        validated(RunConfig, {"dataset": {"kind": "questions",
+                                          "db_url": "postgresql://reader:hunter2@db.internal:5432/sales"}},
+                  "configs/run_config.yaml")
+    message = str(refused.value)
+    assert message.startswith("configs/run_config.yaml: dataset.db_url: ") and "must not hold a password" in message
+    assert "hunter2" not in message and "postgresql://reader:***@db.internal:5432/sales" in message
+    assert "\n" not in message
