@@ -144,6 +144,30 @@ def test_the_duckdb_engine_process_is_stopped_past_its_deadline_and_started_agai
     assert engine.pid is None and not Path(f"/proc/{last}").exists()
 
 
+KILLED_AFTER_A_BIG_PARENT = """
+import os, signal, sys, threading
+from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.sqlsafe.execute import Executor
+big = b"x" * (900 * 2**20)   # this process's peak passes the engine's 768 MiB cap before the engine starts
+del big
+with Executor(ExecutionGates(engine_memory_mb=512, timeout_ms=20_000)) as executor:
+    assert executor.run(sys.argv[1], "duckdb", "SELECT 1").rows == [(1,)]
+    threading.Timer(0.5, os.kill, (executor._dbs[(sys.argv[1], "duckdb")].pid, signal.SIGKILL)).start()
+    result = executor.run(sys.argv[1], "duckdb", "SELECT sum(i * i) FROM range(20000000000) t(i)")  # killed mid-query
+    print(result.error, result.detail)
+"""
+
+
+def test_a_killed_engine_is_not_out_of_memory_because_its_parent_once_was_big(tmp_path):
+    """An engine process keeps, across exec, the peak of the process that started it (a gate step
+    that once held a big result, a long pytest run); that inherited peak is not the engine's own,
+    so an engine killed while small is a db_error, not result_too_big (CI saw the latter)."""
+    path = str(make_duckdb(tmp_path / "db.duckdb"))
+    out = subprocess.run([sys.executable, "-c", KILLED_AFTER_A_BIG_PARENT, path], capture_output=True, text=True,
+                         timeout=120, cwd=REPO, check=True)
+    assert out.stdout.startswith("db_error the DuckDB engine process ended (exit code -9)"), out.stdout
+
+
 def test_a_file_duckdb_cannot_open_is_a_database_error(tmp_path):
     (tmp_path / "not.duckdb").write_text("not a database")
     with Executor() as executor:

@@ -9,6 +9,10 @@ The parent waits for a reply at most 1.5x the query's time limit (the child inte
 at the limit) and past it stops the child, which starts again for the next query; a child that
 dies is started again too.
 
+A child that dies is out of memory when its peak (from ``wait4``) reached 90 % of its cap. A
+process keeps the peak of the process it was started from across ``exec``, so the child reports
+that inherited figure when it opens and only a peak above it counts as the child's own.
+
 Requests and replies are pickled over the child's stdin and stdout: ``(sql, params, timeout_s,
 max_rows, max_bytes)`` in, ``("rows", rows)``, ``("too_large", kind, detail)`` or ``("error",
 duckdb exception class name, message)`` out. The child imports only the standard library, duckdb
@@ -63,7 +67,9 @@ def _answer(conn: duckdb.DuckDBPyConnection, request: tuple[str, list[Any], floa
 
 def serve(path: str, memory_mb: int) -> None:
     """The child: cap the data segment, open ``path`` read-only, answer requests until stdin ends.
-    The first reply says whether the file opened: ``("open",)`` or an ``("error", ...)``."""
+    The first reply says whether the file opened: ``("open", peak KiB inherited from the parent)``
+    or an ``("error", ...)``."""
+    inherited_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cap = (memory_mb + PROCESS_HEADROOM_MB) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
     requests, replies = sys.stdin.buffer, sys.stdout.buffer
@@ -71,7 +77,7 @@ def serve(path: str, memory_mb: int) -> None:
         conn = duckdb.connect(path, read_only=True, config={
             "enable_external_access": False, "threads": 1, "memory_limit": f"{memory_mb}MB"})
         conn.execute("SET lock_configuration = true")
-        opened: tuple[Any, ...] = ("open",)
+        opened: tuple[Any, ...] = ("open", inherited_kib)
     except duckdb.Error as err:
         opened = ("error", type(err).__name__, str(err))
     pickle.dump(opened, replies)
@@ -95,6 +101,7 @@ class DuckProcess:
     def __init__(self, path: Path, memory_mb: int) -> None:
         self.path, self.memory_mb = path, memory_mb
         self._child: subprocess.Popen[bytes] | None = None
+        self._inherited_mb = 0.0  # the peak the running child inherited from this process at exec
         self._start()
 
     @property
@@ -110,6 +117,7 @@ class DuckProcess:
         if opened[0] != "open":
             self.close()
             raise _duck_error(opened[1], opened[2])
+        self._inherited_mb = opened[1] / 1024
 
     def _reply(self, wait_s: float | None) -> tuple[Any, ...]:
         """The child's next reply; stops it past ``wait_s`` seconds and raises for one that died."""
@@ -124,7 +132,7 @@ class DuckProcess:
         except (EOFError, pickle.UnpicklingError) as err:
             code, peak_mb = self._reap()
             cap_mb = self.memory_mb + PROCESS_HEADROOM_MB
-            if peak_mb >= OUT_OF_MEMORY_SHARE * cap_mb:   # it died at its memory cap: the result was too big
+            if peak_mb > self._inherited_mb and peak_mb >= OUT_OF_MEMORY_SHARE * cap_mb:  # died at its own cap
                 raise duckdb.OutOfMemoryException(
                     f"Out of Memory Error: the DuckDB engine process ended (exit code {code}) at {peak_mb:.0f} MiB "
                     f"of its {cap_mb} MiB cap") from None
