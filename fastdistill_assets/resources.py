@@ -18,7 +18,7 @@ from fastdistill_assets.diskspace import as_disk_full
 from fastdistill_assets.teacher.stopped import TeacherStopped
 from fastdistill_assets.run_launcher import end_dead_runs
 from fastdistill_assets.run_lock import RunWriterLock, describe_holder
-from fastdistill_assets.run_worker import stop_step_with_run_worker
+from fastdistill_assets.run_worker import instance_postgres_url, stop_step_with_run_worker
 
 
 OWN_STEP_POLL_S = 0.2  # how often a step tries the lock another step of its own run holds
@@ -79,7 +79,7 @@ class RunConfigResource(dg.ConfigurableResource):
         if self._lock is not None and self._lock.run_id == run_id:
             return  # in-process executor: held since this run's first step
         self._release()
-        lock = RunWriterLock(Path(self.artifacts_dir), run_id)
+        lock = RunWriterLock(Path(self.artifacts_dir), run_id, instance_postgres_url(context.instance))
         self._acquire_or_retry(context, lock, f"run {run_id!r}")
         self._lock = lock
 
@@ -121,7 +121,8 @@ class RunConfigResource(dg.ConfigurableResource):
         """One writer per shard of a run's stage (``<run_id>.<shard>`` under the locks folder):
         the shards of one Dagster run work side by side, while another run of the same run_id
         waits for each shard as it would for the whole run."""
-        lock = RunWriterLock(Path(self.artifacts_dir), f"{context.partition_key}.{shard}")
+        lock = RunWriterLock(Path(self.artifacts_dir), f"{context.partition_key}.{shard}",
+                             instance_postgres_url(context.instance))
         self._acquire_or_retry(context, lock, f"{shard} of run {context.partition_key!r}")
         try:
             yield

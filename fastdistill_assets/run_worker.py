@@ -7,8 +7,12 @@ the worker is killed (SIGKILL, OOM), those children would go on calling the teac
 write their asset. :func:`stop_step_with_run_worker` makes a step process exit as soon as its
 worker is gone; run monitoring (:mod:`fastdistill_assets.run_launcher`) marks the run failed.
 
-Liveness is checked on this machine: the project's runs, its Dagster instance and its daemon
-share one host (for remote workers use the launcher of that platform: k8s, ECS, Docker).
+Liveness is judged by pid, so only on the run worker's own host. A step that is the run worker,
+or a process below it (the multiprocess executor's step processes), tags the run with its host
+(``fastdistill/worker_host``); only checks on that host judge the run. A step whose run worker is
+not among its ancestors (a Celery worker's, a step on another machine) starts no watcher and tags
+nothing: Dagster's run monitoring, through the launcher of that platform (k8s, ECS, Docker),
+ends such a run. With a SQLite instance every run lives on this host, tagged or not.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import dagster as dg
 
+HOST_TAG = "fastdistill/worker_host"
 POLL_S = 1.0
 # A process that started this long after the worker's RUN_START is a recycled pid. Generous, so
 # that a wall clock stepped forward (NTP, a VM resync) never makes a live worker look dead.
@@ -82,22 +87,69 @@ def _boot_time() -> float:
     return 0.0
 
 
+def this_host() -> str:
+    """This machine (or container), as a run's host tag: its name and its kernel's boot id."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    return f"{os.uname().nodename}/{boot}"
+
+
+def instance_postgres_url(instance: dg.DagsterInstance) -> str | None:
+    """The database of a Dagster instance that keeps its runs in PostgreSQL (``dagster-postgres``):
+    runs may then live on several hosts, and the run writer lock lives there. None otherwise."""
+    return getattr(instance.run_storage, "postgres_url", None)
+
+
+def judged_here(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Whether a pid check on this host can tell if ``run``'s worker is alive: the run is tagged
+    with this host, or the instance (SQLite) only ever has runs of this host."""
+    host = run.tags.get(HOST_TAG)
+    return host == this_host() if host is not None else instance_postgres_url(instance) is None
+
+
+def _is_ancestor(pid: int) -> bool:
+    """Whether ``pid`` is this process or one of its ancestors."""
+    current = os.getpid()
+    while current > 1:
+        if current == pid:
+            return True
+        try:
+            text = Path(f"/proc/{current}/stat").read_text()
+        except OSError:
+            return False
+        current = int(text[text.rindex(")") + 2:].split()[1])
+    return current == pid
+
+
 def worker_alive(worker: RunWorker) -> bool:
     return process_alive(worker.pid, started_before=worker.started_at)
 
 
 def stop_step_with_run_worker(instance: dg.DagsterInstance, dagster_run_id: str,
                               log: dg.DagsterLogManager | None = None) -> bool:
-    """In a step process that is not the run worker itself (multiprocess executor), start a
-    watcher that ends this process within ``POLL_S`` once the run worker is gone, before it can
-    make more teacher calls or write its asset. Answers already received are in the response
-    cache, so a re-run resumes from them. Returns whether a watcher was started."""
+    """In a step process below the run worker (multiprocess executor), start a watcher that ends
+    this process within ``POLL_S`` once the run worker is gone, before it can make more teacher
+    calls or write its asset. Answers already received are in the response cache, so a re-run
+    resumes from them. The run worker itself, or a process below it, tags the run with this host
+    (see :func:`judged_here`). Returns whether a watcher was started."""
     if dagster_run_id in _watched:
         return False
     worker = run_worker(instance, dagster_run_id)
-    if worker is None or worker.pid == os.getpid():
+    if worker is None:
         return False
     _watched.add(dagster_run_id)
+    if not (_is_ancestor(worker.pid) and worker_alive(worker)):
+        if log is not None:
+            log.debug(f"run worker {worker.pid} is not an ancestor of step process {os.getpid()} (another host, "
+                      "or a distributed executor's worker): Dagster's run monitoring ends this run if it dies")
+        return False
+    run = instance.get_run_by_id(dagster_run_id)
+    if run is not None and run.tags.get(HOST_TAG) != this_host():
+        instance.add_run_tags(dagster_run_id, {HOST_TAG: this_host()})
+    if worker.pid == os.getpid():
+        return False
 
     def watch() -> None:
         while worker_alive(worker):

@@ -240,3 +240,59 @@ def postgres_server() -> Iterator[PostgresServer]:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[str]:
+    """Debian's ``redis-server`` on a free loopback port, in a temporary folder, nothing saved to
+    disk; its URL. Skipped where Redis is not installed."""
+    import socket
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed here (Debian: apt-get install redis-server)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def answers() -> bool:
+            with socket.socket() as conn:
+                try:
+                    conn.connect(("127.0.0.1", port))
+                    conn.sendall(b"PING\r\n")
+                    return conn.recv(16).startswith(b"+PONG")
+                except OSError:
+                    return False
+
+        wait_until(answers, 20, "redis-server to answer")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def instance_env(project: Project, postgres_url: str | None = None, **changes) -> dict[str, str]:
+    """A Dagster home with the shipped dagster.yaml (``changes`` merged in, section by section;
+    with ``postgres_url``, the PostgreSQL storage that FASTDISTILL_POSTGRES_URL selects), and the
+    environment of a documented command that uses it."""
+    import os
+
+    from fastdistill_assets.settings import POSTGRES_URL_ENV, dagster_yaml
+
+    environ = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts),
+               "FASTDISTILL_CONFIGS": str(project.configs), "DAGSTER_HOME": str(project.root / "home")}
+    environ.pop(POSTGRES_URL_ENV, None)
+    if postgres_url is not None:
+        environ[POSTGRES_URL_ENV] = postgres_url
+    settings = yaml.safe_load(dagster_yaml(environ))
+    for section, values in changes.items():
+        settings[section] = values if values is None else {**settings.get(section, {}), **values}
+    home = project.root / "home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump({k: v for k, v in settings.items() if v is not None}))
+    return environ

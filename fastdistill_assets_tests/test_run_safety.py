@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from fastdistill_assets.run_launcher import ProcessCheckingRunLauncher
@@ -19,38 +20,54 @@ from fastdistill_assets.run_lock import RunWriterLock, describe_holder
 from fastdistill_assets.run_worker import process_alive, run_worker
 from fastdistill_assets.settings import DAGSTER_YAML
 from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import BIN, materialize, materialize_command, wait_until
+from fastdistill_assets_tests.conftest import BIN, instance_env, materialize, materialize_command, wait_until
 
 
 
 # --- the writer lock and process liveness, directly ----------------------------------------------------------
 
-def test_a_run_has_one_writer_and_other_runs_are_free(tmp_path):
-    first, second = RunWriterLock(tmp_path, "run-a"), RunWriterLock(tmp_path, "run-a")
+@pytest.fixture(params=["flock", "postgres"])
+def lock_db(request) -> str | None:
+    """None: the file lock of one host; else the URL of a PostgreSQL database (a Dagster
+    instance's), whose advisory lock holds across hosts."""
+    return None if request.param == "flock" else request.getfixturevalue("postgres_server").url()
+
+
+def test_a_run_has_one_writer_and_other_runs_are_free(tmp_path, lock_db):
+    first, second = RunWriterLock(tmp_path, "run-a", lock_db), RunWriterLock(tmp_path, "run-a", lock_db)
     assert first.acquire({"dagster_run_id": "dagster-run-1"})
     assert not second.acquire({"dagster_run_id": "dagster-run-2"})
     assert second.holder()["dagster_run_id"] == "dagster-run-1" and second.holder()["pid"] == os.getpid()
-    assert describe_holder(second.holder()).startswith(f"Dagster run dagster-run-1, pid {os.getpid()}, since ")
-    other_run = RunWriterLock(tmp_path, "run-b")
+    assert describe_holder(second.holder()).startswith(
+        f"Dagster run dagster-run-1, pid {os.getpid()} on {os.uname().nodename}, since ")
+    other_run = RunWriterLock(tmp_path, "run-b", lock_db)
     assert other_run.acquire({})
     first.release()
     assert second.acquire({"dagster_run_id": "dagster-run-2"})
     assert first.holder()["dagster_run_id"] == "dagster-run-2"
     second.release()
     other_run.release()
+    if lock_db is not None:  # released means released on the server: nothing of ours is left there
+        import psycopg
+
+        with psycopg.connect(lock_db, autocommit=True) as conn:
+            wait_until(lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+                                            "'fastdistill writer %%'").fetchone() == (0,), 5, "the lock's connections to end")
 
 
-def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path, lock_db):
     code = ("import sys, time; from pathlib import Path; from fastdistill_assets.run_lock import RunWriterLock; "
-            "lock = RunWriterLock(Path(sys.argv[1]), 'r'); assert lock.acquire({}); print('held', flush=True); "
-            "time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+            "lock = RunWriterLock(Path(sys.argv[1]), 'r', sys.argv[2] or None); assert lock.acquire({}); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), lock_db or ""], stdout=subprocess.PIPE,
+                              text=True)
     assert holder.stdout.readline().strip() == "held"
-    lock = RunWriterLock(tmp_path, "r")
+    lock = RunWriterLock(tmp_path, "r", lock_db)
     assert not lock.acquire({})
     holder.kill()
     holder.wait()
-    assert lock.acquire({})  # the kernel dropped the dead holder's flock
+    # the kernel drops the dead holder's flock; the server, its connection's advisory lock
+    wait_until(lambda: lock.acquire({}), 10, "the dead holder's lock to be dropped")
     assert lock.holder()["pid"] == os.getpid()
     lock.release()
 
@@ -87,7 +104,7 @@ def test_a_step_whose_run_is_being_written_elsewhere_retries_without_blocking(pr
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert failure.step_failure_data.user_failure_data.description == (
         "run 'busy' is being materialized elsewhere (Dagster run the-other-run, pid "
-        f"{os.getpid()}, since {time.strftime('%H:%M:%S', time.localtime(holder.holder()['since']))}); "
+        f"{os.getpid()} on {os.uname().nodename}, since {time.strftime('%H:%M:%S', time.localtime(holder.holder()['since']))}); "
         "waited 0.4s (writer_wait_s): let it finish or cancel it, then materialize again")
 
 
@@ -151,16 +168,19 @@ def test_shipped_instance_settings_queue_runs_per_run_id_and_pool_the_teacher(tm
 
 # --- the documented commands ------------------------------------------------------------------------------------
 
-def _instance_home(project, **changes) -> dict[str, str]:
-    """A Dagster home with the shipped dagster.yaml (``changes`` merged in), and the env to use it."""
-    settings = yaml.safe_load(DAGSTER_YAML)
-    for section, values in changes.items():
-        settings[section] = values if values is None else {**settings.get(section, {}), **values}
-    home = project.root / "home"
-    home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump({k: v for k, v in settings.items() if v is not None}))
-    return {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts), "FASTDISTILL_CONFIGS": str(project.configs),
-            "DAGSTER_HOME": str(home)}
+@pytest.fixture(params=["sqlite", "postgres"])
+def instance_db(request, monkeypatch) -> str | None:
+    """The Dagster instance's storage: None for the SQLite files under DAGSTER_HOME, else the URL
+    of a fresh PostgreSQL database (FASTDISTILL_POSTGRES_URL, set here too so that the test opens
+    the same instance)."""
+    from fastdistill_assets.settings import POSTGRES_URL_ENV
+
+    if request.param == "sqlite":
+        monkeypatch.delenv(POSTGRES_URL_ENV, raising=False)
+        return None
+    url = request.getfixturevalue("postgres_server").fresh_database("dagster_instance", "SELECT 1")
+    monkeypatch.setenv(POSTGRES_URL_ENV, url)
+    return url
 
 
 def _new_run(run_id: str, env: dict[str, str], project, base_url: str) -> None:
@@ -168,7 +188,7 @@ def _new_run(run_id: str, env: dict[str, str], project, base_url: str) -> None:
                    env={**env, "FASTDISTILL_BASE_URL": base_url}, capture_output=True)
 
 
-def test_two_materializations_of_one_run_call_the_teacher_once(project):
+def test_two_materializations_of_one_run_call_the_teacher_once(project, instance_db):
     """The second (its teacher step alone) starts while the first is in its teacher step (30 s):
     it waits for the first's writer lock, says so, and its own teacher step is all cache hits.
     The teacher pool is lifted here so that the lock alone is what serializes them."""
@@ -177,7 +197,7 @@ def test_two_materializations_of_one_run_call_the_teacher_once(project):
 
     project.edit_config("run_config", dataset={"limit_per_split": 120, "splits": ["train"]}, eval_split=None)
     project.edit_config("provider_gateway", defaults={"concurrency": 2})
-    env = _instance_home(project, concurrency={"pools": {}})
+    env = instance_env(project, instance_db, concurrency={"pools": {}})
     cache = project.artifacts / "_cache" / "responses.sqlite"
     with embedded_teacher(FaultConfig(latency_ms=500)) as server:  # 30 s of teacher: the second comes during it
         _new_run("twice", env, project, server.base_url)
@@ -193,9 +213,14 @@ def test_two_materializations_of_one_run_call_the_teacher_once(project):
     assert "is being materialized elsewhere" in second.stdout + second.stderr
     frame = ArtifactStore(project.artifacts).read("twice", "teacher_candidates")
     assert frame.height == n and frame["sample_id"].n_unique() == n and frame["cache_hit"].all()
+    if instance_db is not None:  # both runs were recorded in PostgreSQL, none in SQLite files
+        assert not list((project.root / "home").rglob("*.db"))
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "twice"}))
+            assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
 
 
-def test_killed_materialization_is_marked_failed_and_its_step_stops(project):
+def test_killed_materialization_is_marked_failed_and_its_step_stops(project, instance_db):
     """SIGKILL only the `dagster asset materialize` process (not its group) in the teacher step:
     the step process stops by itself, run monitoring marks the run failed, and a re-run completes
     from the response cache with every sample once."""
@@ -204,7 +229,7 @@ def test_killed_materialization_is_marked_failed_and_its_step_stops(project):
 
     project.edit_config("run_config", dataset={"limit_per_split": 80, "splits": ["train"]}, eval_split=None)
     project.edit_config("provider_gateway", defaults={"concurrency": 4})  # 80 answers take 8 s: 4 at a time
-    env = _instance_home(project, run_monitoring={"poll_interval_seconds": 1, "free_slots_after_run_end_seconds": 1})
+    env = instance_env(project, instance_db, run_monitoring={"poll_interval_seconds": 1, "free_slots_after_run_end_seconds": 1})
     cache = project.artifacts / "_cache" / "responses.sqlite"
     with embedded_teacher(FaultConfig(latency_ms=400)) as server:
         _new_run("killed", env, project, server.base_url)
@@ -257,7 +282,7 @@ def test_a_killed_teacher_step_resumes_from_the_chunks_it_finished(project):
     project.edit_config("run_config", dataset={"limit_per_split": 40, "splits": ["train"]}, eval_split=None,
                         scale={"chunk_rows": 4})
     project.edit_config("provider_gateway", defaults={"concurrency": 2})
-    env = _instance_home(project)
+    env = instance_env(project)
     spool = project.artifacts / "resume" / "_work" / "teacher_candidates"
     with embedded_teacher(FaultConfig(latency_ms=150)) as server:
         _new_run("resume", env, project, server.base_url)
@@ -297,7 +322,15 @@ def test_a_step_waits_for_another_step_of_its_own_run_without_calling_it_elsewhe
     dagster_run = str(uuid.uuid4())
     holder = RunWriterLock(project.artifacts, "mine")
     assert holder.acquire({"dagster_run_id": dagster_run})   # as a step of this run in another process would
-    threading.Timer(1.0, holder.release).start()
+
+    def release_once_waited_for() -> None:  # not on a timer: a slow start must not find the lock free already
+        try:
+            wait_until(lambda: any("waiting for another step" in (e.user_message or "")
+                                   for e in project.instance.all_logs(dagster_run)), 60, "the step to wait")
+        finally:
+            holder.release()
+
+    threading.Thread(target=release_once_waited_for).start()
     job = dg.Definitions(assets=[raw], resources=project_resources(project)).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=project.instance, partition_key="mine", run_id=dagster_run)
     assert result.success
