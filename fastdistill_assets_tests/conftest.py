@@ -171,9 +171,10 @@ def materialize_command(run_id: str, select: str = "raw,canonical,teacher_candid
                         in_process: bool = False) -> list[str]:
     """The documented `dagster asset materialize`; ``in_process``: every step in the command's
     own process (the project's default executor, said explicitly), else one process per step
-    (Dagster's multiprocess executor), where a test needs steps in processes of their own."""
-    executor = ["--config-json", json.dumps({"execution": {"config": {"in_process": {}} if in_process
-                                                           else {"multiprocess": {}}}})]
+    (Dagster's multiprocess executor, forked from a forkserver that has the package loaded),
+    where a test needs steps in processes of their own."""
+    executor = (["--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})] if in_process
+                else forkserver_steps())
     return [str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
             "--select", select, "--partition", run_id, *executor]
 

@@ -189,17 +189,17 @@ def _new_run(run_id: str, env: dict[str, str], project, base_url: str) -> None:
 
 
 def test_two_materializations_of_one_run_call_the_teacher_once(project, instance_db):
-    """The second (its teacher step alone) starts while the first is in its teacher step (30 s):
+    """The second (its teacher step alone) starts while the first is in its teacher step (20 s):
     it waits for the first's writer lock, says so, and its own teacher step is all cache hits.
     The teacher pool is lifted here so that the lock alone is what serializes them."""
     from fastdistill_assets.teacher.cache import ResponseCache
     from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
 
-    project.edit_config("run_config", dataset={"limit_per_split": 120, "splits": ["train"]}, eval_split=None)
+    project.edit_config("run_config", dataset={"limit_per_split": 80, "splits": ["train"]}, eval_split=None)
     project.edit_config("provider_gateway", defaults={"concurrency": 2})
     env = instance_env(project, instance_db, concurrency={"pools": {}})
     cache = project.artifacts / "_cache" / "responses.sqlite"
-    with embedded_teacher(FaultConfig(latency_ms=500)) as server:  # 30 s of teacher: the second comes during it
+    with embedded_teacher(FaultConfig(latency_ms=500)) as server:  # 20 s of teacher: the second comes during it
         _new_run("twice", env, project, server.base_url)
         first = subprocess.Popen(materialize_command("twice"), env=env, cwd=project.root, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
