@@ -17,7 +17,7 @@ import yaml
 
 from fastdistill_assets.run_launcher import ProcessCheckingRunLauncher
 from fastdistill_assets.run_lock import RunWriterLock, describe_holder
-from fastdistill_assets.run_worker import process_alive, run_worker
+from fastdistill_assets.run_worker import HOST_TAG, process_alive, run_worker, this_host
 from fastdistill_assets.settings import DAGSTER_YAML
 from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import BIN, instance_env, materialize, materialize_command, wait_until
@@ -136,6 +136,12 @@ def test_launcher_reports_a_run_whose_worker_is_gone_as_failed(tmp_path):
         assert worker is not None and worker.pid != os.getpid()
         health = launcher.check_run_worker_health(run)
         assert health.status.value == "FAILED" and f"process {worker.pid} is gone" in health.msg
+        # a run whose worker lives on another host is not judged by a pid here (a shared instance)
+        instance.add_run_tags(dead_run, {HOST_TAG: "another-host/boot-id"})
+        health = launcher.check_run_worker_health(instance.get_run_by_id(dead_run))
+        assert health.status.value == "RUNNING" and "another host" in health.msg
+        instance.add_run_tags(dead_run, {HOST_TAG: this_host()})
+        assert launcher.check_run_worker_health(instance.get_run_by_id(dead_run)).status.value == "FAILED"
 
         @dg.asset
         def b(context: dg.AssetExecutionContext) -> int:
@@ -146,6 +152,31 @@ def test_launcher_reports_a_run_whose_worker_is_gone_as_failed(tmp_path):
         result = dg.materialize([b], instance=instance)
         metadata = result.asset_materializations_for_node("b")[0].metadata
         assert metadata["health"].value == "RUNNING"  # this process is that run's worker, alive
+
+
+def test_a_step_whose_run_worker_is_not_its_ancestor_starts_no_watcher_and_tags_nothing(tmp_path):
+    """A Celery worker's step, or one on another machine: its run worker's pid means nothing to
+    it, so it neither watches that pid (it could end a live run's step) nor tags the run with its
+    own host."""
+    from fastdistill_assets.run_worker import stop_step_with_run_worker
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    code = ("import time, dagster as dg\n@dg.asset\ndef a():\n    return 1\n"
+            "with dg.DagsterInstance.get() as i:\n    print(dg.materialize([a], instance=i).run_id, flush=True)\n"
+            "time.sleep(60)")
+    worker = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "DAGSTER_HOME": str(home)},
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = worker.stdout.readline().strip().splitlines()[-1]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert run_worker(instance, run_id).pid == worker.pid and process_alive(worker.pid)
+            assert stop_step_with_run_worker(instance, run_id) is False
+            assert HOST_TAG not in instance.get_run_by_id(run_id).tags
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 def test_shipped_instance_settings_queue_runs_per_run_id_and_pool_the_teacher(tmp_path):
@@ -227,8 +258,8 @@ def test_killed_materialization_is_marked_failed_and_its_step_stops(project, ins
     from fastdistill_assets.teacher.cache import ResponseCache
     from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
 
-    project.edit_config("run_config", dataset={"limit_per_split": 80, "splits": ["train"]}, eval_split=None)
-    project.edit_config("provider_gateway", defaults={"concurrency": 4})  # 80 answers take 8 s: 4 at a time
+    project.edit_config("run_config", dataset={"limit_per_split": 40, "splits": ["train"]}, eval_split=None)
+    project.edit_config("provider_gateway", defaults={"concurrency": 4})  # 40 answers take 4 s: 4 at a time
     env = instance_env(project, instance_db, run_monitoring={"poll_interval_seconds": 1, "free_slots_after_run_end_seconds": 1})
     cache = project.artifacts / "_cache" / "responses.sqlite"
     with embedded_teacher(FaultConfig(latency_ms=400)) as server:
@@ -256,8 +287,8 @@ def test_killed_materialization_is_marked_failed_and_its_step_stops(project, ins
                 failure = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
                 assert "is gone" in failure[0].event_log_entry.dagster_event.message
             answered_before = len(ResponseCache(cache))
-            subprocess.run(materialize_command("killed"), env=env, cwd=project.root, check=True, capture_output=True,
-                           timeout=300)
+            subprocess.run(materialize_command("killed", "teacher_candidates", in_process=True), env=env,
+                           cwd=project.root, check=True, capture_output=True, timeout=300)  # resume the teacher
         finally:
             os.killpg(daemon.pid, signal.SIGTERM)
             daemon.wait(timeout=60)
