@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export FASTDISTILL_ARTIFACTS := $(CURDIR)/artifacts
 export FASTDISTILL_CONFIGS := $(CURDIR)/configs
 
-.PHONY: demo test dev bench bench-scale venv clean
+.PHONY: demo test lint dev bench bench-scale venv clean
 
 venv: $(VENV)/.installed
 
@@ -30,8 +30,13 @@ demo: venv
 test: $(VENV)/.installed-train
 	$(BIN)/python -m pytest
 
+# ruff (lint and import order) over the package, tests and benchmarks; mypy (pyproject's settings).
+lint: venv
+	$(BIN)/ruff check fastdistill_assets fastdistill_assets_tests benchmarks
+	$(BIN)/mypy
+
 dev: venv
-	$(BIN)/python -c 'from fastdistill_assets.settings import dagster_home; dagster_home()'
+	$(BIN)/python -c 'from fastdistill_assets.runtime.instance import dagster_home; dagster_home()'
 	$(BIN)/dagster dev -w workspace.yaml -p $(DEV_PORT)
 
 bench: venv

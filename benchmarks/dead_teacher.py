@@ -15,8 +15,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fastdistill_assets.prompt_format import build_messages, prompt_hash
-from fastdistill_assets.teacher.generation import EndpointSettings, GenerationRequest, Generator
+from fastdistill_assets.core.prompt_format import build_messages, prompt_hash
+from fastdistill_assets.teacher.generation import (
+    EndpointSettings,
+    GenerationRequest,
+    Generator,
+)
 from fastdistill_assets.teacher.stopped import TeacherUnreachable
 
 

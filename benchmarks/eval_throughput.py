@@ -21,8 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.canonical import canonicalize
-from fastdistill_assets.config import DatasetConfig, RunConfig, TrainingConfig
+from fastdistill_assets.config.models import DatasetConfig, RunConfig, TrainingConfig
+from fastdistill_assets.datasets.canonical import canonicalize
 from fastdistill_assets.datasets.load import load_dataset
 from fastdistill_assets.evaluation.evaluate import eval_items
 from fastdistill_assets.training.students import Student, train_student

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.config.models import GatesConfig
 from fastdistill_assets.datasets import wikisql
 from fastdistill_assets.datasets.demo import SPLITS, ensure_demo_dataset
 from fastdistill_assets.gates.pipeline import gate_frame, gate_workers
-from fastdistill_assets.teacher import baseline
+from fastdistill_assets.teacher import rule_teacher
 
 BROKEN = ["", "SELECT FROM WHERE", "DROP TABLE x", "I cannot answer that."]
 
@@ -46,8 +46,8 @@ def build_candidates(n: int, data_dir: Path) -> pl.DataFrame:
         if i % 50 == 49:
             output = BROKEN[(i // 50) % len(BROKEN)]
         else:
-            sql = baseline.predict_sql(q["question"], q["schema"], temperature=1.0 if seed else 0.0, seed=seed)
-            output = baseline.format_reply(sql, f"{q['question']}{seed}")
+            sql = rule_teacher.predict_sql(q["question"], q["schema"], temperature=1.0 if seed else 0.0, seed=seed)
+            output = rule_teacher.format_reply(sql, f"{q['question']}{seed}")
         rows.append({"candidate_id": str(i), "raw_output": output, "error": None, "db_path": q["db_path"],
                      "dialect": "sqlite", "gold_sql": q["gold_sql"], "question": q["question"]})
         i += 1

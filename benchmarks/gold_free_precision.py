@@ -39,24 +39,43 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.canonical import canonicalize
-from fastdistill_assets.config import DatasetConfig, EscalateConfig, GatesConfig, RecipeConfig, RunConfig, \
-    TeacherConfig, TeacherErrorProfile, WithholdGold, load_gates
+from fastdistill_assets.config.loading import load_gates
+from fastdistill_assets.config.models import (
+    DatasetConfig,
+    EscalateConfig,
+    GatesConfig,
+    RecipeConfig,
+    RunConfig,
+    TeacherConfig,
+    TeacherErrorProfile,
+    WithholdGold,
+)
+from fastdistill_assets.core.proportions import wilson_interval
+from fastdistill_assets.datasets.canonical import canonicalize
 from fastdistill_assets.datasets.load import load_dataset
 from fastdistill_assets.evaluation.gold_free import withheld_precision
 from fastdistill_assets.gates.escalation import Escalator
-from fastdistill_assets.gates.grounding import first_ungrounded, missing_question_numbers, string_literal_uses
-from fastdistill_assets.gates.label_cost import CALIBRATION, ESCALATION, TEACHER, label_cost, token_counts
+from fastdistill_assets.gates.grounding import (
+    first_ungrounded,
+    missing_question_numbers,
+    string_literal_uses,
+)
+from fastdistill_assets.gates.label_cost import (
+    CALIBRATION,
+    ESCALATION,
+    TEACHER,
+    label_cost,
+    token_counts,
+)
 from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.gates.shadow import calibration
 from fastdistill_assets.gates.stage import gate_chunk
-from fastdistill_assets.proportions import wilson_interval
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.teacher import embedded
 from fastdistill_assets.teacher.candidates import build_requests
-from fastdistill_assets.teacher.provider_config import dollars
 from fastdistill_assets.teacher.gateway import ProviderGateway
+from fastdistill_assets.teacher.provider_config import dollars
 from fastdistill_assets.teacher.server import count_tokens
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,7 +232,7 @@ def grounding_seconds(candidates: pl.DataFrame, gates: GatesConfig) -> float:
     with Executor(gates.execution) as executor:
         started = time.perf_counter()
         for expression, db, dialect, question in rows:
-            first_ungrounded(string_literal_uses(expression, dialect), lambda use: executor.value_exists(
+            first_ungrounded(string_literal_uses(expression, dialect), lambda use, db=db, dialect=dialect: executor.value_exists(
                 db, dialect, use.table, use.column, use.value, case_sensitive))
             missing_question_numbers(question, expression)
         return time.perf_counter() - started

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import duckdb
 
-from fastdistill_assets.config import ExecutionGates, GatesConfig
+from fastdistill_assets.config.models import ExecutionGates, GatesConfig
 from fastdistill_assets.gates.pipeline import gate_row
 from fastdistill_assets.sqlsafe.execute import Executor
 

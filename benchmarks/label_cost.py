@@ -35,17 +35,31 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.canonical import canonicalize
-from fastdistill_assets.config import DatasetConfig, EscalateConfig, RecipeConfig, RunConfig, TeacherConfig, \
-    TeacherErrorProfile, WithholdGold, load_gates
+from fastdistill_assets.config.loading import load_gates
+from fastdistill_assets.config.models import (
+    DatasetConfig,
+    EscalateConfig,
+    RecipeConfig,
+    RunConfig,
+    TeacherConfig,
+    TeacherErrorProfile,
+    WithholdGold,
+)
+from fastdistill_assets.core.proportions import wilson_interval
+from fastdistill_assets.datasets.canonical import canonicalize
 from fastdistill_assets.datasets.load import load_dataset
 from fastdistill_assets.evaluation.gold_free import withheld_precision
 from fastdistill_assets.gates.adaptive import SettleRule, sample_adaptively
 from fastdistill_assets.gates.escalation import Escalator
-from fastdistill_assets.gates.label_cost import CALIBRATION, ESCALATION, TEACHER, label_cost, token_counts
+from fastdistill_assets.gates.label_cost import (
+    CALIBRATION,
+    ESCALATION,
+    TEACHER,
+    label_cost,
+    token_counts,
+)
 from fastdistill_assets.gates.pipeline import GateWorkers
 from fastdistill_assets.gates.stage import gate_chunk
-from fastdistill_assets.proportions import wilson_interval
 from fastdistill_assets.teacher.batch import BatchOptions
 from fastdistill_assets.teacher.candidates import generate_part
 from fastdistill_assets.teacher.gateway import ProviderGateway

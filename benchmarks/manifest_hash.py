@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fastdistill_assets.manifest import ManifestBuilder, build_manifest
+from fastdistill_assets.store.manifest import ManifestBuilder, build_manifest
 
 
 def candidates_frame(rows: int, seed: int = 0) -> pl.DataFrame:

@@ -22,10 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastdistill_assets.config import DatasetConfig, FrozenRun, GatesConfig, RunConfig, freeze
+from fastdistill_assets.config.models import (
+    DatasetConfig,
+    FrozenRun,
+    GatesConfig,
+    RunConfig,
+)
+from fastdistill_assets.config.registry import freeze
 from fastdistill_assets.datasets.demo import ensure_demo_dataset
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.preflight import check_dataset
+from fastdistill_assets.runtime.preflight import check_dataset
 from fastdistill_assets.sqlsafe.execute import Executor
 
 SPLITS = ["train", "dev", "test"]

@@ -27,7 +27,8 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.storage import (
+from fastdistill_assets.store.manifest import build_manifest
+from fastdistill_assets.store.storage import (
     CURRENT_FILE,
     MANIFEST_FILE,
     STAGE_LOCK_FILE,
@@ -35,7 +36,6 @@ from fastdistill_assets.storage import (
     ArtifactStore,
     StageOutput,
 )
-from fastdistill_assets.manifest import build_manifest
 
 RUN_ID, STAGE, TAG_FILE = "stress", "stage", "tag.txt"
 STARTUP_TIMEOUT_S = 120.0

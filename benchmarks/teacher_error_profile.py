@@ -25,13 +25,18 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.teacher.candidates import build_requests
-from fastdistill_assets.canonical import canonicalize
-from fastdistill_assets.config import (DatasetConfig, GatesConfig, RunConfig, TeacherErrorProfile,
-                                       load_run_config)
+from fastdistill_assets.config.loading import load_run_config
+from fastdistill_assets.config.models import (
+    DatasetConfig,
+    GatesConfig,
+    RunConfig,
+    TeacherErrorProfile,
+)
+from fastdistill_assets.datasets.canonical import canonicalize
 from fastdistill_assets.datasets.load import load_dataset
 from fastdistill_assets.gates.pipeline import gate_frame
 from fastdistill_assets.teacher import errors
+from fastdistill_assets.teacher.candidates import build_requests
 
 REPO = Path(__file__).resolve().parents[1]
 CLEAN = TeacherErrorProfile.clean()

@@ -18,9 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastdistill_assets.core.prompt_format import build_messages, prompt_hash
 from fastdistill_assets.teacher.cache import ResponseCache
-from fastdistill_assets.teacher.generation import EndpointSettings, GenerationRequest, Generator
-from fastdistill_assets.prompt_format import build_messages, prompt_hash
+from fastdistill_assets.teacher.generation import (
+    EndpointSettings,
+    GenerationRequest,
+    Generator,
+)
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL -- Goals\n)"
 

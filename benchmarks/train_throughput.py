@@ -26,8 +26,8 @@ from pathlib import Path
 
 import polars as pl
 
-from fastdistill_assets.config import TrainingConfig
-from fastdistill_assets.prompt_format import build_messages
+from fastdistill_assets.config.models import TrainingConfig
+from fastdistill_assets.core.prompt_format import build_messages
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL -- Goals\n)"
 RANDOM_SIZES = {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 14, "num_attention_heads": 12,

@@ -14,12 +14,14 @@ import dagster as dg
 import pytest
 import yaml
 
-from fastdistill_assets.config import FrozenRun, RunRegistry
-from fastdistill_assets.partitions import RUN_ID
+from fastdistill_assets.config.models import FrozenRun
+from fastdistill_assets.config.registry import RunRegistry
+from fastdistill_assets.defs.partitions import RUN_ID
 
 BIN = Path(sys.executable).parent   # the environment's commands (dagster, fastdistill)
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SINGLE_GREEDY = {"decode": {"name": "greedy", "temperature": 0.0, "num_generations": 1},
+GREEDY_DECODE = {"name": "greedy", "temperature": 0.0, "num_generations": 1}   # one answer per question
+SINGLE_GREEDY = {"decode": GREEDY_DECODE,
                  "recipe": {"multi_decode_select": False}, "dataset": {"withhold_gold": {"share": 0.0}},
                  "teacher": {"error_profile": None}}   # the clean baseline teacher (exact counts)
 
@@ -38,7 +40,7 @@ class Project:
     def edit_config(self, name: str, **updates: dict) -> None:
         """Deep-merge ``updates`` into configs/<name>.yaml."""
         path = self.configs / f"{name}.yaml"
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text()) or {}   # the shipped template is all comments
         _merge(data, updates)
         path.write_text(yaml.safe_dump(data))
 
@@ -79,9 +81,9 @@ def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def project_resources(project: Project, **extra) -> dict:
-    from fastdistill_assets.assets.sharding import STEP_IO
-    from fastdistill_assets.resources import RunConfigResource
-    from fastdistill_assets.storage import ParquetIOManager
+    from fastdistill_assets.defs.assets.sharding import STEP_IO
+    from fastdistill_assets.defs.resources import RunConfigResource
+    from fastdistill_assets.store.storage import ParquetIOManager
 
     return {
         "io_manager": ParquetIOManager(root=str(project.artifacts)),
@@ -99,15 +101,12 @@ def materialize(project: Project, assets: list, run_id: str, raise_on_error: boo
 
 
 def _all_assets() -> list:
-    from fastdistill_assets.assets.data import canonical, raw
-    from fastdistill_assets.assets.evaluation import eval_report
-    from fastdistill_assets.assets.gates import distilled, filtered
-    from fastdistill_assets.assets.teacher import teacher_candidates
-    from fastdistill_assets.assets.training import baseline_model, student_model
-    from fastdistill_assets.checks import distilled_not_empty, gate_checks, hard_gate_checks
+    """The code location's assets and the checks declared from the shipped gate config."""
+    from fastdistill_assets.config.loading import load_gates
+    from fastdistill_assets.defs.build import project_assets
+    from fastdistill_assets.defs.checks import build_asset_checks
 
-    return [raw, canonical, teacher_candidates, filtered, distilled, student_model, baseline_model, eval_report,
-            *gate_checks, distilled_not_empty, *hard_gate_checks]
+    return [*project_assets(), *build_asset_checks(load_gates(REPO_CONFIGS / "quality_gates.yaml"))]
 
 
 ALL_ASSETS = _all_assets()  # every asset and check
@@ -116,7 +115,7 @@ ALL_ASSETS = _all_assets()  # every asset and check
 def every_definition(project: Project) -> list:
     """Every asset, and the checks declared from this project's gate config (as the code
     location declares them from configs/quality_gates.yaml when it loads)."""
-    from fastdistill_assets.checks import build_asset_checks
+    from fastdistill_assets.defs.checks import build_asset_checks
 
     assets = [a for a in ALL_ASSETS if not isinstance(a, dg.AssetChecksDefinition)]
     return [*assets, *build_asset_checks(project.registry.current_gates())]
@@ -283,7 +282,7 @@ def instance_env(project: Project, postgres_url: str | None = None, **changes) -
     environment of a documented command that uses it."""
     import os
 
-    from fastdistill_assets.settings import POSTGRES_URL_ENV, dagster_yaml
+    from fastdistill_assets.runtime.instance import POSTGRES_URL_ENV, dagster_yaml
 
     environ = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts),
                "FASTDISTILL_CONFIGS": str(project.configs), "DAGSTER_HOME": str(project.root / "home")}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from fastdistill_assets.core.prompt_format import build_messages, prompt_hash
 from fastdistill_assets.teacher.generation import EndpointSettings, GenerationRequest
-from fastdistill_assets.prompt_format import build_messages, prompt_hash
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 REAL -- Goals\n)"
 

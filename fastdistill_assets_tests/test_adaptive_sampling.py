@@ -12,12 +12,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from fastdistill_assets.canonical import canonicalize
-from fastdistill_assets.config import ConsistencyGates, DatasetConfig, RunConfig, load_gates
+from fastdistill_assets.config.loading import load_gates
+from fastdistill_assets.config.models import ConsistencyGates, DatasetConfig, RunConfig
+from fastdistill_assets.core.prompt_format import parse_user_prompt
+from fastdistill_assets.datasets.canonical import canonicalize
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.gates.adaptive import SettleRule, answers_needed, sample_adaptively, settled
+from fastdistill_assets.gates.adaptive import (
+    SettleRule,
+    answers_needed,
+    sample_adaptively,
+    settled,
+)
 from fastdistill_assets.gates.pipeline import GateWorkers
-from fastdistill_assets.prompt_format import parse_user_prompt
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.candidates import generate_part
 from fastdistill_assets.teacher.generation import EndpointSettings, Generator
@@ -112,7 +118,8 @@ def test_exact_requests_and_the_rows_a_fixed_run_has_for_those_answers(shop_ques
 KILLED_RUN = """
 import sys, polars as pl
 from pathlib import Path
-from fastdistill_assets.config import RunConfig, load_gates
+from fastdistill_assets.config.loading import load_gates
+from fastdistill_assets.config.models import RunConfig
 from fastdistill_assets.gates.adaptive import SettleRule, sample_adaptively
 from fastdistill_assets.gates.pipeline import GateWorkers
 from fastdistill_assets.teacher.cache import ResponseCache
@@ -178,10 +185,10 @@ def test_initial_generations_above_the_most_is_refused_naming_the_key():
 
 
 def test_materialized_adaptive_run_reports_what_it_drew_and_the_gates_take_it(project):
-    from fastdistill_assets.assets.data import canonical, raw
-    from fastdistill_assets.assets.gates import filtered
-    from fastdistill_assets.assets.teacher import teacher_candidates
-    from fastdistill_assets.storage import ArtifactStore
+    from fastdistill_assets.defs.assets.data import canonical, raw
+    from fastdistill_assets.defs.assets.gates import filtered
+    from fastdistill_assets.defs.assets.teacher import teacher_candidates
+    from fastdistill_assets.store.storage import ArtifactStore
     from fastdistill_assets_tests.conftest import materialize, teacher_gateway
 
     project.edit_config("run_config", dataset={"limit_per_split": 40, "splits": ["train"],

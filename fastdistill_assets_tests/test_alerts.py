@@ -11,11 +11,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
-from fastdistill_assets.alerts import AlertSinks
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.sensors import failed_check_alerts, failed_run_alerts
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import every_definition, materialize, teacher_gateway
+from fastdistill_assets.defs.alerts import AlertSinks
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.sensors import failed_check_alerts, failed_run_alerts
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import (
+    every_definition,
+    materialize,
+    teacher_gateway,
+)
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import forkserver_steps
 
 BIN = Path(sys.executable).parent
@@ -110,7 +110,7 @@ def test_materialization_killed_mid_teacher_stage_resumes_without_repeats(projec
 
 def test_distill_job_has_every_asset_and_check_and_runs_in_process_by_default():
     from fastdistill_assets.definitions import defs
-    from fastdistill_assets.jobs import MULTIPROCESS_RUN_CONFIG
+    from fastdistill_assets.defs.jobs import MULTIPROCESS_RUN_CONFIG
 
     repo = defs.get_repository_def()
     job = defs.resolve_job_def("distill")

@@ -5,15 +5,28 @@ import json
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import ConsistencyGates, GatesConfig, RecipeConfig, RunConfig, TeacherConfig, gold_free_notes
-from fastdistill_assets.gates.sft_export import preference_pairs
-from fastdistill_assets.gates.stage import gate_chunk
-from fastdistill_assets.gates.consistency import (LOW_AGREEMENT, MINORITY, NO_MAJORITY, TOO_FEW, apply_consistency,
-                                                  sample_verdicts)
+from fastdistill_assets.config.models import (
+    ConsistencyGates,
+    GatesConfig,
+    RecipeConfig,
+    RunConfig,
+    TeacherConfig,
+    gold_free_notes,
+)
+from fastdistill_assets.gates.consistency import (
+    LOW_AGREEMENT,
+    MINORITY,
+    NO_MAJORITY,
+    TOO_FEW,
+    apply_consistency,
+    sample_verdicts,
+)
 from fastdistill_assets.gates.gold import result_signature
 from fastdistill_assets.gates.pipeline import gate_frame
-from fastdistill_assets.gates.select import attach_judge, select
 from fastdistill_assets.gates.quality_report import quality_report
+from fastdistill_assets.gates.select import attach_judge, select
+from fastdistill_assets.gates.sft_export import preference_pairs
+from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets_tests.db_fixtures import make_sqlite
 
 EMPTY = result_signature([])

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from fastdistill_assets import contract
+from fastdistill_assets.core import contract
 
 RECORD = {"question": "  How many   goals\n did Ana score? ", "db_id": "t1", "extra": "ignored"}
 FIELDS = ["question", "db_id"]
@@ -29,7 +29,7 @@ def test_canonical_input_missing_field_is_a_clear_error():
 
 def test_sample_id_is_stable_across_processes():
     code = (
-        "from fastdistill_assets import contract as c;"
+        "from fastdistill_assets.core import contract as c;"
         "r={'question':'  How many   goals\\n did Ana score? ','db_id':'t1'};"
         "print(c.sample_id('text2sql', c.schema_hash('CREATE TABLE t (a TEXT)'),"
         " c.canonical_input(r, ['question','db_id']), '{\"t\":0}'))"

@@ -1,5 +1,5 @@
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import materialize
 from fastdistill_assets_tests.wikisql_fixture import GOOD, write_wikisql
 

@@ -5,12 +5,12 @@ import json
 import polars as pl
 import pytest
 
-import fastdistill_assets.assets.data as data_assets
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.config import DatasetConfig
+import fastdistill_assets.defs.assets.data as data_assets
+from fastdistill_assets.config.models import DatasetConfig
+from fastdistill_assets.core.processes import WorkerPool
 from fastdistill_assets.datasets.load import DatasetStream, load_dataset
-from fastdistill_assets.processes import WorkerPool
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import materialize
 from fastdistill_assets_tests.wikisql_fixture import GOOD, write_wikisql
 

@@ -6,7 +6,14 @@ import pytest
 
 from fastdistill_assets.datasets import demo, wikisql
 from fastdistill_assets.datasets.sqlite_schema import table_names
-from fastdistill_assets_tests.wikisql_fixture import GOOD, OFFICIAL_TABLE, TABLE, write_official_wikisql, write_wikisql
+from fastdistill_assets_tests.wikisql_fixture import (
+    GOOD,
+    OFFICIAL_TABLE,
+    TABLE,
+    write_official_wikisql,
+    write_wikisql,
+)
+
 
 @pytest.mark.parametrize("sketch, expected", [
     ({"sel": 0, "agg": 0, "conds": []}, "SELECT col0 FROM table_1_100_1"),

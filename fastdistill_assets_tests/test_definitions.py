@@ -5,8 +5,14 @@ import warnings
 import dagster as dg
 import pytest
 
-from fastdistill_assets.config import GatesConfig, load_gates
-from fastdistill_assets_tests.conftest import REPO_CONFIGS, materialize, project_resources, teacher_gateway
+from fastdistill_assets.config.loading import load_gates
+from fastdistill_assets.config.models import GatesConfig
+from fastdistill_assets_tests.conftest import (
+    REPO_CONFIGS,
+    materialize,
+    project_resources,
+    teacher_gateway,
+)
 
 EXPECTED_ASSETS = {"raw", "canonical", "teacher_candidates", "filtered", "distilled", "student_model", "baseline_model",
                    "eval_report"}
@@ -36,9 +42,10 @@ def _specs(checks: list[dg.AssetChecksDefinition]) -> dict[str, dg.AssetCheckSpe
 
 
 def test_shipped_gate_checks_are_the_configured_entries_with_their_blocking_flags():
-    from fastdistill_assets.checks import gate_checks, hard_gate_checks
+    from fastdistill_assets.defs.checks import build_gate_checks, build_hard_gate_checks
 
     shipped = load_gates(REPO_CONFIGS / "quality_gates.yaml")
+    gate_checks, hard_gate_checks = build_gate_checks(shipped), build_hard_gate_checks(shipped)
     specs = _specs(gate_checks)
     assert {name: spec.blocking for name, spec in specs.items()} == \
         {name: entry.blocking for name, entry in shipped.checks.items()}
@@ -51,7 +58,7 @@ def test_shipped_gate_checks_are_the_configured_entries_with_their_blocking_flag
 
 
 def test_checks_follow_a_given_gate_config():
-    from fastdistill_assets.checks import build_asset_checks
+    from fastdistill_assets.defs.checks import build_asset_checks
 
     gates = GatesConfig.model_validate({
         "checks": {"exec_min": {"metric": "exec_pass_rate", "op": ">=", "value": 0.5, "blocking": False},
@@ -71,8 +78,8 @@ TWO_ENTRIES = {"exec_min": {"metric": "exec_pass_rate", "op": ">=", "value": 0.5
 @pytest.mark.parametrize("checks", [None, TWO_ENTRIES, {"p_keep": {"metric": "p_keep", "op": ">=", "value": 0.2}}],
                          ids=["shipped", "two_entries", "one_entry"])
 def test_the_gates_on_filtered_are_one_partitioned_multi_check_with_a_spec_per_entry(checks):
-    from fastdistill_assets.checks import GATES_STEP, build_gate_checks
-    from fastdistill_assets.partitions import run_partitions
+    from fastdistill_assets.defs.checks import GATES_STEP, build_gate_checks
+    from fastdistill_assets.defs.partitions import run_partitions
 
     shipped = load_gates(REPO_CONFIGS / "quality_gates.yaml")
     gates = shipped if checks is None else GatesConfig.model_validate({"checks": checks})
@@ -87,7 +94,12 @@ def test_the_gates_on_filtered_are_one_partitioned_multi_check_with_a_spec_per_e
 
 
 def test_no_configured_entry_is_no_gate_check_and_the_hard_gates_are_one_multi_check():
-    from fastdistill_assets.checks import HARD_GATES, HARD_GATES_STEP, build_gate_checks, build_hard_gate_checks
+    from fastdistill_assets.defs.checks import (
+        HARD_GATES,
+        HARD_GATES_STEP,
+        build_gate_checks,
+        build_hard_gate_checks,
+    )
 
     assert build_gate_checks(GatesConfig()) == []
     [hard] = build_hard_gate_checks(GatesConfig.model_validate({"eval": {"blocking": False}}))
@@ -97,16 +109,16 @@ def test_no_configured_entry_is_no_gate_check_and_the_hard_gates_are_one_multi_c
 
 
 def test_the_distill_job_runs_each_assets_gates_in_one_step():
-    from fastdistill_assets.checks import GATES_STEP, HARD_GATES_STEP
     from fastdistill_assets.definitions import defs
+    from fastdistill_assets.defs.checks import GATES_STEP, HARD_GATES_STEP
 
     steps = {node.name for node in defs.resolve_job_def("distill").nodes}
     assert steps == {*EXPECTED_ASSETS, GATES_STEP, "distilled_distilled_not_empty", HARD_GATES_STEP}
 
 
 def test_the_preview_warning_is_silenced_only_where_the_partitioned_checks_are_declared():
-    from fastdistill_assets.checks import build_asset_checks, partitioned_checks
-    from fastdistill_assets.partitions import run_partitions
+    from fastdistill_assets.defs.checks import build_asset_checks, partitioned_checks
+    from fastdistill_assets.defs.partitions import run_partitions
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -126,7 +138,7 @@ def test_the_preview_warning_is_silenced_only_where_the_partitioned_checks_are_d
               "import fastdistill_assets.definitions\n"
               "assert not [f for f in warnings.filters if f[0] == 'ignore' and (f[2] is dg.PreviewWarning or "
               "f[1] is None and issubclass(dg.PreviewWarning, f[2]))], warnings.filters\n"
-              "from fastdistill_assets.partitions import run_partitions\n"
+              "from fastdistill_assets.defs.partitions import run_partitions\n"
               "try:\n"
               "    dg.AssetCheckSpec('outside', asset='filtered', partitions_def=run_partitions)\n"
               "except dg.PreviewWarning:\n"
@@ -138,9 +150,9 @@ def test_the_preview_warning_is_silenced_only_where_the_partitioned_checks_are_d
 # -- real runs: what blocking does, and definitions built from another config ---------------------
 
 def _data_assets() -> list:
-    from fastdistill_assets.assets.data import canonical, raw
-    from fastdistill_assets.assets.gates import distilled, filtered
-    from fastdistill_assets.assets.teacher import teacher_candidates
+    from fastdistill_assets.defs.assets.data import canonical, raw
+    from fastdistill_assets.defs.assets.gates import distilled, filtered
+    from fastdistill_assets.defs.assets.teacher import teacher_candidates
 
     return [raw, canonical, teacher_candidates, filtered, distilled]
 
@@ -160,7 +172,7 @@ def small(project):
 
 
 def _run_with_project_checks(project, run_id: str, exec_gate: dict):
-    from fastdistill_assets.checks import build_gate_checks, distilled_not_empty
+    from fastdistill_assets.defs.checks import build_gate_checks, distilled_not_empty
 
     project.edit_config("quality_gates", checks={"exec_pass_rate": exec_gate})
     project.new_run(run_id)
@@ -176,7 +188,7 @@ def test_failing_warning_gate_lets_downstream_run(small):
     assert _evaluations(result)["exec_pass_rate"] == (False, "WARN", False)
     assert "distilled" in _materialized(result)
     # one check run on its own (as the UI runs it: a subset of the job): only it is evaluated
-    from fastdistill_assets.checks import build_gate_checks
+    from fastdistill_assets.defs.checks import build_gate_checks
 
     defs = dg.Definitions(assets=_data_assets(), asset_checks=build_gate_checks(small.registry.current_gates()),
                           jobs=[dg.define_asset_job("gates", selection=dg.AssetSelection.all())],
@@ -190,8 +202,8 @@ def test_failing_warning_gate_lets_downstream_run(small):
 def test_failing_blocking_gate_stops_downstream(small):
     import json
 
-    from fastdistill_assets.checks import GATES_STEP
-    from fastdistill_assets.storage import ArtifactStore
+    from fastdistill_assets.defs.checks import GATES_STEP
+    from fastdistill_assets.store.storage import ArtifactStore
 
     result = _run_with_project_checks(small, "block", {"metric": "exec_pass_rate", "op": ">=", "value": 1.01,
                                                        "blocking": True})
@@ -224,8 +236,8 @@ def test_failing_blocking_gate_stops_downstream(small):
 def test_checks_declared_from_another_gate_config_fail_and_say_reload(small):
     """A run whose frozen gates differ from the config the checks were declared from (a code
     location not reloaded after the file changed) gets no verdict under a stale label."""
-    from fastdistill_assets.assets.gates import filtered
-    from fastdistill_assets.checks import build_gate_checks
+    from fastdistill_assets.defs.assets.gates import filtered
+    from fastdistill_assets.defs.checks import build_gate_checks
 
     result = _run_with_project_checks(small, "edited", {"metric": "exec_pass_rate", "op": ">=", "value": 0.1,
                                                         "blocking": False})

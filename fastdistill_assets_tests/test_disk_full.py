@@ -17,11 +17,16 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.chunks import ChunkSpool
-from fastdistill_assets.diskspace import DiskFull, is_full, named_if_full, size_text
-from fastdistill_assets.storage import ArtifactStore, ParquetIOManager
+from fastdistill_assets.core.diskspace import (
+    DiskFull,
+    is_full,
+    named_if_full,
+    size_text,
+)
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.store.chunks import ChunkSpool
+from fastdistill_assets.store.storage import ArtifactStore, ParquetIOManager
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway
 
 DEV_FULL = Path("/dev/full")

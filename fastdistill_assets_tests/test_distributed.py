@@ -12,9 +12,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from fastdistill_assets.settings import POSTGRES_URL_ENV
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import ALL_ASSETS, BIN, materialize, teacher_gateway, wait_until
+from fastdistill_assets.runtime.instance import POSTGRES_URL_ENV
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import (
+    ALL_ASSETS,
+    BIN,
+    materialize,
+    teacher_gateway,
+    wait_until,
+)
 
 pytest.importorskip("dagster_celery", reason="the `celery` extra is not installed")
 

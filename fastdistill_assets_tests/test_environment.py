@@ -9,11 +9,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastdistill_assets.config import apply_environment, dataset_from_path, ollama_base_url
+from fastdistill_assets.config.loading import (
+    apply_environment,
+    dataset_from_path,
+    ollama_base_url,
+)
 from fastdistill_assets.datasets import wikisql
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets.teacher.server import embedded_teacher
-from fastdistill_assets_tests.wikisql_fixture import OFFICIAL_TABLE, TABLE, write_official_wikisql, write_wikisql
+from fastdistill_assets_tests.wikisql_fixture import (
+    OFFICIAL_TABLE,
+    TABLE,
+    write_official_wikisql,
+    write_wikisql,
+)
 
 BIN = Path(sys.executable).parent
 SECRET = "sk-or-env-test-0123456789"

@@ -9,19 +9,31 @@ import dagster as dg
 import openai
 import pytest
 
-from fastdistill_assets.alerts import AlertSinks
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.gates import distilled, filtered
-from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.core.prompt_format import build_messages
+from fastdistill_assets.defs.alerts import AlertSinks
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.gates import distilled, filtered
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.defs.sensors import failed_check_alerts
 from fastdistill_assets.evaluation.evaluate import eval_items
-from fastdistill_assets.evaluation.pipeline_metrics import latest_materializations, step_spans, wall_clock_s
-from fastdistill_assets.sensors import failed_check_alerts
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets.prompt_format import build_messages
+from fastdistill_assets.evaluation.pipeline_metrics import (
+    latest_materializations,
+    step_spans,
+    wall_clock_s,
+)
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets.training.serving import student_server
-from fastdistill_assets.training.baseline import UNGATED_SQL_COLUMN, ungated_training_set
 from fastdistill_assets.training.students import examples_from, load_student
-from fastdistill_assets_tests.conftest import ALL_ASSETS, every_definition, materialize, teacher_gateway
+from fastdistill_assets.training.ungated import (
+    UNGATED_SQL_COLUMN,
+    ungated_training_set,
+)
+from fastdistill_assets_tests.conftest import (
+    ALL_ASSETS,
+    every_definition,
+    materialize,
+    teacher_gateway,
+)
 
 ASSETS = [a for a in ALL_ASSETS if not isinstance(a, dg.AssetChecksDefinition)]
 
@@ -112,7 +124,7 @@ def test_all_assets_and_hard_gates(trained):
 
 def test_eval_report_evaluates_the_stored_baseline_without_training(trained, monkeypatch):
     """baseline_model is its own materialization; eval_report alone reads it and trains nothing."""
-    from fastdistill_assets.assets.evaluation import eval_report
+    from fastdistill_assets.defs.assets.evaluation import eval_report
     from fastdistill_assets.training import students
 
     project, first = trained
@@ -200,7 +212,7 @@ def test_stage_spans_from_several_dagster_runs(project):
 class _Receiver(BaseHTTPRequestHandler):
     received: list = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):  # noqa: N802 - http.server's name
         _Receiver.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(200)
         self.send_header("Content-Length", "0")

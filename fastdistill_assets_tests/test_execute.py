@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.config.models import ExecutionGates
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.sqlsafe.parse import oversized_value, parse_sql
-from fastdistill_assets_tests.db_fixtures import RUNAWAY, file_hash, make_duckdb, make_sqlite
+from fastdistill_assets_tests.db_fixtures import (
+    RUNAWAY,
+    file_hash,
+    make_duckdb,
+    make_sqlite,
+)
 
 HOSTILE = [
     "DROP TABLE player",
@@ -146,7 +151,7 @@ def test_the_duckdb_engine_process_is_stopped_past_its_deadline_and_started_agai
 
 KILLED_AFTER_A_BIG_PARENT = """
 import os, signal, sys, threading
-from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.config.models import ExecutionGates
 from fastdistill_assets.sqlsafe.execute import Executor
 big = b"x" * (900 * 2**20)   # this process's peak passes the engine's 768 MiB cap before the engine starts
 del big

@@ -3,19 +3,21 @@ import json
 import polars as pl
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.gates import distilled, filtered
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.checks import distilled_not_empty, gate_checks
-from fastdistill_assets.config import ConfigError, GatesConfig, JudgeGates, TeacherConfig, load_gates
-from fastdistill_assets.teacher.embedded import embedded_judge_reply
+from fastdistill_assets.config.loading import ConfigError, load_gates
+from fastdistill_assets.config.models import GatesConfig, JudgeGates, TeacherConfig
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.gates import distilled, filtered
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.defs.checks import build_gate_checks, distilled_not_empty
 from fastdistill_assets.gates.judge import judge_requests, run_judge
 from fastdistill_assets.gates.pipeline import gate_frame
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import materialize, teacher_gateway
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets.teacher.embedded import embedded_judge_reply
+from fastdistill_assets_tests.conftest import REPO_CONFIGS, materialize, teacher_gateway
 from fastdistill_assets_tests.db_fixtures import make_sqlite
 
-ASSETS = [raw, canonical, teacher_candidates, filtered, distilled, *gate_checks, distilled_not_empty]
+ASSETS = [raw, canonical, teacher_candidates, filtered, distilled,
+          *build_gate_checks(load_gates(REPO_CONFIGS / "quality_gates.yaml")), distilled_not_empty]
 
 
 def _checks(result):

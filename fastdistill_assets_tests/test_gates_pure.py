@@ -2,14 +2,22 @@ import json
 
 import pytest
 
-from fastdistill_assets.config import JudgeGates, RuleGates, TeacherConfig
+from fastdistill_assets.config.models import JudgeGates, RuleGates, TeacherConfig
+from fastdistill_assets.core.judge_format import (
+    parse_judge_score,
+    preview_rows,
+    result_preview,
+)
 from fastdistill_assets.gates.clean import clean_sql
-from fastdistill_assets.gates.gold import gold_is_ordered, result_signature, results_match
-from fastdistill_assets.gates.select import deterministic_score
-from fastdistill_assets.judge_format import parse_judge_score, preview_rows, result_preview
+from fastdistill_assets.gates.gold import (
+    gold_is_ordered,
+    result_signature,
+    results_match,
+)
 from fastdistill_assets.gates.judge import JudgeEndpoint, judge_endpoint
-from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets.gates.rules import check_rules
+from fastdistill_assets.gates.select import deterministic_score
+from fastdistill_assets.sqlsafe.parse import parse_sql
 
 RULES = RuleGates(banned_tokens=["DROP ", "ATTACH ", "PRAGMA "])
 
@@ -137,7 +145,7 @@ def test_the_judge_is_its_own_provider_or_the_teacher_at_the_runs_endpoint():
 def test_gate_workers(monkeypatch, tmp_path, configured, rows, cpus, expected):
     import os
 
-    from fastdistill_assets import processes
+    from fastdistill_assets.core import processes
     monkeypatch.setattr(processes, "PROC_CGROUP", tmp_path / "no-cgroup")
     monkeypatch.setattr(processes, "CGROUP_ROOT", tmp_path / "no-cgroup-fs")
 
@@ -149,7 +157,7 @@ def test_gate_workers(monkeypatch, tmp_path, configured, rows, cpus, expected):
 def test_gate_workers_without_affinity(monkeypatch, tmp_path):
     import os
 
-    from fastdistill_assets import processes
+    from fastdistill_assets.core import processes
     monkeypatch.setattr(processes, "PROC_CGROUP", tmp_path / "no-cgroup")
     monkeypatch.setattr(processes, "CGROUP_ROOT", tmp_path / "no-cgroup-fs")
 
@@ -176,7 +184,7 @@ def test_gate_workers_without_affinity(monkeypatch, tmp_path):
 def test_available_cpus_honours_the_cgroup_quotas(monkeypatch, tmp_path, own, parent, cpus, expected):
     import os
 
-    from fastdistill_assets import processes
+    from fastdistill_assets.core import processes
     root = tmp_path / "cgroup"
     leaf = root / "system.slice" / "job.service"
     leaf.mkdir(parents=True)

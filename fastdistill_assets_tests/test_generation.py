@@ -9,16 +9,26 @@ import time
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import DecodeProfile, TeacherErrorProfile
-from fastdistill_assets.storage import ArtifactStore, StageOutput
+from fastdistill_assets.config.models import DecodeProfile, TeacherErrorProfile
+from fastdistill_assets.store.storage import ArtifactStore, StageOutput
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.generation import Generator
 from fastdistill_assets.teacher.limits import PerMinuteLimiter
-from fastdistill_assets.teacher.server import FAULTS, ChatServer, FaultConfig, embedded_teacher
+from fastdistill_assets.teacher.server import (
+    FAULTS,
+    ChatServer,
+    FaultConfig,
+    embedded_teacher,
+)
 from fastdistill_assets.training.serving import weights_sha256
 from fastdistill_assets.training.sketch import Example, SketchModel, train_sketch
-from fastdistill_assets_tests.conftest import teacher_gateway
-from fastdistill_assets_tests.teacher_helpers import SCHEMA, fast_settings, make_requests, sampled_requests
+from fastdistill_assets_tests.conftest import GREEDY_DECODE, teacher_gateway
+from fastdistill_assets_tests.teacher_helpers import (
+    SCHEMA,
+    fast_settings,
+    make_requests,
+    sampled_requests,
+)
 
 LOCAL = "local:embedded"  # what the gateway names a server it starts: the port changes, the identity does not
 EXPECTED_REASON = {"rate_limit": "rate_limited", "server_error": "server_error", "timeout": "timeout",
@@ -170,7 +180,7 @@ def test_two_providers_serving_a_model_of_the_same_name_do_not_share_answers(pro
             project.edit_config("provider_gateway", providers={
                 "alpha": {"base_url": alpha.base_url, "model": "same-model", **alpha_entry},
                 "beta": {"base_url": beta.base_url, "model": "same-model"}})
-            results, _, calls = teacher_gateway(project).generate(requests, provider, None, DecodeProfile())
+            results, _, calls = teacher_gateway(project).generate(requests, provider, None, DecodeProfile(**GREEDY_DECODE))
             return {r.content for r in results}, calls, all(r.cache_hit for r in results)
 
         assert run("alpha") == ({"SELECT 'alpha'"}, 4, False)
@@ -193,7 +203,7 @@ def _publish_student(project, run_id: str, model: SketchModel, version: str):
 def test_a_retrained_student_is_not_answered_from_the_old_students_cache(project):
     project.new_run("parent")
     requests = make_requests(5)
-    ask = lambda: teacher_gateway(project).generate(requests, "student", "parent", DecodeProfile())  # noqa: E731
+    ask = lambda: teacher_gateway(project).generate(requests, "student", "parent", DecodeProfile(**GREEDY_DECODE))  # noqa: E731 - asked twice below
     _publish_student(project, "parent", SketchModel(), "untrained")
     first, _, first_calls = ask()
     again, _, again_calls = ask()  # a new server on a new port: answered from the cache

@@ -10,14 +10,19 @@ import polars as pl
 import pytest
 import yaml
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.evaluation import eval_report
-from fastdistill_assets.assets.gates import distilled, filtered
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.assets.training import baseline_model, student_model
-from fastdistill_assets.checks import distilled_not_empty, gate_checks
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import forkserver_steps, materialize, teacher_gateway, write_questions
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.evaluation import eval_report
+from fastdistill_assets.defs.assets.gates import distilled, filtered
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.defs.assets.training import baseline_model, student_model
+from fastdistill_assets.defs.checks import distilled_not_empty, gate_checks
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import (
+    forkserver_steps,
+    materialize,
+    teacher_gateway,
+    write_questions,
+)
 from fastdistill_assets_tests.db_fixtures import make_shop
 
 GATED = [raw, canonical, teacher_candidates, filtered, distilled, *gate_checks, distilled_not_empty]

@@ -4,33 +4,62 @@ OpenAI-compatible servers on 127.0.0.1, one per teacher)."""
 
 import json
 import os
-from decimal import Decimal
 import shutil
 import signal
 import subprocess
+from decimal import Decimal
 
 import polars as pl
 import pytest
 from sqlglot import parse_one
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.gates import distilled, filtered
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.checks import evaluate_threshold, reject_counts
-from fastdistill_assets.config import CheckThreshold, ConsistencyGates, EscalateConfig, GatesConfig, RecipeConfig, \
-    TeacherConfig
-from fastdistill_assets.gates.consistency import DEGENERATE, MINORITY, TOO_FEW, is_degenerate, sample_verdicts
-from fastdistill_assets.gates.escalation import UNCONFIRMED, decide_escalated, unsettled_samples
-from fastdistill_assets.gates.grounding import missing_question_numbers, question_numbers
-from fastdistill_assets.gates.label_cost import add_counts, cost_line, label_cost, token_counts
+from fastdistill_assets.config.models import (
+    CheckThreshold,
+    ConsistencyGates,
+    EscalateConfig,
+    GatesConfig,
+    RecipeConfig,
+    TeacherConfig,
+)
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.gates import distilled, filtered
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.defs.checks import evaluate_threshold, reject_counts
+from fastdistill_assets.gates.consistency import (
+    DEGENERATE,
+    MINORITY,
+    TOO_FEW,
+    is_degenerate,
+    sample_verdicts,
+)
+from fastdistill_assets.gates.escalation import (
+    UNCONFIRMED,
+    decide_escalated,
+    unsettled_samples,
+)
+from fastdistill_assets.gates.grounding import (
+    missing_question_numbers,
+    question_numbers,
+)
+from fastdistill_assets.gates.label_cost import (
+    add_counts,
+    cost_line,
+    label_cost,
+    token_counts,
+)
 from fastdistill_assets.gates.shadow import calibration
 from fastdistill_assets.gates.stage import after_their_samples, gate_chunk
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.provider_config import Prices
 from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
-from fastdistill_assets_tests.conftest import REPO_CONFIGS, materialize, materialize_command, teacher_gateway, \
-    wait_until
+from fastdistill_assets_tests.conftest import (
+    REPO_CONFIGS,
+    materialize,
+    materialize_command,
+    teacher_gateway,
+    wait_until,
+)
 from fastdistill_assets_tests.db_fixtures import make_sqlite
 from fastdistill_assets_tests.wikisql_fixture import GOOD, write_wikisql
 
@@ -235,7 +264,7 @@ def test_label_cost_by_hand():
 
 def test_escalated_answers_train_neither_the_ungated_baseline_nor_a_rejected_side():
     from fastdistill_assets.gates.sft_export import preference_pairs
-    from fastdistill_assets.training.baseline import ungated_training_set
+    from fastdistill_assets.training.ungated import ungated_training_set
 
     frame = pl.DataFrame({
         "sample_id": ["A", "A", "B", "B"], "candidate_id": ["a0", "a1", "b0", "b5"], "generation_index": [0, 5, 0, 5],
@@ -396,7 +425,7 @@ def test_no_gold_is_withheld_unless_the_run_config_asks(project):
     """The shipped template keeps every gold label of a user's dataset; only the demo's own settings
     (configs/demo.yaml, read by `fastdistill demo`) withhold a quarter of train and escalate."""
     from fastdistill_assets.cli import DEMO_OVERLAY
-    from fastdistill_assets.config import load_run_config
+    from fastdistill_assets.config.loading import load_run_config
 
     template = load_run_config(project.configs / "run_config.yaml")
     assert template.dataset.withhold_gold.share == 0 and template.teacher.escalate is None

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from fastdistill_assets.gates.grounding import LiteralUse, first_ungrounded, string_literal_uses
+from fastdistill_assets.config.models import ExecutionGates
+from fastdistill_assets.gates.grounding import (
+    LiteralUse,
+    first_ungrounded,
+    string_literal_uses,
+)
 from fastdistill_assets.sqlsafe import execute
-from fastdistill_assets.config import ExecutionGates
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.sqlsafe.parse import parse_sql
 from fastdistill_assets_tests.db_fixtures import write_tables

@@ -10,10 +10,10 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-from fastdistill_assets.config import TrainingConfig  # noqa: E402
-from fastdistill_assets.prompt_format import build_messages  # noqa: E402
-from fastdistill_assets.training.students import load_student, train_student  # noqa: E402
-from fastdistill_assets_tests.tiny_lm import CHAT_TEMPLATE, make_tiny_model  # noqa: E402
+from fastdistill_assets.config.models import TrainingConfig  # noqa: E402 - after importorskip
+from fastdistill_assets.core.prompt_format import build_messages  # noqa: E402 - after importorskip
+from fastdistill_assets.training.students import load_student, train_student  # noqa: E402 - after importorskip
+from fastdistill_assets_tests.tiny_lm import CHAT_TEMPLATE, make_tiny_model  # noqa: E402 - after importorskip
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 REAL -- Goals\n)"
 
@@ -158,8 +158,12 @@ def test_hf_sft_needs_a_local_model():
 
 
 def test_hf_sft_student_through_the_pipeline(project, tmp_path):
-    from fastdistill_assets.storage import ArtifactStore
-    from fastdistill_assets_tests.conftest import every_definition, materialize, teacher_gateway
+    from fastdistill_assets.store.storage import ArtifactStore
+    from fastdistill_assets_tests.conftest import (
+        every_definition,
+        materialize,
+        teacher_gateway,
+    )
 
     base = make_tiny_model(tmp_path / "tiny", ["SELECT col0 FROM t WHERE col1 = 3", "What is the goals?"])
     project.edit_config("run_config", dataset={"limit_per_split": 12},

@@ -3,10 +3,20 @@
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import EvalGates
-from fastdistill_assets.evaluation.metrics import (Accuracy, EvalItem, PairedComparison, WinRate, exec_correct,
-                                                   mcnemar_exact_p, newcombe_paired_interval, paired_comparison,
-                                                   parity_lower_bound, win_rate, wilson_interval)
+from fastdistill_assets.config.models import EvalGates
+from fastdistill_assets.evaluation.metrics import (
+    Accuracy,
+    EvalItem,
+    PairedComparison,
+    WinRate,
+    exec_correct,
+    mcnemar_exact_p,
+    newcombe_paired_interval,
+    paired_comparison,
+    parity_lower_bound,
+    wilson_interval,
+    win_rate,
+)
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets_tests.db_fixtures import make_sqlite
 
@@ -164,7 +174,7 @@ def test_accuracy_plot_handles_extreme_proportions(k, n):
 
 
 def test_eval_uses_the_runs_gold_config(tmp_path):
-    from fastdistill_assets.config import GoldGates
+    from fastdistill_assets.config.models import GoldGates
 
     db = str(make_sqlite(tmp_path / "db.sqlite"))
     items = [EvalItem("avg rating", "s", "[]", db, "sqlite", "SELECT AVG(rating) FROM player")]  # 1.9625
@@ -175,8 +185,8 @@ def test_eval_uses_the_runs_gold_config(tmp_path):
 
 def test_eval_prompt_is_the_training_prompt():
     """Teacher and student are asked exactly what the student was trained on: evidence and dialect included."""
+    from fastdistill_assets.config.models import RunConfig
     from fastdistill_assets.teacher.candidates import build_requests
-    from fastdistill_assets.config import RunConfig
 
     row = {"sample_id": "s", "split": "test", "db_id": "shop", "question": "Which region sells Cocoa?",
            "evidence": "Cocoa is a product.", "schema": "CREATE TABLE sales (region TEXT, product TEXT)",

@@ -1,8 +1,11 @@
-"""The package's planes depend one way: data -> teacher -> gates -> training -> evaluation.
+"""The package's folders depend one way, each importing only from the folders before it.
 
-Below them all is the shared base (contract, config, storage, prompt and judge formats, schema
-text, SQL helpers): it imports no plane. Above them all the orchestration modules (assets,
-checks, sensors, jobs, resources, CLI) wire the planes together. The test reads every module's
+The base: ``core`` (contract, hashing, formats, processes), ``config`` (the typed models, loading,
+the run registry, paths), ``store`` (the artifact store and its layout) and ``sqlsafe`` (guarded
+SQL). The planes: data (``datasets``) -> ``teacher`` -> ``gates`` -> ``training`` ->
+``evaluation``. Above them ``runtime`` (locks, run-worker liveness, launcher, preflight, the
+Dagster instance), ``defs`` (assets, checks, jobs, resources, sensors; ``definitions.py`` is the
+code location) and ``cli``. A module's layer is its top folder; the test reads every module's
 imports, including those inside functions, with ``ast``.
 """
 
@@ -15,11 +18,9 @@ import pytest
 import fastdistill_assets
 
 PACKAGE = Path(fastdistill_assets.__file__).parent
-PLANES = {"datasets": 1, "teacher": 2, "gates": 3, "training": 4, "evaluation": 5}
-ORCHESTRATION_RANK = 6
-ORCHESTRATION = {"assets", "checks", "sensors", "alerts", "definitions", "jobs", "resources", "run_summary",
-                 "preflight", "cli", "run_launcher", "run_worker", "run_lock"}
-RANK_NAMES = {0: "base", **{rank: name for name, rank in PLANES.items()}, ORCHESTRATION_RANK: "orchestration"}
+LAYERS = ["core", "config", "store", "sqlsafe", "datasets", "teacher", "gates", "training", "evaluation", "runtime",
+          "defs", "cli"]
+TOP_LEVEL = {"": "core", "definitions": "defs"}  # the package's own modules: __init__ and the code location
 
 
 def module_name(path: Path) -> str:
@@ -27,13 +28,14 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def layer(module: str) -> str:
+    """The layer of a ``fastdistill_assets.*`` module: its top folder."""
+    head = module.split(".")[1] if "." in module else ""
+    return TOP_LEVEL.get(head, head)
+
+
 def rank(module: str) -> int:
-    """The layer of a ``fastdistill_assets.*`` module (the package itself is base)."""
-    parts = module.split(".")
-    head = parts[1] if len(parts) > 1 else ""
-    if head in PLANES:
-        return PLANES[head]
-    return ORCHESTRATION_RANK if head in ORCHESTRATION else 0
+    return LAYERS.index(layer(module))
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -66,8 +68,8 @@ def upward_imports(paths: list[Path]) -> list[str]:
         importer = module_name(path)
         for line, imported in imported_modules(path):
             if rank(imported) > rank(importer):
-                violations.append(f"{path.relative_to(PACKAGE.parent)}:{line} {RANK_NAMES[rank(importer)]} "
-                                  f"imports {imported} ({RANK_NAMES[rank(imported)]})")
+                violations.append(f"{path.relative_to(PACKAGE.parent)}:{line} {layer(importer)} "
+                                  f"imports {imported} ({layer(imported)})")
     return violations
 
 
@@ -80,16 +82,18 @@ def test_no_module_imports_up_the_plane_order():
     ("def f():\n    from fastdistill_assets.training.serving import x\n", "teacher/gateway.py",
      "fastdistill_assets.training.serving"),
     ("from ..evaluation import report\n", "gates/x.py", "fastdistill_assets.evaluation.report"),
-    ("import fastdistill_assets.assets.data\n", "config.py", "fastdistill_assets.assets.data"),
+    ("import fastdistill_assets.defs.assets.data\n", "config/models.py", "fastdistill_assets.defs.assets.data"),
+    ("from fastdistill_assets.store import storage\n", "core/hashing.py", "fastdistill_assets.store.storage"),
 ])
 def test_an_upward_import_is_reported(tmp_path, monkeypatch, source, importer, expected):
     """The checker itself: a planted upward import (top level, in a function, relative, plain
     ``import``) is found and named."""
     fake = tmp_path / "fastdistill_assets"
-    for name in [*PLANES, "assets"]:
+    for name in [*LAYERS, "defs/assets"]:
         (fake / name).mkdir(parents=True)
         (fake / name / "__init__.py").write_text("")
-    for module in ("gates/judge.py", "training/serving.py", "evaluation/report.py", "assets/data.py"):
+    for module in ("gates/judge.py", "training/serving.py", "evaluation/report.py", "defs/assets/data.py",
+                   "store/storage.py"):
         (fake / module).write_text("")
     (fake / "__init__.py").write_text("")
     (fake / importer).write_text(source)
@@ -99,11 +103,16 @@ def test_an_upward_import_is_reported(tmp_path, monkeypatch, source, importer, e
 
 
 @pytest.mark.parametrize("module, expected", [
-    ("fastdistill_assets.contract", 0), ("fastdistill_assets.prompt_format", 0), ("fastdistill_assets.storage", 0),
-    ("fastdistill_assets.datasets.load", 1), ("fastdistill_assets.teacher.gateway", 2),
-    ("fastdistill_assets.gates.judge", 3), ("fastdistill_assets.training.serving", 4),
-    ("fastdistill_assets.evaluation.report", 5), ("fastdistill_assets.assets.gates", 6),
-    ("fastdistill_assets.definitions", 6),
+    ("fastdistill_assets.core.contract", "core"), ("fastdistill_assets.config.models", "config"),
+    ("fastdistill_assets.store.storage", "store"), ("fastdistill_assets.datasets.load", "datasets"),
+    ("fastdistill_assets.gates.judge", "gates"), ("fastdistill_assets.defs.assets.gates", "defs"),
+    ("fastdistill_assets.definitions", "defs"), ("fastdistill_assets", "core"), ("fastdistill_assets.cli", "cli"),
 ])
-def test_rank(module, expected):
-    assert rank(module) == expected
+def test_a_module_s_layer_is_its_top_folder(module, expected):
+    assert layer(module) == expected
+
+
+def test_every_folder_of_the_package_has_a_layer():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert folders == set(LAYERS) and modules == set(TOP_LEVEL) - {""}

@@ -8,13 +8,17 @@ import polars as pl
 import psycopg
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.gates import distilled, filtered
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.config import DatasetConfig
+from fastdistill_assets.config.models import DatasetConfig
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import materialize, teacher_gateway, write_questions
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.gates import distilled, filtered
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import (
+    materialize,
+    teacher_gateway,
+    write_questions,
+)
 
 SALES = """
 CREATE SCHEMA archive;
@@ -109,7 +113,7 @@ def test_labeled_and_gold_free_questions_distill_over_postgres(project, sales_db
 def test_preflight_says_in_one_line_when_the_role_could_write(project, sales_db, postgres_server):
     import os
 
-    from fastdistill_assets.preflight import preflight
+    from fastdistill_assets.runtime.preflight import preflight
 
     with psycopg.connect(sales_db, autocommit=True) as db:
         db.execute("DROP ROLE IF EXISTS reader")
@@ -148,7 +152,7 @@ def test_one_data_set_gets_the_same_verdicts_on_postgres_sqlite_and_duckdb(tmp_p
 
     import duckdb
 
-    from fastdistill_assets.config import GatesConfig
+    from fastdistill_assets.config.models import GatesConfig
     from fastdistill_assets.gates.pipeline import gate_row
     from fastdistill_assets.sqlsafe.execute import Executor
 
@@ -182,8 +186,8 @@ def test_one_data_set_gets_the_same_verdicts_on_postgres_sqlite_and_duckdb(tmp_p
 
 
 def test_escalation_the_judge_and_the_evaluation_run_against_the_same_server(project, sales_db):
-    from fastdistill_assets.assets.evaluation import eval_report
-    from fastdistill_assets.assets.training import baseline_model, student_model
+    from fastdistill_assets.defs.assets.evaluation import eval_report
+    from fastdistill_assets.defs.assets.training import baseline_model, student_model
 
     golds = {"What is the total amount when region is East?": "SELECT SUM(amount) FROM sales WHERE region = 'East'",
              "What is the highest amount when product is Cocoa?": "SELECT MAX(amount) FROM sales WHERE product = 'Cocoa'",
@@ -247,7 +251,8 @@ def test_the_documented_commands_distill_over_postgres_and_warn_of_a_role_that_c
 
 
 def test_a_url_holding_a_password_is_refused_in_one_line_that_does_not_repeat_it():
-    from fastdistill_assets.config import ConfigError, RunConfig, validated
+    from fastdistill_assets.config.loading import ConfigError, validated
+    from fastdistill_assets.config.models import RunConfig
 
     with pytest.raises(ConfigError) as refused:
         validated(RunConfig, {"dataset": {"kind": "questions",

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.config.models import ExecutionGates
 from fastdistill_assets.sqlsafe.execute import Executor
 
 SCHEMA = """

@@ -11,8 +11,8 @@ import subprocess
 import dagster as dg
 import yaml
 
-from fastdistill_assets.run_worker import HOST_TAG, this_host
-from fastdistill_assets.settings import MANAGED_HEADER, POSTGRES_URL_ENV
+from fastdistill_assets.runtime.instance import MANAGED_HEADER, POSTGRES_URL_ENV
+from fastdistill_assets.runtime.run_worker import HOST_TAG, this_host
 from fastdistill_assets_tests.conftest import BIN
 
 PASSWORD = "s3cret-instance-pw"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fastdistill_assets import cli
-from fastdistill_assets.assets.data import raw
+from fastdistill_assets.defs.assets.data import raw
 from fastdistill_assets_tests.conftest import materialize, write_questions
 from fastdistill_assets_tests.db_fixtures import make_shop
 

@@ -5,12 +5,11 @@ import json
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import GatesConfig, RecipeConfig, TeacherConfig
+from fastdistill_assets.config.models import GatesConfig, RecipeConfig, TeacherConfig
 from fastdistill_assets.gates.pipeline import gate_frame
-from fastdistill_assets.gates.stage import gate_chunk
 from fastdistill_assets.gates.quality_report import markdown_table, quality_report
-from fastdistill_assets_tests.db_fixtures import make_sqlite
-from fastdistill_assets_tests.db_fixtures import RUNAWAY
+from fastdistill_assets.gates.stage import gate_chunk
+from fastdistill_assets_tests.db_fixtures import RUNAWAY, make_sqlite
 
 GOLD = "SELECT name FROM player WHERE club = 'Porto'"
 OUTPUTS = [  # (raw_output, teacher error)
@@ -37,7 +36,7 @@ def candidates(db_path) -> pl.DataFrame:
 @pytest.fixture
 def filtered(tmp_path):
     gates = GatesConfig.model_validate({"rules": {"banned_tokens": ["DROP "]}, "execution": {"timeout_ms": 300}})
-    frame, _ = gate_chunk(candidates(make_sqlite(tmp_path / "db.sqlite")), gates, RecipeConfig(), None, TeacherConfig())
+    frame, _ = gate_chunk(candidates(make_sqlite(tmp_path / "db.sqlite")), gates, RecipeConfig(multi_decode_select=False), None, TeacherConfig())
     return frame
 
 
@@ -70,8 +69,8 @@ def test_every_candidate_keeps_raw_output_and_reason(filtered):
 
 
 def test_parallel_gating_gives_the_same_frame_and_a_stage_keeps_its_workers_and_connections(tmp_path):
+    from fastdistill_assets.core.processes import PARALLEL_MIN_ROWS
     from fastdistill_assets.gates.pipeline import GateWorkers
-    from fastdistill_assets.processes import PARALLEL_MIN_ROWS
 
     db = make_sqlite(tmp_path / "db.sqlite")
     frame = pl.concat([candidates(db)] * 300).with_columns(
@@ -103,8 +102,8 @@ def test_parallel_gating_gives_the_same_frame_and_a_stage_keeps_its_workers_and_
 ])
 @pytest.mark.parametrize("blocking, severity", [(True, "ERROR"), (False, "WARN")])
 def test_evaluate_threshold_for_each_op_and_blocking(op, threshold, value, passed, blocking, severity):
-    from fastdistill_assets.checks import evaluate_threshold
-    from fastdistill_assets.config import CheckThreshold
+    from fastdistill_assets.config.models import CheckThreshold
+    from fastdistill_assets.defs.checks import evaluate_threshold
 
     gate = CheckThreshold(metric="exec_pass_rate", op=op, value=threshold, blocking=blocking)
     result = evaluate_threshold(gate, value)
@@ -116,8 +115,8 @@ def test_evaluate_threshold_for_each_op_and_blocking(op, threshold, value, passe
 
 
 def test_a_path_metric_without_samples_is_not_applicable_and_another_missing_value_fails():
-    from fastdistill_assets.checks import evaluate_threshold
-    from fastdistill_assets.config import CheckThreshold
+    from fastdistill_assets.config.models import CheckThreshold
+    from fastdistill_assets.defs.checks import evaluate_threshold
 
     agreement = CheckThreshold(metric="agreement_p50", op=">=", value=0.6, blocking=False)
     result = evaluate_threshold(agreement, None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from fastdistill_assets.config import DatasetConfig, ExecutionGates
+from fastdistill_assets.config.models import DatasetConfig, ExecutionGates
 from fastdistill_assets.datasets.databases import DatabaseCatalog, detect_dialect
 from fastdistill_assets.datasets.load import is_withheld, load_dataset
 from fastdistill_assets.datasets.questions import gold_counts
@@ -241,8 +241,8 @@ def test_questions_longer_than_the_bound_are_rejected_too_long(layout):
 
 
 def test_a_repeated_question_id_is_rejected_and_counted_in_raws_metadata(project, layout):
-    from fastdistill_assets.assets.data import raw as raw_asset
-    from fastdistill_assets.storage import ArtifactStore
+    from fastdistill_assets.defs.assets.data import raw as raw_asset
+    from fastdistill_assets.store.storage import ArtifactStore
     from fastdistill_assets_tests.conftest import materialize
 
     rows = [{"question_id": "q1", "question": ROWS[0]["question"], "db_id": "shop"},

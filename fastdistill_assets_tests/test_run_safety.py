@@ -9,20 +9,28 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
-from fastdistill_assets.run_launcher import ProcessCheckingRunLauncher
-from fastdistill_assets.run_lock import RunWriterLock, describe_holder
-from fastdistill_assets.run_worker import HOST_TAG, process_alive, run_worker, this_host
-from fastdistill_assets.settings import DAGSTER_YAML
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import BIN, instance_env, materialize, materialize_command, wait_until
-
-
+from fastdistill_assets.runtime.instance import DAGSTER_YAML
+from fastdistill_assets.runtime.launcher import ProcessCheckingRunLauncher
+from fastdistill_assets.runtime.locks import RunWriterLock, describe_holder
+from fastdistill_assets.runtime.run_worker import (
+    HOST_TAG,
+    process_alive,
+    run_worker,
+    this_host,
+)
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import (
+    BIN,
+    instance_env,
+    materialize,
+    materialize_command,
+    wait_until,
+)
 
 # --- the writer lock and process liveness, directly ----------------------------------------------------------
 
@@ -56,7 +64,7 @@ def test_a_run_has_one_writer_and_other_runs_are_free(tmp_path, lock_db):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path, lock_db):
-    code = ("import sys, time; from pathlib import Path; from fastdistill_assets.run_lock import RunWriterLock; "
+    code = ("import sys, time; from pathlib import Path; from fastdistill_assets.runtime.locks import RunWriterLock; "
             "lock = RunWriterLock(Path(sys.argv[1]), 'r', sys.argv[2] or None); assert lock.acquire({}); "
             "print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), lock_db or ""], stdout=subprocess.PIPE,
@@ -77,8 +85,8 @@ def test_a_step_whose_run_is_being_written_elsewhere_retries_without_blocking(pr
     who holds the run, and goes on once the holder is done."""
     import threading
 
-    from fastdistill_assets.assets.data import raw
-    from fastdistill_assets.resources import RunConfigResource
+    from fastdistill_assets.defs.assets.data import raw
+    from fastdistill_assets.defs.resources import RunConfigResource
 
     project.edit_config("run_config", dataset={"limit_per_split": 5, "splits": ["train"]}, eval_split=None)
     project.new_run("busy")
@@ -158,7 +166,7 @@ def test_a_step_whose_run_worker_is_not_its_ancestor_starts_no_watcher_and_tags_
     """A Celery worker's step, or one on another machine: its run worker's pid means nothing to
     it, so it neither watches that pid (it could end a live run's step) nor tags the run with its
     own host."""
-    from fastdistill_assets.run_worker import stop_step_with_run_worker
+    from fastdistill_assets.runtime.run_worker import stop_step_with_run_worker
 
     home = tmp_path / "home"
     home.mkdir()
@@ -204,7 +212,7 @@ def instance_db(request, monkeypatch) -> str | None:
     """The Dagster instance's storage: None for the SQLite files under DAGSTER_HOME, else the URL
     of a fresh PostgreSQL database (FASTDISTILL_POSTGRES_URL, set here too so that the test opens
     the same instance)."""
-    from fastdistill_assets.settings import POSTGRES_URL_ENV
+    from fastdistill_assets.runtime.instance import POSTGRES_URL_ENV
 
     if request.param == "sqlite":
         monkeypatch.delenv(POSTGRES_URL_ENV, raising=False)
@@ -345,7 +353,7 @@ def test_a_step_waits_for_another_step_of_its_own_run_without_calling_it_elsewhe
     import threading
     import uuid
 
-    from fastdistill_assets.assets.data import raw
+    from fastdistill_assets.defs.assets.data import raw
     from fastdistill_assets_tests.conftest import project_resources
 
     project.edit_config("run_config", dataset={"limit_per_split": 5, "splits": ["train"]}, eval_split=None)

@@ -13,10 +13,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from fastdistill_assets.assets.sharding import stage_span_s
-from fastdistill_assets.chunks import ChunkSpool, rechunk, run_chunks
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import ALL_ASSETS, forkserver_steps, materialize, teacher_gateway
+from fastdistill_assets.defs.assets.sharding import stage_span_s
+from fastdistill_assets.store.chunks import ChunkSpool, rechunk, run_chunks
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import (
+    ALL_ASSETS,
+    GREEDY_DECODE,
+    forkserver_steps,
+    materialize,
+    teacher_gateway,
+)
 
 BIN = Path(sys.executable).parent
 DATA_STAGES = "raw,canonical,teacher_candidates,filtered,distilled"
@@ -120,7 +126,7 @@ def test_a_spool_resumes_where_it_stopped_and_never_reuses_other_inputs(tmp_path
 def test_the_in_process_teacher_answers_as_its_server_does(project):
     """`in_process: true`: the same answers, token counts and cache identity as the embedded
     teacher's HTTP server, without a server (for the million-sample benchmark)."""
-    from fastdistill_assets.config import DecodeProfile
+    from fastdistill_assets.config.models import DecodeProfile
     from fastdistill_assets_tests.teacher_helpers import make_requests
 
     requests = make_requests(12)
@@ -129,7 +135,7 @@ def test_the_in_process_teacher_answers_as_its_server_does(project):
         project.edit_config("provider_gateway", providers={"embedded": {"in_process": in_process}})
         (project.artifacts / "_cache" / "responses.sqlite").unlink(missing_ok=True)  # both ask the teacher
         gateway = teacher_gateway(project)
-        results, endpoint, calls = gateway.generate(requests, "embedded", None, DecodeProfile())
+        results, endpoint, calls = gateway.generate(requests, "embedded", None, DecodeProfile(**GREEDY_DECODE))
         answers[in_process] = [(r.content, r.prompt_tokens, r.completion_tokens, r.error) for r in results]
         assert calls == 12 and endpoint.cache_identity == "local:embedded"
         assert endpoint.base_url.startswith("http://in-process/" if in_process else "http://127.0.0.1:")
@@ -143,10 +149,10 @@ def test_a_stage_s_parts_are_not_reused_once_the_default_model_changes(project, 
     left, or a resume would mix two models' answers in one stage."""
     from types import SimpleNamespace
 
-    from fastdistill_assets.assets.gates import GATES_STAGE
-    from fastdistill_assets.assets.sharding import StageStep
-    from fastdistill_assets.assets.teacher import TEACHER_STAGE
-    from fastdistill_assets.chunks import spool_fingerprint
+    from fastdistill_assets.defs.assets.gates import GATES_STAGE
+    from fastdistill_assets.defs.assets.sharding import StageStep
+    from fastdistill_assets.defs.assets.teacher import TEACHER_STAGE
+    from fastdistill_assets.store.chunks import spool_fingerprint
 
     if judge:
         project.edit_config("quality_gates", judge={"enabled": True})
@@ -168,7 +174,7 @@ def test_a_stage_s_parts_are_not_reused_once_the_default_model_changes(project, 
 def test_the_first_row_of_each_sample_is_kept_across_parts_and_a_repeat_changes_nothing(tmp_path):
     """Parts canonicalized apart (by shards) still hold each sample_id once, at its first place,
     and repeating the pass (a merge re-run after a kill) keeps the same rows."""
-    from fastdistill_assets.canonical import keep_first_across_parts
+    from fastdistill_assets.datasets.canonical import keep_first_across_parts
 
     spool = ChunkSpool(tmp_path / "canonical", "f1")
     parts = [["a", "b"], ["c", "a", "d"], ["b", "d"], ["e"]]

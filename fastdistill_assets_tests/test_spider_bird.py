@@ -8,11 +8,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from fastdistill_assets.canonical import canonicalize
-from fastdistill_assets.config import DatasetConfig, RunConfig
+from fastdistill_assets.config.models import DatasetConfig, RunConfig
+from fastdistill_assets.core.prompt_format import build_messages
 from fastdistill_assets.datasets import spider
+from fastdistill_assets.datasets.canonical import canonicalize
 from fastdistill_assets.datasets.load import load_dataset
-from fastdistill_assets.prompt_format import build_messages
 from fastdistill_assets_tests.wikisql_fixture import TABLE, write_spider
 
 SCHOOLS = [("Lincoln High", "Springfield", 1200), ("Oak Ridge", "Shelbyville", 640)]

@@ -3,7 +3,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +11,12 @@ import polars as pl
 import pytest
 
 from benchmarks.storage_stress import run_stress
-from fastdistill_assets.storage import (
+from fastdistill_assets.store.manifest import (
+    ManifestBuilder,
+    build_manifest,
+    canonical_rows,
+)
+from fastdistill_assets.store.storage import (
     SUPERSEDED_MARKER,
     TMP_PREFIX,
     VERSIONS_DIR,
@@ -20,7 +25,6 @@ from fastdistill_assets.storage import (
     StageOutput,
     manifest_metadata,
 )
-from fastdistill_assets.manifest import ManifestBuilder, build_manifest, canonical_rows
 
 
 def _frame():
@@ -60,7 +64,7 @@ def test_manifest_fields():
 
 def _rich_frame() -> pl.DataFrame:
     """Six rows, every cell of each column different from the next row's; all the dtype kinds."""
-    utc = timezone.utc
+    utc = UTC
     return pl.DataFrame({
         "sample_id": ["s3", "s1", None, "s2", "s5", "s4"],
         "text": ['say "hi"\n', "", None, "a\\b", "ünï", "x" * 150],

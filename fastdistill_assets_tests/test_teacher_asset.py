@@ -2,13 +2,13 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets.teacher.candidates import accounting
-from fastdistill_assets.storage import ArtifactStore
 from fastdistill_assets.teacher.generation import GenerationResult
 from fastdistill_assets.teacher.server import FaultConfig, embedded_teacher
-from fastdistill_assets_tests.conftest import materialize, teacher_gateway
+from fastdistill_assets_tests.conftest import GREEDY_DECODE, materialize, teacher_gateway
 
 ASSETS = [raw, canonical, teacher_candidates]
 SECRET = "sk-test-7f3a9c1e5b2d4a60"
@@ -101,11 +101,11 @@ def test_env_overrides_are_frozen_into_the_run_and_used_by_the_gateway(project, 
 
 
 def test_missing_api_key_is_a_clear_error_before_any_call(project, monkeypatch):
-    from fastdistill_assets.config import DecodeProfile
+    from fastdistill_assets.config.models import DecodeProfile
 
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     with pytest.raises(ValueError, match="needs an API key: set OPENROUTER_API_KEY"):
-        teacher_gateway(project).endpoint("openrouter", None, DecodeProfile())
+        teacher_gateway(project).endpoint("openrouter", None, DecodeProfile(**GREEDY_DECODE))
 
 
 def _result(request_id, tokens=(0, 0), latency_ms=None, cached_at=None, error=None):

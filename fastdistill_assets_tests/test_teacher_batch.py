@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.config import TeacherErrorProfile
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.config.models import TeacherErrorProfile
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets.teacher.batch import BatchOptions
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.generation import Generator

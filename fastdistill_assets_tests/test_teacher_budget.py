@@ -7,9 +7,9 @@ import subprocess
 import polars as pl
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets.teacher.budget import BUDGET_EXHAUSTED, SpendLimit
 from fastdistill_assets.teacher.cache import ResponseCache
 from fastdistill_assets.teacher.generation import Generator

@@ -8,16 +8,24 @@ import sqlite3
 import pydantic
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.gates import filtered
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.config import DecodeProfile, TeacherConfig, TeacherErrorProfile
+from fastdistill_assets.config.models import (
+    DecodeProfile,
+    TeacherConfig,
+    TeacherErrorProfile,
+)
+from fastdistill_assets.core.prompt_format import (
+    build_messages,
+    prompt_hash,
+    split_rationale,
+)
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.gates import filtered
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
 from fastdistill_assets.gates.clean import clean_sql
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets.teacher import baseline, errors
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets.teacher import errors, rule_teacher
 from fastdistill_assets.teacher.generation import GenerationRequest
-from fastdistill_assets.prompt_format import build_messages, prompt_hash, split_rationale
-from fastdistill_assets_tests.conftest import materialize, teacher_gateway
+from fastdistill_assets_tests.conftest import GREEDY_DECODE, materialize, teacher_gateway
 
 SCHEMA = ("CREATE TABLE table_1 (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL, -- Goals\n"
           "  col3 REAL -- Age\n)")
@@ -27,8 +35,8 @@ CLEAN = TeacherErrorProfile.clean()
 SEEDS = range(25)
 
 
-def _prediction(question: str = QUESTION) -> baseline.Prediction:
-    return baseline.predict(question, SCHEMA)
+def _prediction(question: str = QUESTION) -> rule_teacher.Prediction:
+    return rule_teacher.predict(question, SCHEMA)
 
 
 def _only(kind: str, rate: float = 1.0, seed: int = 0) -> TeacherErrorProfile:
@@ -102,7 +110,7 @@ def test_hallucinated_column_does_not_execute(seed):
 
 
 def test_a_hallucinated_name_avoids_existing_columns():
-    prediction = baseline.predict("What is the club when goals is 3?",
+    prediction = rule_teacher.predict("What is the club when goals is 3?",
                                   "CREATE TABLE t (club TEXT, goals REAL, club_name TEXT)")
     assert errors.hallucinated_name(prediction, random.Random(0)) not in {"club", "club_name"}
 
@@ -163,7 +171,7 @@ def test_raising_one_rate_keeps_the_other_kinds_draws():
 def test_no_profile_or_a_clean_one_is_the_baseline():
     for i in range(30):
         messages = _messages(i)
-        assert errors.reply(messages, {}, None) == errors.reply(messages, {}, CLEAN) == baseline.reply(messages)
+        assert errors.reply(messages, {}, None) == errors.reply(messages, {}, CLEAN) == rule_teacher.reply(messages)
 
 
 def test_the_profile_is_typed_and_used_only_by_the_embedded_teacher_the_gateway_starts():
@@ -185,13 +193,13 @@ def test_a_different_profile_is_a_different_cache_identity_and_shares_no_answers
     reseeded = TeacherConfig(error_profile=TeacherErrorProfile(seed=1)).endpoint_overrides()
     identities = []
     for overrides in (realistic, reseeded, TeacherConfig(error_profile=None).endpoint_overrides()):
-        with gateway.open("embedded", None, DecodeProfile(), overrides) as endpoint:
+        with gateway.open("embedded", None, DecodeProfile(**GREEDY_DECODE), overrides) as endpoint:
             identities.append(endpoint.cache_identity)
     assert identities == [f"local:embedded:{TeacherErrorProfile().fingerprint()}",
                           f"local:embedded:{TeacherErrorProfile(seed=1).fingerprint()}", "local:embedded"]
     calls = []
     for overrides in (realistic, realistic, reseeded, {}):
-        results, _, made = gateway.generate(requests, "embedded", None, DecodeProfile(), overrides=overrides)
+        results, _, made = gateway.generate(requests, "embedded", None, DecodeProfile(**GREEDY_DECODE), overrides=overrides)
         calls.append(made)
         if overrides is realistic:   # the server the gateway started answered with the profile
             assert [r.content for r in results] == [errors.reply(r.messages, {"temperature": 0.0},

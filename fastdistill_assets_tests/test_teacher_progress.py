@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.teacher import teacher_candidates
-from fastdistill_assets.resources import RunConfigResource
-from fastdistill_assets.run_summary import Progress
+from fastdistill_assets.cli.materialize import Progress
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
+from fastdistill_assets.defs.resources import RunConfigResource
 from fastdistill_assets.teacher.progress import TeacherProgress
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway
 from fastdistill_assets_tests.teacher_helpers import SilentServer

@@ -8,12 +8,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fastdistill_assets.assets.data import canonical, raw
-from fastdistill_assets.assets.teacher import teacher_candidates
+from fastdistill_assets.defs.assets.data import canonical, raw
+from fastdistill_assets.defs.assets.teacher import teacher_candidates
 from fastdistill_assets.teacher.generation import Generator
 from fastdistill_assets.teacher.stopped import TeacherUnreachable
 from fastdistill_assets_tests.conftest import materialize, teacher_gateway
-from fastdistill_assets_tests.teacher_helpers import SilentServer, fast_settings, make_requests
+from fastdistill_assets_tests.teacher_helpers import (
+    SilentServer,
+    fast_settings,
+    make_requests,
+)
 
 
 def closed_port() -> int:

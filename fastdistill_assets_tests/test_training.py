@@ -4,11 +4,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from fastdistill_assets.core.schema_text import parse_schema
+from fastdistill_assets.core.sqlsketch import (
+    Cond,
+    Sketch,
+    SketchError,
+    sketch_to_sql,
+    sql_to_sketch,
+)
 from fastdistill_assets.datasets import wikisql
 from fastdistill_assets.training.linear import Ranker
-from fastdistill_assets.schema_text import parse_schema
 from fastdistill_assets.training.sketch import Example, SketchModel, train_sketch
-from fastdistill_assets.sqlsketch import Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 TEXT, -- Club\n  col2 REAL -- Goals\n)"
 COLUMNS = [c.name for c in parse_schema(SCHEMA)[1]]

@@ -10,10 +10,17 @@ import base64
 import re
 
 import yaml
-from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+from dagster_graphql.test.utils import (
+    define_out_of_process_context,
+    execute_dagster_graphql,
+)
 
-from fastdistill_assets.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import every_definition, materialize, teacher_gateway
+from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets_tests.conftest import (
+    every_definition,
+    materialize,
+    teacher_gateway,
+)
 
 GROUP = "distill"
 PLANES = {"raw": "data", "canonical": "data", "teacher_candidates": "teacher", "filtered": "gates",

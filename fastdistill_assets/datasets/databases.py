@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.config.models import ExecutionGates
 from fastdistill_assets.datasets import records
-from fastdistill_assets.datasets.sqlite_schema import quote_identifier
 from fastdistill_assets.datasets.postgres_catalog import MAX_TABLES, postgres_tables
+from fastdistill_assets.datasets.sqlite_schema import quote_identifier
 from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.sqlsafe.postgres import is_postgres_url, shown
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import DatasetConfig, ExecutionGates
+from fastdistill_assets.config.models import DatasetConfig, ExecutionGates
+from fastdistill_assets.core.hashing import sha256_text
+from fastdistill_assets.core.processes import WorkerPool
 from fastdistill_assets.datasets import questions, records, spider, wikisql
 from fastdistill_assets.datasets.demo import ensure_demo_dataset
-from fastdistill_assets.processes import WorkerPool
-from fastdistill_assets.hashing import sha256_text
 
 
 @dataclass(frozen=True)

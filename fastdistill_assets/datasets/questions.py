@@ -32,7 +32,11 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from fastdistill_assets.config import DatasetConfig, ExecutionGates, checked_postgres_url
+from fastdistill_assets.config.models import (
+    DatasetConfig,
+    ExecutionGates,
+    checked_postgres_url,
+)
 from fastdistill_assets.datasets import records
 from fastdistill_assets.datasets.databases import DatabaseCatalog, find_database
 from fastdistill_assets.sqlsafe.postgres import with_password_env

@@ -19,9 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.config.models import ExecutionGates
 from fastdistill_assets.datasets import records
-from fastdistill_assets.datasets.databases import DB_SUFFIXES, DatabaseCatalog, find_database
+from fastdistill_assets.datasets.databases import (
+    DB_SUFFIXES,
+    DatabaseCatalog,
+    find_database,
+)
 
 
 def database_folders(folder: Path, split: str) -> list[Path]:

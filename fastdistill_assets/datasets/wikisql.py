@@ -30,9 +30,13 @@ from typing import Any
 
 from sqlglot import exp
 
+from fastdistill_assets.core.sqlsketch import AGGS, literal, select_sql
 from fastdistill_assets.datasets import records
-from fastdistill_assets.datasets.sqlite_schema import connect_read_only, quote_identifier, table_names
-from fastdistill_assets.sqlsketch import AGGS, literal, select_sql
+from fastdistill_assets.datasets.sqlite_schema import (
+    connect_read_only,
+    quote_identifier,
+    table_names,
+)
 
 COND_OPS = ["=", ">", "<", "OP"]  # WikiSQL's operator codes; "OP" is unused in the data
 DETECT_TABLES = 200  # tables compared by detect_lower_values
@@ -57,7 +61,7 @@ def _as_text(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def _literal(value: Any, col_type: str, lower: bool) -> exp.Expression:
+def _literal(value: Any, col_type: str, lower: bool) -> exp.Expr:
     """The SQL literal a condition value compares with: a number on a ``real`` column (when it
     parses as a finite one), else a string, lower-cased when the database holds lower-cased text."""
     if col_type == "real" and not isinstance(value, bool):
@@ -138,8 +142,8 @@ def detect_lower_values(tables: dict[str, dict[str, Any]], conn: sqlite3.Connect
         file_rows = table.get("rows")
         if not isinstance(file_rows, list) or not file_rows:
             continue
-        for file_row, db_row in zip(file_rows, _first_rows(conn, table_name(table["id"]), len(file_rows))):
-            for text, stored in zip(file_row if isinstance(file_row, list) else [], db_row):
+        for file_row, db_row in zip(file_rows, _first_rows(conn, table_name(table["id"]), len(file_rows)), strict=False):
+            for text, stored in zip(file_row if isinstance(file_row, list) else [], db_row, strict=False):
                 if isinstance(text, str) and text != text.lower():
                     as_lower += stored == text.lower()
                     as_original += stored == text

@@ -9,17 +9,23 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import FrozenRun
+from fastdistill_assets.config.models import FrozenRun
+from fastdistill_assets.core.judge_format import judge_messages, parse_judge_score
+from fastdistill_assets.core.prompt_format import prompt_hash
 from fastdistill_assets.evaluation.gold_free import withheld_precision
-from fastdistill_assets.evaluation.metrics import Accuracy, EvalItem, exec_correct, paired_comparison, win_rate
+from fastdistill_assets.evaluation.metrics import (
+    Accuracy,
+    EvalItem,
+    exec_correct,
+    paired_comparison,
+    win_rate,
+)
 from fastdistill_assets.gates.clean import clean_sql
-from fastdistill_assets.sqlsafe.execute import Executor
-from fastdistill_assets.judge_format import judge_messages, parse_judge_score
 from fastdistill_assets.gates.judge import JUDGE_DECODE, judge_endpoint
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.sqlsafe.execute import Executor
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.generation import GenerationRequest
-from fastdistill_assets.prompt_format import prompt_hash
 from fastdistill_assets.training.students import Student
 
 

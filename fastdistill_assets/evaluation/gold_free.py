@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.config.models import GatesConfig
 from fastdistill_assets.evaluation.metrics import Accuracy
 from fastdistill_assets.gates.pipeline import NEEDED, gate_frame
 

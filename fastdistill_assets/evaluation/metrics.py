@@ -6,12 +6,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fastdistill_assets.config.models import GoldGates
+from fastdistill_assets.core.prompt_format import build_messages
+from fastdistill_assets.core.proportions import Z95, wilson_interval
 from fastdistill_assets.gates.clean import clean_sql
-from fastdistill_assets.sqlsafe.execute import Executor
-from fastdistill_assets.config import GoldGates
 from fastdistill_assets.gates.gold import matches_gold
-from fastdistill_assets.prompt_format import build_messages
-from fastdistill_assets.proportions import Z95, wilson_interval
+from fastdistill_assets.sqlsafe.execute import Executor
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def latest_materializations(instance: dg.DagsterInstance, run_id: str) -> dict[s
     return out
 
 
-def stage_metadata(records: Mapping[str, dg.EventLogRecord]) -> dict[str, dict[str, Any]]:
+def metadata_by_stage(records: Mapping[str, dg.EventLogRecord]) -> dict[str, dict[str, Any]]:
     """Each stage's materialization metadata as plain values."""
     return {stage: {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
             for stage, record in records.items()}

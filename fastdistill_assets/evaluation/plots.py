@@ -8,18 +8,18 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use, as pyplot requires
 
 
 def accuracy_plot(bars: dict[str, tuple[float, float, float]]) -> bytes:
     """Accuracy with 95 % intervals: ``{label: (value, low, high)}``."""
     labels = list(bars)
     values = [bars[k][0] for k in labels]
-    errors = [[max(0.0, v - bars[k][1]) for k, v in zip(labels, values)],  # floats: bounds can cross the value
-              [max(0.0, bars[k][2] - v) for k, v in zip(labels, values)]]
+    errors = [[max(0.0, v - bars[k][1]) for k, v in zip(labels, values, strict=True)],  # floats: bounds can cross the value
+              [max(0.0, bars[k][2] - v) for k, v in zip(labels, values, strict=True)]]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.bar(labels, values, yerr=errors, capsize=6, color=["#2b7bba", "#999999", "#e08a2b"][: len(labels)])
-    for i, (v, label) in enumerate(zip(values, labels)):
+    for i, (v, label) in enumerate(zip(values, labels, strict=True)):
         ax.text(i, max(v, bars[label][2]) + 0.015, f"{v:.3f}", ha="center")
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("test execution accuracy")

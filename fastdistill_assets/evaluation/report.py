@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdistill_assets.config import EvalGates, FrozenRun
+from fastdistill_assets.config.models import EvalGates, FrozenRun
+from fastdistill_assets.evaluation.metrics import (
+    Accuracy,
+    PairedComparison,
+    WinRate,
+    parity_lower_bound,
+)
 from fastdistill_assets.gates.label_cost import cost_line
 from fastdistill_assets.gates.quality_report import paths_table
-from fastdistill_assets.evaluation.metrics import Accuracy, PairedComparison, WinRate, parity_lower_bound
 
 
 def win_rate_threshold(gates: EvalGates, n: int, previous: dict[str, Any] | None) -> float:

@@ -33,11 +33,15 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import ConsistencyGates, GatesConfig, RunConfig
+from fastdistill_assets.config.models import ConsistencyGates, GatesConfig, RunConfig
 from fastdistill_assets.gates.consistency import sample_verdicts
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_frame
 from fastdistill_assets.gates.shadow import hide_gold
-from fastdistill_assets.teacher.candidates import TeacherAccount, build_requests, candidate_frame
+from fastdistill_assets.teacher.candidates import (
+    TeacherAccount,
+    build_requests,
+    candidate_frame,
+)
 from fastdistill_assets.teacher.generation import Generator
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import ConsistencyGates
+from fastdistill_assets.config.models import ConsistencyGates
 
 TOO_FEW = "too_few_executed"
 NO_MAJORITY = "no_majority"
@@ -35,7 +35,7 @@ def is_degenerate(rows: Sequence[Sequence[Any]]) -> bool:
     if all(value is None for row in rows for value in row):
         return True
     return len(rows) == 1 and all(value is None or (isinstance(value, Number) and not isinstance(value, bool)
-                                                    and value == 0) for value in rows[0])
+                                                    and not value) for value in rows[0])
 
 
 def sample_verdicts(signatures: Sequence[str | None], config: ConsistencyGates,

@@ -25,12 +25,20 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import DecodeProfile, EscalateConfig, GatesConfig
+from fastdistill_assets.config.models import DecodeProfile, EscalateConfig, GatesConfig
+from fastdistill_assets.core.hashing import sha256_text
 from fastdistill_assets.gates.consistency import DEGENERATE, TOO_FEW, apply_consistency
-from fastdistill_assets.hashing import sha256_text
-from fastdistill_assets.teacher.candidates import CARRIED, TeacherAccount, candidate_frame
+from fastdistill_assets.teacher.candidates import (
+    CARRIED,
+    TeacherAccount,
+    candidate_frame,
+)
 from fastdistill_assets.teacher.gateway import ProviderGateway
-from fastdistill_assets.teacher.generation import GenerationRequest, GenerationResult, Generator
+from fastdistill_assets.teacher.generation import (
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+)
 
 UNCONFIRMED = "unconfirmed_single"
 ESCALATED = "escalated"

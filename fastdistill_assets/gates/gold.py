@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from fastdistill_assets.config import GoldGates
-from fastdistill_assets.hashing import sha256_json
+from fastdistill_assets.config.models import GoldGates
+from fastdistill_assets.core.hashing import sha256_json
 
 _ORDER_BY = re.compile(r"\bORDER\s+BY\b", re.IGNORECASE)
 Value = float | str | None

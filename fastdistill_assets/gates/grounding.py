@@ -47,11 +47,11 @@ class LiteralUse:
         return self.like == "ilike" or (self.like == "like" and dialect == "sqlite")
 
 
-def _string(node: exp.Expression | None) -> str | None:
+def _string(node: exp.Expr | None) -> str | None:
     return node.this if isinstance(node, exp.Literal) and node.is_string else None
 
 
-def _walk(node: exp.Expression) -> Iterator[exp.Expression]:
+def _walk(node: exp.Expr) -> Iterator[exp.Expr]:
     """Depth first, in text order: a WITH clause (kept last in sqlglot's args) comes before its query.
 
     Iterative, so a long chain of ``AND``/``OR`` (a deep tree) cannot exhaust the recursion limit.
@@ -66,15 +66,15 @@ def _walk(node: exp.Expression) -> Iterator[exp.Expression]:
         stack.extend(reversed(children))
 
 
-def _compared(node: exp.Expression) -> tuple[exp.Expression | None, list[str], str | None]:
+def _compared(node: exp.Expr) -> tuple[exp.Expr | None, list[str], str | None]:
     """(the column side, the string values, "like" / "ilike" for a pattern) of a comparison with
     string literals, else (None, [], None)."""
     if isinstance(node, (exp.EQ, exp.NEQ)):
         left, right = node.this, node.expression
-        if isinstance(left, exp.Column) and _string(right) is not None:
-            return left, [_string(right)], None
-        if isinstance(right, exp.Column) and _string(left) is not None:
-            return right, [_string(left)], None
+        if isinstance(left, exp.Column) and (value := _string(right)) is not None:
+            return left, [value], None
+        if isinstance(right, exp.Column) and (value := _string(left)) is not None:
+            return right, [value], None
     elif isinstance(node, (exp.Like, exp.ILike)):
         pattern = _string(node.expression)
         if pattern is not None and not any(w in pattern for w in _WILDCARDS):
@@ -85,7 +85,7 @@ def _compared(node: exp.Expression) -> tuple[exp.Expression | None, list[str], s
     return None, [], None
 
 
-def _source(scope: Scope, name: str, case_insensitive: bool) -> exp.Expression | Scope | None:
+def _source(scope: Scope | None, name: str, case_insensitive: bool) -> exp.Expr | Scope | None:
     """The source a qualifier names in this scope or, for a correlated subquery, an enclosing one."""
     while scope is not None:
         for alias, (_, source) in scope.selected_sources.items():
@@ -111,7 +111,7 @@ def _table_of(column: exp.Column, scope: Scope, case_insensitive: bool) -> str |
     return None  # a CTE, a derived table, a table function, or not found
 
 
-def _single_table(expression: exp.Expression) -> exp.Table | None:
+def _single_table(expression: exp.Expr) -> exp.Table | None:
     """The table of a plain one-table SELECT (no join, subquery, CTE or set operation), else None:
     every column there is that table's, no scope needs building (the common case, and the fast one)."""
     if not isinstance(expression, exp.Select) or expression.args.get("joins") or expression.args.get("with"):
@@ -123,7 +123,7 @@ def _single_table(expression: exp.Expression) -> exp.Table | None:
     return table if sum(1 for _ in expression.find_all(exp.Query)) == 1 else None  # no subquery or set operation
 
 
-def string_literal_uses(expression: exp.Expression, dialect: str) -> list[LiteralUse]:
+def string_literal_uses(expression: exp.Expr, dialect: str) -> list[LiteralUse]:
     """Columns of real tables compared with string literals, deduplicated, in the order of the text."""
     table = _single_table(expression)
     nodes = expression.find_all(*_COMPARISONS, bfs=False) if table is not None else _walk(expression)  # text order
@@ -136,8 +136,10 @@ def string_literal_uses(expression: exp.Expression, dialect: str) -> list[Litera
         outputs = {e.alias for e in expression.expressions if isinstance(e, exp.Alias)}
         found: dict[LiteralUse, None] = {}
         for column, values, like in compared:
+            if not isinstance(column, exp.Column):
+                continue
             qualifier = column.table.lower() if case_insensitive else column.table
-            if isinstance(column, exp.Column) and (qualifier in names if column.table else column.name not in outputs):
+            if qualifier in names if column.table else column.name not in outputs:
                 found.update((LiteralUse(table.name, column.name, value, like), None) for value in values)
         return list(found)
     try:
@@ -177,7 +179,7 @@ def question_numbers(question: str) -> list[str]:
     return [m.group().replace(",", "") for m in _QUESTION_NUMBER.finditer(text) if not _SCALED.match(text, m.end())]
 
 
-def missing_question_numbers(question: str, expression: exp.Expression) -> list[str]:
+def missing_question_numbers(question: str, expression: exp.Expr) -> list[str]:
     """The numbers of ``question`` that no literal of the query holds, in order: a query that leaves
     out a number the question states (``... opening year is 1931`` answered without ``1931``) has
     dropped or changed a condition. A literal counts when it is that number (``1931``, ``1931.0``) or

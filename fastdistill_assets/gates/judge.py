@@ -7,14 +7,19 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import ConfigError, DecodeProfile, JudgeGates, TeacherConfig
-from fastdistill_assets.judge_format import judge_messages, parse_judge_score, preview_rows
+from fastdistill_assets.config.loading import ConfigError
+from fastdistill_assets.config.models import DecodeProfile, JudgeGates, TeacherConfig
+from fastdistill_assets.core.judge_format import (
+    judge_messages,
+    parse_judge_score,
+    preview_rows,
+)
+from fastdistill_assets.core.prompt_format import prompt_hash
 from fastdistill_assets.gates.select import JudgeScores
 from fastdistill_assets.teacher.gateway import ProviderGateway
 from fastdistill_assets.teacher.generation import GenerationRequest
-from fastdistill_assets.prompt_format import prompt_hash
 
-JUDGE_DECODE = DecodeProfile(name="judge", temperature=0.0, max_tokens=16)
+JUDGE_DECODE = DecodeProfile(name="judge", temperature=0.0, max_tokens=16, num_generations=1)
 CANNOT_JUDGE = ("student",)   # providers that only write SQL: a trained student answers no judge prompt
 
 

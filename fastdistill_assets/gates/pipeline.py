@@ -15,18 +15,28 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import ExecutionGates, GatesConfig
+from fastdistill_assets.config.models import ExecutionGates, GatesConfig
+from fastdistill_assets.core.judge_format import result_preview
+from fastdistill_assets.core.processes import (
+    PARALLEL_MIN_ROWS,
+    WorkerPool,
+    available_cpus,
+)
+from fastdistill_assets.core.prompt_format import split_rationale
 from fastdistill_assets.gates.clean import clean_sql
 from fastdistill_assets.gates.consistency import is_degenerate
-from fastdistill_assets.gates.grounding import (MISSING_NUMBER, UNGROUNDED, LiteralUse, first_ungrounded,
-                                                missing_question_numbers, string_literal_uses)
-from fastdistill_assets.sqlsafe.execute import Executor
 from fastdistill_assets.gates.gold import matches_gold, result_signature
-from fastdistill_assets.judge_format import result_preview
-from fastdistill_assets.sqlsafe.parse import parse_sql
+from fastdistill_assets.gates.grounding import (
+    MISSING_NUMBER,
+    UNGROUNDED,
+    LiteralUse,
+    first_ungrounded,
+    missing_question_numbers,
+    string_literal_uses,
+)
 from fastdistill_assets.gates.rules import check_rules
-from fastdistill_assets.processes import PARALLEL_MIN_ROWS, WorkerPool, available_cpus
-from fastdistill_assets.prompt_format import split_rationale
+from fastdistill_assets.sqlsafe.execute import Executor
+from fastdistill_assets.sqlsafe.parse import parse_sql
 
 GATE_SCHEMA: dict[str, pl.DataType] = {
     "rationale": pl.String(), "cleaned_sql": pl.String(), "clean_actions": pl.String(),
@@ -74,17 +84,20 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
     parsed = parse_sql(cleaned.sql, row["dialect"])
     out["parse_ok"], out["parse_error"] = parsed.ok, parsed.error
     if not parsed.ok:
-        return done(parsed.error.split(":", 1)[0])
-    result = executor.run(row["db_path"], row["dialect"], cleaned.sql, parsed.expression)
+        return done((parsed.error or "parse_error").split(":", 1)[0])
+    expression = parsed.expression
+    assert expression is not None  # parse_sql gives the expression of every query it accepts
+    result = executor.run(row["db_path"], row["dialect"], cleaned.sql, expression)
     out["exec_ok"], out["exec_error"], out["exec_error_detail"], out["exec_ms"] = (
         result.ok, result.error, result.detail, result.elapsed_ms)
     if not result.ok:
         return done("exec_error")
-    out["result_rows"] = len(result.rows)
-    out["result_signature"] = result_signature(result.rows)
-    out["result_preview"] = result_preview(result.rows)
-    out["result_degenerate"] = is_degenerate(result.rows)
-    if not result.rows and gates.execution.empty_result == "reject":
+    rows = result.rows or []   # a query that ran has its rows
+    out["result_rows"] = len(rows)
+    out["result_signature"] = result_signature(rows)
+    out["result_preview"] = result_preview(rows)
+    out["result_degenerate"] = is_degenerate(rows)
+    if not rows and gates.execution.empty_result == "reject":
         return done("empty_result")
     if gates.grounding.enabled:
         db_path, dialect, case_sensitive = row["db_path"], row["dialect"], gates.grounding.case_sensitive
@@ -92,17 +105,18 @@ def gate_row(row: dict[str, Any], gates: GatesConfig, rationale: bool, executor:
         def exists(use: LiteralUse) -> bool | None:  # an ILIKE (a LIKE in SQLite) is looked up regardless of case
             return executor.value_exists(db_path, dialect, use.table, use.column, use.value,
                                          case_sensitive and not use.any_case(dialect))
-        missing = first_ungrounded(string_literal_uses(parsed.expression, dialect), exists)
+        missing = first_ungrounded(string_literal_uses(expression, dialect), exists)
         out["ungrounded"] = f"{missing.table}.{missing.column} = {missing.value!r}" if missing else None
         if gates.grounding.question_numbers:
-            out["missing_numbers"] = ",".join(missing_question_numbers(row["question"], parsed.expression)) or None
+            out["missing_numbers"] = ",".join(missing_question_numbers(row["question"], expression)) or None
     if row["gold_sql"] is None:  # gold-free: decided by self-consistency across the sample's candidates
         return done(grounding_reason(out["ungrounded"], out["missing_numbers"]))
     gold = executor.gold(row["db_path"], row["dialect"], row["gold_sql"])
     if not gold.ok:
         return done("gold_unavailable")
-    out["gold_signature"] = result_signature(gold.rows)
-    out["gold_match"] = matches_gold(result.rows, gold.rows, row["gold_sql"], gates.gold)
+    gold_rows = gold.rows or []
+    out["gold_signature"] = result_signature(gold_rows)
+    out["gold_match"] = matches_gold(rows, gold_rows, row["gold_sql"], gates.gold)
     return done(None if out["gold_match"] else "gold_mismatch")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from fastdistill_assets.config import RuleGates
+from fastdistill_assets.config.models import RuleGates
 
 _STRING_LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 _READ_START = re.compile(r"^\s*\(?\s*(SELECT|WITH)\b", re.IGNORECASE)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.config.models import GatesConfig
 
 
 def deterministic_score(exec_ok: bool, gold_match: bool | None, n_rows: int) -> float:

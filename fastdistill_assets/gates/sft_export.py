@@ -10,12 +10,11 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from fastdistill_assets.core.prompt_format import assistant_target
 from fastdistill_assets.gates.escalation import label_candidates
 from fastdistill_assets.gates.pipeline import TIMING_COLUMNS
-from fastdistill_assets.manifest import ManifestBuilder
-from fastdistill_assets.prompt_format import assistant_target
-from fastdistill_assets.storage import StageScan
-
+from fastdistill_assets.store.manifest import ManifestBuilder
+from fastdistill_assets.store.storage import StageScan
 
 DISTILLED_COLUMNS = ["sample_id", "candidate_id", "split", "db_id", "question", "schema", "sql", "rationale",
                      "judge_score", "label_source", "messages"]
@@ -35,7 +34,7 @@ PAIRS_SCHEMA: dict[str, pl.DataType] = {c: pl.String() for c in ("sample_id", "p
 
 def distilled_frame(filtered: pl.DataFrame) -> pl.DataFrame:
     kept = filtered.filter(pl.col("kept"))
-    return kept.rename({"cleaned_sql": "sql"}).select(DISTILLED_COLUMNS).cast(DISTILLED_SCHEMA)  # type: ignore[arg-type]
+    return kept.rename({"cleaned_sql": "sql"}).select(DISTILLED_COLUMNS).cast(DISTILLED_SCHEMA)  # type: ignore[arg-type]  # polars' stubs want a Mapping of one dtype kind
 
 
 def untimed_content_hash(filtered: StageScan) -> str:

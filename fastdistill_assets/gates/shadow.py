@@ -15,11 +15,11 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import GatesConfig
+from fastdistill_assets.config.models import GatesConfig
+from fastdistill_assets.core.proportions import wilson_interval
 from fastdistill_assets.gates.consistency import apply_consistency
 from fastdistill_assets.gates.pipeline import grounding_reason
 from fastdistill_assets.gates.select import JudgeScores, attach_judge, select
-from fastdistill_assets.proportions import wilson_interval
 
 GOLD_REASONS = ("gold_mismatch", "gold_unavailable")   # verdicts that only gold can give
 

@@ -11,14 +11,21 @@ Every row says where a kept label comes from: ``label_source`` gold, teacher or 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
-from fastdistill_assets.config import GatesConfig, RecipeConfig, TeacherConfig
+from fastdistill_assets.config.models import GatesConfig, RecipeConfig, TeacherConfig
 from fastdistill_assets.gates.consistency import apply_consistency
-from fastdistill_assets.gates.escalation import (CALIBRATION_ONLY, ESCALATED, EscalationSummary, Escalator,
-                                                 decide_escalated, escalation_requests, unsettled_samples)
+from fastdistill_assets.gates.escalation import (
+    CALIBRATION_ONLY,
+    ESCALATED,
+    EscalationSummary,
+    Escalator,
+    decide_escalated,
+    escalation_requests,
+    unsettled_samples,
+)
 from fastdistill_assets.gates.judge import run_judge
 from fastdistill_assets.gates.pipeline import GateWorkers, gate_frame
 from fastdistill_assets.gates.select import JudgeScores, attach_judge, select
@@ -74,7 +81,7 @@ def _escalate(frame: pl.DataFrame, gated: pl.DataFrame, gates: GatesConfig, reci
     labeled = unsettled_samples(shadow_view(frame), escalate.reasons, unexecuted=alone) if escalate.calibrate else []
     if not gold_free and not labeled:
         return frame, outcome, 0
-    first_index = max(escalator.first_index, int(frame["generation_index"].max() or 0) + 1)
+    first_index = max(escalator.first_index, int(cast(int, frame["generation_index"].max()) or 0) + 1)
     requests, carried = escalation_requests(frame, gold_free + labeled, escalate.num_generations, first_index)
     asked, outcome.account, outcome.model = escalator.frame(requests, carried)
     esc_gated = gate_frame(asked, gates, rationale=recipe.rationale, runner=runner)

@@ -128,7 +128,8 @@ class DuckProcess:
             raise duckdb.InterruptException(f"INTERRUPT Error: the query did not stop within {wait_s:.1f} s; "
                                             "its engine process was stopped")
         try:
-            return pickle.load(self._child.stdout)
+            reply: tuple[Any, ...] = pickle.load(self._child.stdout)
+            return reply
         except (EOFError, pickle.UnpicklingError) as err:
             code, peak_mb = self._reap()
             cap_mb = self.memory_mb + PROCESS_HEADROOM_MB

@@ -34,7 +34,7 @@ import duckdb
 import psycopg
 from sqlglot import exp
 
-from fastdistill_assets.config import ExecutionGates
+from fastdistill_assets.config.models import ExecutionGates
 from fastdistill_assets.sqlsafe.bounded import ResultTooLarge, fetch_bounded
 from fastdistill_assets.sqlsafe.duck_process import DuckProcess
 from fastdistill_assets.sqlsafe.parse import oversized_value, parse_sql
@@ -147,7 +147,7 @@ class Executor:
                               else _SqliteDatabase(path))
         return self._dbs[key]
 
-    def run(self, db_path: str, dialect: str, sql: str, parsed: exp.Expression | None = None) -> ExecResult:
+    def run(self, db_path: str, dialect: str, sql: str, parsed: exp.Expr | None = None) -> ExecResult:
         """Run one query: refuse anything but one read query (unless ``parsed``, what
         :func:`parse_sql` already accepted, is given) and any that builds huge values, then
         :meth:`run_unchecked`."""
@@ -155,9 +155,11 @@ class Executor:
         if parsed is None:
             checked = parse_sql(sql, dialect)
             if not checked.ok:
-                kind = "not_authorized" if checked.error.startswith("not_read_only") else "syntax_error"
-                return ExecResult(False, None, kind, checked.error, (time.perf_counter() - started) * 1000)
+                error = checked.error or "parse_error"
+                kind = "not_authorized" if error.startswith("not_read_only") else "syntax_error"
+                return ExecResult(False, None, kind, error, (time.perf_counter() - started) * 1000)
             parsed = checked.expression
+            assert parsed is not None  # parse_sql gives the expression of every query it accepts
         if oversized := oversized_value(parsed):
             return ExecResult(False, None, "result_too_big", oversized, (time.perf_counter() - started) * 1000)
         return self.run_unchecked(db_path, dialect, sql)

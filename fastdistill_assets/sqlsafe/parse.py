@@ -17,10 +17,10 @@ WRITE_NODES = (exp.Insert, exp.Update, exp.Delete, exp.Drop, exp.Create, exp.Alt
 class Parsed:
     ok: bool
     error: str | None = None
-    expression: exp.Expression | None = None
+    expression: exp.Expr | None = None
 
 
-def read_only_violation(expression: exp.Expression) -> str | None:
+def read_only_violation(expression: exp.Expr) -> str | None:
     """Why an expression is not a plain read query, or None."""
     if not isinstance(expression, exp.Query):
         return f"not a query: {type(expression).__name__}"
@@ -39,13 +39,13 @@ PG_DENIED = frozenset({"set_config", "current_setting", "nextval", "setval", "qu
 PG_ALLOWED = frozenset({"pg_typeof"})
 
 
-def _function_name(node: exp.Expression) -> str | None:
+def _function_name(node: exp.Expr) -> str | None:
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
     return node.sql_name().lower() if isinstance(node, exp.Func) else None
 
 
-def postgres_violation(expression: exp.Expression) -> str | None:
+def postgres_violation(expression: exp.Expr) -> str | None:
     """Why a PostgreSQL query must not run though it only reads, or None: a function of
     PG_DENIED (or named with PG_DENIED_PREFIXES), row locks (``FOR UPDATE`` / ``SHARE``) or
     ``SELECT ... INTO`` (which creates a table)."""
@@ -82,7 +82,7 @@ _SIZED = {"zeroblob": 0, "randomblob": 0, "list_resize": 1, "array_resize": 1}  
 _FORMAT_WIDTH = re.compile(r"%[-+ #0']*(\*|\d+)?(?:\.(\*|\d+))?|\{[^}]*?:[^}]*?(\d+)")
 
 
-def _literal_int(node: exp.Expression | None) -> int | None:
+def _literal_int(node: exp.Expr | None) -> int | None:
     """The integer a literal (or a negated literal) stands for, or None for anything computed."""
     if isinstance(node, exp.Neg):
         inner = _literal_int(node.this)
@@ -95,7 +95,7 @@ def _literal_int(node: exp.Expression | None) -> int | None:
     return None
 
 
-def _built_sizes(node: exp.Expression) -> list[int | None]:
+def _built_sizes(node: exp.Expr) -> list[int | None]:
     """The sizes a function call asks one value to have (None: computed), or [] for other nodes."""
     if isinstance(node, exp.Repeat):
         return [_literal_int(node.args.get("times"))]
@@ -119,7 +119,7 @@ def _built_sizes(node: exp.Expression) -> list[int | None]:
     return []
 
 
-def oversized_value(expression: exp.Expression) -> str | None:
+def oversized_value(expression: exp.Expr) -> str | None:
     """Why ``expression`` could build one huge value, or None: a call of repeat, lpad/rpad, space,
     zeroblob, randomblob, list_resize, a scalar range/generate_series or a printf/format width whose
     size is computed or above MAX_BUILT_SIZE. DuckDB computes 2,048 rows at a time, so one such value

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
-from fastdistill_assets.config import POSTGRES_SCHEMES, checked_postgres_url
+from fastdistill_assets.config.models import POSTGRES_SCHEMES, checked_postgres_url
 from fastdistill_assets.sqlsafe.bounded import fetch_bounded
 
 IDLE_IN_TRANSACTION_S = 60   # the server ends a transaction this worker left open (a killed step)
@@ -83,9 +83,9 @@ class PostgresDatabase:
     def __init__(self, url: str) -> None:
         target, password = connection_target(url)
         options = f"-c default_transaction_read_only=on -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_S}s"
+        extra: dict[str, Any] = {"password": password} if password is not None else {}
         self.conn = psycopg.connect(target, autocommit=False, connect_timeout=CONNECT_TIMEOUT_S,
-                                    application_name="fastdistill", options=options,
-                                    **({"password": password} if password is not None else {}))
+                                    application_name="fastdistill", options=options, **extra)
 
     def fetch(self, sql: str, timeout_s: float, max_rows: int, max_bytes: int,
               params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from fastdistill_assets.hashing import sha256_json
+from fastdistill_assets.core.hashing import sha256_json
 from fastdistill_assets.teacher.stopped import TeacherStopped
 
 if TYPE_CHECKING:   # the Generator uses this module; its types only for annotations

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from fastdistill_assets.diskspace import named_if_full
-from fastdistill_assets.hashing import sha256_json
+from fastdistill_assets.core.diskspace import named_if_full
+from fastdistill_assets.core.hashing import sha256_json
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

@@ -11,13 +11,17 @@ from typing import Any
 
 import polars as pl
 
-from fastdistill_assets.config import RunConfig
-from fastdistill_assets.hashing import sha256_text
+from fastdistill_assets.config.models import RunConfig
+from fastdistill_assets.core.hashing import sha256_text
+from fastdistill_assets.core.prompt_format import build_messages, prompt_hash
+from fastdistill_assets.core.timing import percentiles
 from fastdistill_assets.teacher.budget import BUDGET_EXHAUSTED
-from fastdistill_assets.teacher.generation import GenerationRequest, GenerationResult, Generator
+from fastdistill_assets.teacher.generation import (
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+)
 from fastdistill_assets.teacher.provider_config import Prices, dollars
-from fastdistill_assets.prompt_format import build_messages, prompt_hash
-from fastdistill_assets.timing import percentiles
 
 CARRIED = ["sample_id", "split", "db_id", "question", "schema", "gold_sql", "db_path", "dialect", "decode_profile"]
 

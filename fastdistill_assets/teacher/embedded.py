@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastdistill_assets.config import TeacherErrorProfile
-from fastdistill_assets.judge_format import is_judge_prompt
-from fastdistill_assets.teacher import baseline, errors
+from fastdistill_assets.config.models import TeacherErrorProfile
+from fastdistill_assets.core.judge_format import is_judge_prompt
+from fastdistill_assets.teacher import errors, rule_teacher
 
 
 def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None,
@@ -26,7 +26,7 @@ def embedded_judge_reply(messages: list[dict[str, Any]]) -> str:
     user = next(m["content"] for m in messages if m.get("role") == "user")
     sections = dict(re.findall(r"### ([A-Za-z ]+)\n(.*?)(?=\n\n### |\Z)", user, re.DOTALL))
     try:
-        own = baseline.predict_sql(sections["Question"].strip(), sections["Schema"].strip())
+        own = rule_teacher.predict_sql(sections["Question"].strip(), sections["Schema"].strip())
     except (KeyError, ValueError):
         return "Score: 3"
     empty = sections.get("Result rows", "[]").strip() == "[]"

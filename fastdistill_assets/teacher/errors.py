@@ -16,7 +16,7 @@ profile's probabilities, which mistakes it makes:
 The draw is seeded by the profile's seed, the user prompt and, above temperature 0, the request's
 sampling seed: a run replays exactly and the response cache stays valid (the gateway names the
 profile in the cache's endpoint identity). Every perturbation is a pure function of a
-:class:`~fastdistill_assets.teacher.baseline.Prediction`, the sample rows and a ``random.Random``.
+:class:`~fastdistill_assets.teacher.rule_teacher.Prediction`, the sample rows and a ``random.Random``.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from typing import Any
 
 from sqlglot import exp
 
-from fastdistill_assets.config import TeacherErrorProfile
-from fastdistill_assets.schema_text import SchemaColumn
-from fastdistill_assets.sqlsketch import literal
-from fastdistill_assets.teacher import baseline
-from fastdistill_assets.teacher.baseline import Prediction
+from fastdistill_assets.config.models import TeacherErrorProfile
+from fastdistill_assets.core.schema_text import SchemaColumn
+from fastdistill_assets.core.sqlsketch import literal
+from fastdistill_assets.teacher import rule_teacher
+from fastdistill_assets.teacher.rule_teacher import Prediction
 
 AGGREGATES = ("COUNT", "MAX", "MIN", "SUM", "AVG")
 HALLUCINATED_SUFFIXES = ("name", "id", "value", "total")
@@ -92,7 +92,7 @@ def drop_condition(prediction: Prediction, rows: Rows, rng: random.Random) -> Pr
         c for i, c in enumerate(prediction.conditions) if i != drop))
 
 
-def _number(value: exp.Expression) -> float | None:
+def _number(value: exp.Expr) -> float | None:
     """The value of a numeric literal (``-3`` included); None for a string."""
     if isinstance(value, exp.Literal) and value.is_string:
         return None
@@ -102,7 +102,7 @@ def _number(value: exp.Expression) -> float | None:
         return None
 
 
-def perturb_literal(value: exp.Expression, rng: random.Random) -> exp.Expression:
+def perturb_literal(value: exp.Expr, rng: random.Random) -> exp.Expr:
     """A different literal: a number moved by 1 to 50 percent (at least 1), a string with one
     character dropped or two swapped (a trailing word dropped when it has several)."""
     number = _number(value)
@@ -211,19 +211,19 @@ def perturb(prediction: Prediction, rows: Rows, kinds: Sequence[str],
 def answer(messages: list[dict[str, Any]], params: dict[str, Any] | None,
            profile: TeacherErrorProfile) -> NoisyReply:
     """The baseline's reply to a chat request with the profile's random mistakes."""
-    prompt = baseline.read_prompt(messages)
-    temperature, seed = baseline.decode_params(params)
+    prompt = rule_teacher.read_prompt(messages)
+    temperature, seed = rule_teacher.decode_params(params)
     rng = draw_rng(profile, draw_key(prompt.user, temperature, seed))
     drawn = draw_kinds(profile, rng)
     rows = prompt.sections["rows"] if isinstance(prompt.sections["rows"], list) else []
-    prediction, applied = perturb(baseline.predict(prompt.question, prompt.schema, temperature, seed),
+    prediction, applied = perturb(rule_teacher.predict(prompt.question, prompt.schema, temperature, seed),
                                   rows, drawn, rng)
     sql = prediction.sql()
     if "prose_wrap" in drawn:
         text = prose_wrap(sql, rng)
-        text, applied = (baseline.rationale_reply(text) if prompt.rationale else text), (*applied, "prose_wrap")
+        text, applied = (rule_teacher.rationale_reply(text) if prompt.rationale else text), (*applied, "prose_wrap")
     else:
-        text = baseline.format_reply(sql, prompt.question, prompt.rationale)
+        text = rule_teacher.format_reply(sql, prompt.question, prompt.rationale)
     return NoisyReply(text, drawn, applied)
 
 
@@ -231,5 +231,5 @@ def reply(messages: list[dict[str, Any]], params: dict[str, Any] | None = None,
           profile: TeacherErrorProfile | None = None) -> str:
     """The embedded teacher's reply: the clean baseline's with no profile (or a clean one)."""
     if profile is None or profile.is_clean:
-        return baseline.reply(messages, params)
+        return rule_teacher.reply(messages, params)
     return answer(messages, params, profile).text

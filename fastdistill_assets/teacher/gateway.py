@@ -26,16 +26,41 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from fastdistill_assets import settings
-from fastdistill_assets.config import ERROR_PROFILE_KEY, ConfigError, DecodeProfile, TeacherErrorProfile, validated
+from fastdistill_assets.config import settings
+from fastdistill_assets.config.loading import ConfigError, validated
+from fastdistill_assets.config.models import (
+    ERROR_PROFILE_KEY,
+    DecodeProfile,
+    TeacherErrorProfile,
+)
+from fastdistill_assets.store.layout import response_cache
 from fastdistill_assets.teacher.batch import BatchOptions
 from fastdistill_assets.teacher.budget import SpendLimit
-from fastdistill_assets.teacher.cache import ResponseCache, endpoint_identity, local_identity
-from fastdistill_assets.teacher.generation import (EndpointSettings, GenerationRequest, GenerationResult, Generator,
-                                                   ProgressFn)
-from fastdistill_assets.teacher.provider_config import GatewayConfig, Prices, ProviderSettings, load_gateway_config
-from fastdistill_assets.teacher.server import (EMBEDDED_MODEL_NAME, ChatServer, InProcessChat, embedded_model,
-                                               embedded_teacher)
+from fastdistill_assets.teacher.cache import (
+    ResponseCache,
+    endpoint_identity,
+    local_identity,
+)
+from fastdistill_assets.teacher.generation import (
+    EndpointSettings,
+    GenerationRequest,
+    GenerationResult,
+    Generator,
+    ProgressFn,
+)
+from fastdistill_assets.teacher.provider_config import (
+    GatewayConfig,
+    Prices,
+    ProviderSettings,
+    load_gateway_config,
+)
+from fastdistill_assets.teacher.server import (
+    EMBEDDED_MODEL_NAME,
+    ChatServer,
+    InProcessChat,
+    embedded_model,
+    embedded_teacher,
+)
 
 API_KEY_ENV = "FASTDISTILL_API_KEY"  # the resource's api_key (an EnvVar), for any provider
 _RESOURCE_OVERRIDES = ("base_url", "timeout_s", "concurrency", "max_retries", "requests_per_minute",
@@ -86,7 +111,7 @@ class ProviderGateway(dg.ConfigurableResource):
     """Calls a teacher (or judge) through an OpenAI-compatible ``/chat/completions``."""
 
     config_path: str = Field(default_factory=lambda: str(settings.configs_dir() / "provider_gateway.yaml"))
-    cache_path: str = Field(default_factory=lambda: str(settings.artifacts_dir() / "_cache" / "responses.sqlite"))
+    cache_path: str = Field(default_factory=lambda: str(response_cache(settings.artifacts_dir())))
     students: LocalStudents | None = Field(
         default=None, description="serves the `student` provider (the training plane passes in StudentServers)")
     api_key: str | None = Field(default=None, description="API key (use an EnvVar); overrides api_key_env")

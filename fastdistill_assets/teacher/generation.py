@@ -31,13 +31,28 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from fastdistill_assets.teacher.batch import (BATCH_FAILED, BatchOptions, BatchOutcome, BatchPollError, BatchRecords,
-                                              batch_key, batch_lines, completion, submit, wait_for)
+from fastdistill_assets.teacher.batch import (
+    BATCH_FAILED,
+    BatchOptions,
+    BatchOutcome,
+    BatchPollError,
+    BatchRecords,
+    batch_key,
+    batch_lines,
+    completion,
+    submit,
+    wait_for,
+)
 from fastdistill_assets.teacher.budget import BUDGET_EXHAUSTED, SpendLimit
-from fastdistill_assets.teacher.cache import CachedResponse, ResponseCache, cache_key, normalize_base_url
+from fastdistill_assets.teacher.cache import (
+    CachedResponse,
+    ResponseCache,
+    cache_key,
+    normalize_base_url,
+)
 from fastdistill_assets.teacher.limits import PerMinuteLimiter, TokenBudget
-from fastdistill_assets.teacher.stopped import TeacherUnreachable
 from fastdistill_assets.teacher.provider_config import DEFAULTS
+from fastdistill_assets.teacher.stopped import TeacherUnreachable
 
 RETRYABLE = {"rate_limited", "server_error", "timeout", "connection", "bad_response"}
 UNREACHABLE = {"timeout", "connection"}   # what the circuit breaker counts
@@ -280,7 +295,7 @@ class Generator:
         elif pending:
             await self._call_all(requests, pending, results, len(requests) - len(pending))
         assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # no None left, as asserted
 
     def _client(self, max_retries: int = 0) -> openai.AsyncOpenAI:
         s = self.settings

@@ -11,7 +11,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fastdistill_assets.config import ConfigError, read_yaml, validated
+from fastdistill_assets.config.loading import ConfigError, read_yaml, validated
 
 LOCAL_PROVIDERS = ("embedded", "student")   # served on 127.0.0.1 by the gateway itself
 

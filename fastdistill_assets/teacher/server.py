@@ -29,8 +29,8 @@ from typing import Any
 
 import openai
 
-from fastdistill_assets.config import TeacherErrorProfile
-from fastdistill_assets.hashing import sha256_json
+from fastdistill_assets.config.models import TeacherErrorProfile
+from fastdistill_assets.core.hashing import sha256_json
 
 ChatModel = Callable[[list[dict[str, Any]], dict[str, Any]], str]  # (messages, decode params) -> reply
 FAULTS = ("rate_limit", "server_error", "timeout", "truncated", "non_json")
@@ -114,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(401, b'{"error":{"message":"invalid api key","type":"authentication_error"}}')
         return False
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
         path = self.path.rstrip("/").removeprefix("/v1")
         if path.startswith(("/files/", "/batches/")) and not self._authorized():
             return
@@ -137,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b'{"error":{"message":"not found"}}')
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
         length = int(self.headers.get("Content-Length", 0))
         raw = self.rfile.read(length)
         path = self.path.rstrip("/").removeprefix("/v1")
@@ -458,7 +458,7 @@ class ChatServer:
 _HTTP = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
 
 
-class InProcessChat(_HTTP.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+class InProcessChat(_HTTP.AsyncBaseTransport):  # type: ignore[name-defined,misc]  # httpx, imported lazily
     """The same OpenAI-compatible chat completions answered in this process, without a socket:
     an httpx transport for the gateway's client (``in_process: true`` on a local provider). The
     client, retries and parsing are the ones a real endpoint gets; only the network is gone.

@@ -23,12 +23,17 @@ import polars as pl
 import torch
 from datasets import Dataset, disable_progress_bars
 from peft import LoraConfig, PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, TrainerCallback
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GgufConfig,
+    TrainerCallback,
+)
 from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
-from fastdistill_assets.config import TrainingConfig
-from fastdistill_assets.prompt_format import assistant_target
+from fastdistill_assets.config.models import TrainingConfig
+from fastdistill_assets.core.prompt_format import assistant_target
 
 MAX_NEW_TOKENS = 128
 FINGERPRINT_FILE = "fingerprint.txt"

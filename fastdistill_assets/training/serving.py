@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import Field
 
-from fastdistill_assets import settings
-from fastdistill_assets.config import RunRegistry
-from fastdistill_assets.storage import ArtifactStore
+from fastdistill_assets.config import settings
+from fastdistill_assets.config.registry import RunRegistry
+from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets.teacher.cache import local_identity
 from fastdistill_assets.teacher.gateway import LocalStudents
 from fastdistill_assets.teacher.server import ChatServer, FaultConfig

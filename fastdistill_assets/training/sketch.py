@@ -17,9 +17,27 @@ from pathlib import Path
 
 import numpy as np
 
-from fastdistill_assets.schema_text import COND_START, FILLER, SchemaColumn, parse_schema
-from fastdistill_assets.training.linear import DIM, Ranker, classifier_candidates, hash_features
-from fastdistill_assets.sqlsketch import AGGS, OPS, Cond, Sketch, SketchError, sketch_to_sql, sql_to_sketch
+from fastdistill_assets.core.schema_text import (
+    COND_START,
+    FILLER,
+    SchemaColumn,
+    parse_schema,
+)
+from fastdistill_assets.core.sqlsketch import (
+    AGGS,
+    OPS,
+    Cond,
+    Sketch,
+    SketchError,
+    sketch_to_sql,
+    sql_to_sketch,
+)
+from fastdistill_assets.training.linear import (
+    DIM,
+    Ranker,
+    classifier_candidates,
+    hash_features,
+)
 
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 _OP_WORDS = re.compile(r"^(greater than|more than|above|over|larger than|higher than|less than|under|below|"
@@ -39,7 +57,7 @@ def _words(text: str) -> list[str]:
 
 
 def _ngrams(words: list[str], prefix: str) -> list[str]:
-    return [f"{prefix}u:{w}" for w in words] + [f"{prefix}b:{a}_{b}" for a, b in zip(words, words[1:])]
+    return [f"{prefix}u:{w}" for w in words] + [f"{prefix}b:{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
 
 
 def _split_question(question: str) -> tuple[str, str, list[tuple[str, str]]]:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
-from fastdistill_assets.config import TrainingConfig
-from fastdistill_assets.prompt_format import parse_user_prompt
-from fastdistill_assets.training.sketch import Example, SketchModel, TrainReport, train_sketch
+from fastdistill_assets.config.models import TrainingConfig
+from fastdistill_assets.core.prompt_format import parse_user_prompt
+from fastdistill_assets.training.sketch import (
+    Example,
+    SketchModel,
+    TrainReport,
+    train_sketch,
+)
 
 
 class Student(Protocol):
