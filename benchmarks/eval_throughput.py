@@ -2,7 +2,7 @@
 
 The prompts are the demo dataset's test split, exactly as eval_report asks them. The sketch
 student is trained on the demo train split's gold SQL; the hf-sft student on a tiny randomly
-initialized causal LM (fastdistill_assets_tests/tiny_lm.py, CPU or GPU, no download), when the
+initialized causal LM (fastdistill_assets/training/tiny_lm.py, CPU or GPU, no download), when the
 ``train`` extra is installed (otherwise it is skipped with a note). Checks that both ways give
 the same answers, and prints answers/s for each.
 
@@ -71,7 +71,7 @@ def hf_student(train: pl.DataFrame, prompts: Prompts, folder: Path, steps: int) 
     """A hf-sft student on the tiny test model, or None (with a note) without the train extra."""
     sys.path.insert(0, str(REPO))  # the tests' package is not installed
     try:
-        from fastdistill_assets_tests.tiny_lm import make_tiny_model
+        from fastdistill_assets.training.tiny_lm import make_tiny_model
     except ImportError as err:
         print(f"hf-sft: skipped ({err}; the train extra: pip install -e '.[test,train]')")
         return None

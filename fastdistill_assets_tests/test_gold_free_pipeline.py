@@ -10,14 +10,16 @@ import polars as pl
 import pytest
 import yaml
 
+from fastdistill_assets.config.loading import load_gates
 from fastdistill_assets.defs.assets.data import canonical, raw
 from fastdistill_assets.defs.assets.evaluation import eval_report
 from fastdistill_assets.defs.assets.gates import distilled, filtered
 from fastdistill_assets.defs.assets.teacher import teacher_candidates
 from fastdistill_assets.defs.assets.training import baseline_model, student_model
-from fastdistill_assets.defs.checks import distilled_not_empty, gate_checks
+from fastdistill_assets.defs.checks import build_gate_checks, distilled_not_empty
 from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import (
+    REPO_CONFIGS,
     forkserver_steps,
     materialize,
     teacher_gateway,
@@ -25,7 +27,8 @@ from fastdistill_assets_tests.conftest import (
 )
 from fastdistill_assets_tests.db_fixtures import make_shop
 
-GATED = [raw, canonical, teacher_candidates, filtered, distilled, *gate_checks, distilled_not_empty]
+GATED = [raw, canonical, teacher_candidates, filtered, distilled,
+         *build_gate_checks(load_gates(REPO_CONFIGS / "quality_gates.yaml")), distilled_not_empty]
 SAMPLING = {"num_generations": 3, "temperature": 0.6}
 # Questions the embedded teacher can read (single-table sketch questions over `sales`).
 SHOP_QUESTIONS = ["What is the total amount when region is North?", "Which region has product of Cocoa?",

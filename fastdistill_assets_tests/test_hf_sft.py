@@ -13,7 +13,7 @@ pytest.importorskip("trl")
 from fastdistill_assets.config.models import TrainingConfig  # noqa: E402 - after importorskip
 from fastdistill_assets.core.prompt_format import build_messages  # noqa: E402 - after importorskip
 from fastdistill_assets.training.students import load_student, train_student  # noqa: E402 - after importorskip
-from fastdistill_assets_tests.tiny_lm import CHAT_TEMPLATE, make_tiny_model  # noqa: E402 - after importorskip
+from fastdistill_assets.training.tiny_lm import CHAT_TEMPLATE, make_tiny_model  # noqa: E402 - after importorskip
 
 SCHEMA = "CREATE TABLE t (\n  col0 TEXT, -- Player\n  col1 REAL -- Goals\n)"
 

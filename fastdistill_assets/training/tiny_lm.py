@@ -1,4 +1,6 @@
-"""A tiny randomly initialized causal LM for the hf-sft tests and the throughput benchmark (not a test module)."""
+"""A tiny randomly initialized causal LM saved as a local model folder: for smoke runs of the hf-sft
+trainer, its tests and the throughput benchmarks, without downloading any weights (needs the
+`train` extra)."""
 
 from __future__ import annotations
 
