@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from fastdistill_assets.store.storage import ArtifactStore
-from fastdistill_assets_tests.conftest import forkserver_steps
+from fastdistill_assets_tests.conftest import forkserver_steps, materialize_command
 
 BIN = Path(sys.executable).parent
 
@@ -95,7 +95,8 @@ def test_materialization_killed_mid_teacher_stage_resumes_without_repeats(projec
         _wait_for_group_exit(proc.pid)
         answered_before = len(ResponseCache(cache))
         calls_before = server.stats.total_calls
-        subprocess.run(command, env=env, cwd=project.root, check=True, capture_output=True)
+        subprocess.run(materialize_command("killed", "teacher_candidates", in_process=True), env=env,
+                       cwd=project.root, check=True, capture_output=True)   # resume the teacher stage
     store = ArtifactStore(project.artifacts)
     n = store.read("killed", "canonical").height  # 159: the first 160 questions hold one exact duplicate
     assert 30 <= answered_before < n

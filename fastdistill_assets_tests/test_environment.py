@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fastdistill_assets.config.loading import (
     apply_environment,
@@ -123,6 +122,7 @@ def test_reference_openrouter_environment_is_frozen_without_the_key(project, ref
         {"table_id": OFFICIAL_TABLE["id"], "question": "What is the points when hometown is São Paulo?",
          "sql": {"sel": 3, "agg": 0, "conds": [[1, 0, "São Paulo"]]}}])
     project.edit_config("run_config", dataset={"splits": ["train"]}, eval_split=None)
+    template = (project.configs / "run_config.yaml").read_text()
     env = _env(project, FASTDISTILL_PROVIDER="openrouter", OPENROUTER_MODEL="deepseek/deepseek-v3.2",
                OPENROUTER_TIMEOUT="240", OPENROUTER_TEMPERATURE="0.2", OPENROUTER_MAX_TOKENS="128",
                FASTDISTILL_LLM_BATCH_SIZE="10", OPENROUTER_API_KEY=SECRET,
@@ -139,4 +139,4 @@ def test_reference_openrouter_environment_is_frozen_without_the_key(project, ref
                             env={k: v for k, v in env.items() if k != "OPENROUTER_API_KEY"}, capture_output=True)
     assert no_key.returncode == 2 and "needs an API key: set OPENROUTER_API_KEY" in no_key.stderr
     assert not project.registry.exists("no-key")
-    assert yaml.safe_load((project.configs / "run_config.yaml").read_text())["teacher"]["provider"] == "embedded"
+    assert (project.configs / "run_config.yaml").read_text() == template  # the environment never edits the file

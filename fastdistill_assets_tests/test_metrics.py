@@ -192,7 +192,7 @@ def test_eval_prompt_is_the_training_prompt():
            "evidence": "Cocoa is a product.", "schema": "CREATE TABLE sales (region TEXT, product TEXT)",
            "sample_rows": '{"sales": [["North", "Tea"]]}', "gold_sql": "SELECT 1", "db_path": "x.duckdb",
            "dialect": "duckdb", "decode_profile": "{}"}
-    [request], _ = build_requests(pl.DataFrame([row]), RunConfig(teacher={"splits": ["test"]}))
+    [request], _ = build_requests(pl.DataFrame([row]), RunConfig(teacher={"splits": ["test"]}, decode={"num_generations": 1}))
     item = EvalItem(row["question"], row["schema"], row["sample_rows"], row["db_path"], row["dialect"],
                     row["gold_sql"], row["evidence"])
     assert item.messages() == request.messages
