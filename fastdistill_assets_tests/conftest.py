@@ -199,6 +199,15 @@ class PostgresServer:
         return self.url(name)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _postgres_bin() -> Path | None:
     import glob
 
@@ -213,7 +222,6 @@ def postgres_server() -> Iterator[PostgresServer]:
     port (as the ``postgres`` user when the tests run as root, which initdb refuses); stopped
     and removed at the end of the session. Skipped where PostgreSQL is not installed."""
     import os
-    import socket
     import subprocess
     import tempfile
 
@@ -225,9 +233,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     data = folder / "data"
     try:
         subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "fastdistill",
@@ -252,9 +258,7 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed here (Debian: apt-get install redis-server)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     folder = tmp_path / "redis"
     folder.mkdir()
     server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
@@ -296,3 +300,57 @@ def instance_env(project: Project, postgres_url: str | None = None, **changes) -
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump({k: v for k, v in settings.items() if v is not None}))
     return environ
+
+
+# --- a sharded run against the unsharded one (test_scale.py, test_distributed.py) -----------------
+
+SHARD_TEST_STAGES = "raw,canonical,teacher_candidates,filtered,distilled"
+SHARDED_STAGES = ("raw", "canonical", "teacher_candidates", "filtered")
+VERDICTS = ["candidate_id", "sample_id", "cleaned_sql", "reject_reason", "kept", "gold_match", "agreement",
+            "result_signature", "judge_score"]
+
+
+def whole_run_then_four_shards(project: Project, env: dict[str, str]) -> None:
+    """Materialize the run ``whole`` in process, unsharded (30 questions, some without gold, two
+    sampled answers each, chunks of 4), then create the run ``sharded`` with 4 shards through
+    `fastdistill run new` in ``env``, and remove the response cache so that it asks the teacher itself."""
+    import subprocess
+
+    project.edit_config("run_config", dataset={"limit_per_split": 30, "splits": ["train"],
+                                               "withhold_gold": {"share": 0.3, "splits": ["train"]}},
+                        decode={"num_generations": 2, "temperature": 0.4, "name": "sampled"},
+                        scale={"chunk_rows": 4}, eval_split=None)
+    project.new_run("whole")
+    assert materialize(project, ALL_ASSETS, "whole", selection=SHARD_TEST_STAGES.split(","),
+                       teacher=teacher_gateway(project)).success
+    project.edit_config("run_config", scale={"chunk_rows": 4, "shards": 4})
+    subprocess.run([str(BIN / "fastdistill"), "run", "new", "sharded"], env=env, cwd=project.root, check=True,
+                   capture_output=True)
+    for cache_file in (project.artifacts / "_cache").glob("responses.sqlite*"):
+        cache_file.unlink()
+
+
+def assert_shards_equal_whole(project: Project, instance: dg.DagsterInstance) -> list[str]:
+    """The run ``sharded`` (its Dagster run in ``instance``) equals ``whole``: same verdicts, the
+    same raw, canonical and distilled content_hash, 4 shard steps per sharded stage that made every
+    part, and no cached teacher answer. Returns the sharded Dagster run's step keys."""
+    from fastdistill_assets.store.storage import ArtifactStore
+
+    store = ArtifactStore(project.artifacts)
+    whole, sharded = (store.read(run, "filtered").frame.sort("candidate_id") for run in ("whole", "sharded"))
+    assert whole.height == sharded.height > 0
+    assert whole.select(VERDICTS).equals(sharded.select(VERDICTS))
+    assert 0 < whole["kept"].sum() < whole.height and whole["gold_sql"].null_count() > 0  # both paths, both verdicts
+    for stage in ("raw", "canonical", "distilled"):
+        assert store.scan("whole", stage).manifest["content_hash"] == store.scan("sharded", stage).manifest["content_hash"]
+    [run] = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "sharded"}))
+    steps = [s.step_key for s in instance.get_run_step_stats(run.run_id)]
+    for stage in SHARDED_STAGES:
+        metadata = instance.get_latest_materialization_event(dg.AssetKey(stage)).asset_materialization.metadata
+        assert sorted(s for s in steps if s.startswith(f"{stage}.{stage}_shard")) == [
+            f"{stage}.{stage}_shard[shard_{k}]" for k in range(4)]
+        assert metadata["parts_made_by_merge"].value == 0  # the shards made every part
+        assert metadata["shards"].value == 4 and metadata["chunks"].value >= 4
+        if stage == "teacher_candidates":
+            assert metadata["cache_hits"].value == 0
+    return steps

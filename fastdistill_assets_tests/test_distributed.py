@@ -7,62 +7,36 @@ import json
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from fastdistill_assets.runtime.instance import POSTGRES_URL_ENV
-from fastdistill_assets.store.storage import ArtifactStore
+from fastdistill_assets.runtime.run_worker import ancestors
 from fastdistill_assets_tests.conftest import (
-    ALL_ASSETS,
     BIN,
-    materialize,
-    teacher_gateway,
+    SHARD_TEST_STAGES,
+    assert_shards_equal_whole,
     wait_until,
+    whole_run_then_four_shards,
 )
 
 pytest.importorskip("dagster_celery", reason="the `celery` extra is not installed")
 
-DATA_STAGES = "raw,canonical,teacher_candidates,filtered,distilled"
-SHARDED = ("raw", "canonical", "teacher_candidates", "filtered")
-VERDICTS = ["candidate_id", "sample_id", "cleaned_sql", "reject_reason", "kept", "gold_match", "agreement",
-            "result_signature", "judge_score"]
 BROKER_ENV = "FASTDISTILL_CELERY_BROKER"
 CELERY = {"broker": {"env": BROKER_ENV}, "backend": {"env": BROKER_ENV}}
-
-
-def _ancestors(pid: int) -> list[int]:
-    chain = []
-    while pid > 1:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        pid = int(text[text.rindex(")") + 2:].split()[1])
-        chain.append(pid)
-    return chain
 
 
 def test_four_shards_on_celery_workers_equal_one_in_process_run(project, postgres_server, redis_server, monkeypatch):
     """Same sample_ids, verdicts and distilled content_hash as the unsharded in-process run, with
     every row-wise stage split into 4 shard steps that ran in the two Celery workers' processes
     (none in the run worker), the instance in PostgreSQL."""
-    project.edit_config("run_config", dataset={"limit_per_split": 30, "splits": ["train"],
-                                               "withhold_gold": {"share": 0.3, "splits": ["train"]}},
-                        decode={"num_generations": 2, "temperature": 0.4, "name": "sampled"},
-                        scale={"chunk_rows": 4}, eval_split=None)
-    project.new_run("whole")
-    assert materialize(project, ALL_ASSETS, "whole", selection=DATA_STAGES.split(","),
-                       teacher=teacher_gateway(project)).success
-
-    project.edit_config("run_config", scale={"chunk_rows": 4, "shards": 4})
     url = postgres_server.fresh_database("instance_celery", "SELECT 1")
     monkeypatch.setenv(POSTGRES_URL_ENV, url)  # this test opens the instance too
     env = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts), "FASTDISTILL_CONFIGS": str(project.configs),
            "DAGSTER_HOME": str(project.root / "home"), POSTGRES_URL_ENV: url, BROKER_ENV: redis_server,
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}   # dagster-celery starts `celery`
-    subprocess.run([str(BIN / "fastdistill"), "run", "new", "sharded"], env=env, cwd=project.root, check=True,
-                   capture_output=True)
-    for cache_file in (project.artifacts / "_cache").glob("responses.sqlite*"):
-        cache_file.unlink()  # the sharded run asks the teacher itself
+    whole_run_then_four_shards(project, env)
     (project.root / "worker.yaml").write_text(json.dumps({"execution": {"config": CELERY}}))
     workers, logs = [], []
     try:
@@ -75,28 +49,26 @@ def test_four_shards_on_celery_workers_equal_one_in_process_run(project, postgre
                 env=env, cwd=project.root, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True))
         wait_until(lambda: all(" ready." in log.read_text() for log in logs), 120, "both Celery workers")
         run = subprocess.Popen([str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-                                "--select", DATA_STAGES, "--partition", "sharded",
+                                "--select", SHARD_TEST_STAGES, "--partition", "sharded",
                                 "--config-json", json.dumps({"execution": {"config": {"celery": CELERY}}})],
                                env=env, cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         out = run.communicate(timeout=600)[0]
         assert run.returncode == 0, out[-4000:] + "".join(log.read_text()[-2000:] for log in logs)
 
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            steps = assert_shards_equal_whole(project, instance)
             [dagster_run] = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "sharded"}))
-            steps = [s.step_key for s in instance.get_run_step_stats(dagster_run.run_id)]
             step_pids = {r.event_log_entry.dagster_event.pid for r in instance.get_records_for_run(
                 dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START).records}
             in_worker = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(
                 dagster_run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=10_000).records
                 if "in celery worker" in (r.event_log_entry.dagster_event.message or "")]
-            metadata = {stage: instance.get_latest_materialization_event(dg.AssetKey(stage)).asset_materialization
-                        .metadata for stage in SHARDED}
         # every step was handed to a Celery worker, both workers took some, and each step ran in a
         # process below one of the two workers started here, never in the run worker
         assert sorted(e.step_key for e in in_worker) == sorted(steps)
         assert {e.event_specific_data.metadata["Celery worker"].value.split("@")[0] for e in in_worker} == {"w1", "w2"}
         assert run.pid not in step_pids
-        assert all(set(_ancestors(pid)) & {w.pid for w in workers} for pid in step_pids), step_pids
+        assert all(set(ancestors(pid)) & {w.pid for w in workers} for pid in step_pids), step_pids
     finally:
         for worker in workers:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -106,16 +78,3 @@ def test_four_shards_on_celery_workers_equal_one_in_process_run(project, postgre
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait()
-
-    store = ArtifactStore(project.artifacts)
-    whole, sharded = (store.read(run_id, "filtered").frame.sort("candidate_id") for run_id in ("whole", "sharded"))
-    assert whole.height == sharded.height > 0
-    assert whole.select(VERDICTS).equals(sharded.select(VERDICTS))
-    assert 0 < whole["kept"].sum() < whole.height and whole["gold_sql"].null_count() > 0  # both paths, both verdicts
-    for stage in ("raw", "canonical", "distilled"):
-        assert store.scan("whole", stage).manifest["content_hash"] == store.scan("sharded", stage).manifest["content_hash"]
-    for stage in SHARDED:
-        assert sorted(s for s in steps if s.startswith(f"{stage}.{stage}_shard")) == [
-            f"{stage}.{stage}_shard[shard_{k}]" for k in range(4)]
-        assert metadata[stage]["parts_made_by_merge"].value == 0  # the shards made every part
-    assert metadata["teacher_candidates"]["cache_hits"].value == 0

@@ -6,8 +6,6 @@ executor: one process per step), the unsharded one through an in-process `dg.mat
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -15,67 +13,32 @@ import pytest
 
 from fastdistill_assets.defs.assets.sharding import stage_span_s
 from fastdistill_assets.store.chunks import ChunkSpool, rechunk, run_chunks
-from fastdistill_assets.store.storage import ArtifactStore
 from fastdistill_assets_tests.conftest import (
-    ALL_ASSETS,
+    BIN,
     GREEDY_DECODE,
+    SHARD_TEST_STAGES,
+    assert_shards_equal_whole,
     forkserver_steps,
-    materialize,
     teacher_gateway,
+    whole_run_then_four_shards,
 )
-
-BIN = Path(sys.executable).parent
-DATA_STAGES = "raw,canonical,teacher_candidates,filtered,distilled"
-SHARDED = ("raw", "canonical", "teacher_candidates", "filtered")
-VERDICTS = ["candidate_id", "sample_id", "cleaned_sql", "reject_reason", "kept", "gold_match", "agreement",
-            "result_signature", "judge_score"]
 
 
 def test_four_shards_in_their_own_processes_equal_one_in_process_run(project):
     """Same sample_ids, same verdicts, the same distilled rows (content_hash), with every
     row-wise stage split into 4 shard steps by the multiprocess executor."""
-    project.edit_config("run_config", dataset={"limit_per_split": 30, "splits": ["train"],
-                                               "withhold_gold": {"share": 0.3, "splits": ["train"]}},
-                        decode={"num_generations": 2, "temperature": 0.4, "name": "sampled"},
-                        scale={"chunk_rows": 4}, eval_split=None)
-    project.new_run("whole")
-    assert materialize(project, ALL_ASSETS, "whole", selection=DATA_STAGES.split(","),
-                       teacher=teacher_gateway(project)).success
-
-    project.edit_config("run_config", scale={"chunk_rows": 4, "shards": 4})
     env = {**os.environ, "FASTDISTILL_ARTIFACTS": str(project.artifacts), "FASTDISTILL_CONFIGS": str(project.configs),
            "DAGSTER_HOME": str(project.root / "home")}
-    subprocess.run([str(BIN / "fastdistill"), "run", "new", "sharded"], env=env, cwd=project.root, check=True,
-                   capture_output=True)
-    for cache_file in (project.artifacts / "_cache").glob("responses.sqlite*"):
-        cache_file.unlink()  # the sharded run asks the teacher itself
+    whole_run_then_four_shards(project, env)
     done = subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "fastdistill_assets.definitions",
-                           "--select", DATA_STAGES, "--partition", "sharded", *forkserver_steps()],
+                           "--select", SHARD_TEST_STAGES, "--partition", "sharded", *forkserver_steps()],
                           env=env, cwd=project.root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-
-    store = ArtifactStore(project.artifacts)
-    whole, sharded = (store.read(run, "filtered").frame.sort("candidate_id") for run in ("whole", "sharded"))
-    assert whole.height == sharded.height > 0
-    assert whole.select(VERDICTS).equals(sharded.select(VERDICTS))
-    assert 0 < whole["kept"].sum() < whole.height and whole["gold_sql"].null_count() > 0  # both paths, both verdicts
-    assert store.scan("whole", "distilled").manifest["content_hash"] == \
-        store.scan("sharded", "distilled").manifest["content_hash"]
-    for stage in ("raw", "canonical"):
-        assert store.scan("whole", stage).manifest["content_hash"] == store.scan("sharded", stage).manifest["content_hash"]
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        steps = assert_shards_equal_whole(project, instance)
         [run] = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "sharded"}))
-        steps = [s.step_key for s in instance.get_run_step_stats(run.run_id)]
         pids = {r.event_log_entry.dagster_event.pid for r in instance.get_records_for_run(
             run.run_id, of_type=dg.DagsterEventType.STEP_START).records}
-        metadata = {stage: instance.get_latest_materialization_event(dg.AssetKey(stage)).asset_materialization.metadata
-                    for stage in SHARDED}
-    for stage in SHARDED:
-        assert sorted(s for s in steps if s.startswith(f"{stage}.{stage}_shard")) == [
-            f"{stage}.{stage}_shard[shard_{k}]" for k in range(4)]
-        assert metadata[stage]["parts_made_by_merge"].value == 0  # the shards made every part
-        assert metadata[stage]["shards"].value == 4 and metadata[stage]["chunks"].value >= 4
-    assert metadata["teacher_candidates"]["cache_hits"].value == 0
     assert len(pids) == len(steps)  # each step in a process of its own
 
 

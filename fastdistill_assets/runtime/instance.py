@@ -69,10 +69,10 @@ def dagster_yaml(environ: dict[str, str] | None = None) -> str:
     """The managed dagster.yaml for ``environ`` (default: this process's environment): SQLite
     storage, or PostgreSQL where FASTDISTILL_POSTGRES_URL is set."""
     environ = dict(os.environ) if environ is None else environ
-    return DAGSTER_YAML + (POSTGRES_STORAGE_YAML if instance_postgres_url(environ) else "")
+    return DAGSTER_YAML + (POSTGRES_STORAGE_YAML if postgres_url_from_env(environ) else "")
 
 
-def instance_postgres_url(environ: dict[str, str] | None = None) -> str | None:
+def postgres_url_from_env(environ: dict[str, str] | None = None) -> str | None:
     """FASTDISTILL_POSTGRES_URL (None when unset or empty).
 
     Raises:

@@ -62,7 +62,7 @@ def process_alive(pid: int, started_before: float | None = None) -> bool:
     stat = _proc_stat(pid)
     if stat is None:  # no /proc (not Linux): the signal test is all there is
         return True
-    state, start_ticks = stat
+    state, _, start_ticks = stat
     if state in ("Z", "X"):
         return False
     if started_before is not None:
@@ -71,13 +71,23 @@ def process_alive(pid: int, started_before: float | None = None) -> bool:
     return True
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time in clock ticks) from ``/proc/<pid>/stat``; None without it."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
-    return fields[0], int(fields[19])
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def ancestors(pid: int) -> list[int]:
+    """The parent of ``pid``, its parent, and so on up to pid 1 (as far as ``/proc`` tells)."""
+    chain: list[int] = []
+    while pid > 1 and (stat := _proc_stat(pid)) is not None:
+        pid = stat[1]
+        chain.append(pid)
+    return chain
 
 
 def _boot_time() -> float:
@@ -109,20 +119,6 @@ def judged_here(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     return host == this_host() if host is not None else instance_postgres_url(instance) is None
 
 
-def _is_ancestor(pid: int) -> bool:
-    """Whether ``pid`` is this process or one of its ancestors."""
-    current = os.getpid()
-    while current > 1:
-        if current == pid:
-            return True
-        try:
-            text = Path(f"/proc/{current}/stat").read_text()
-        except OSError:
-            return False
-        current = int(text[text.rindex(")") + 2:].split()[1])
-    return current == pid
-
-
 def worker_alive(worker: RunWorker) -> bool:
     return process_alive(worker.pid, started_before=worker.started_at)
 
@@ -140,7 +136,7 @@ def stop_step_with_run_worker(instance: dg.DagsterInstance, dagster_run_id: str,
     if worker is None:
         return False
     _watched.add(dagster_run_id)
-    if not (_is_ancestor(worker.pid) and worker_alive(worker)):
+    if not (worker.pid in (os.getpid(), *ancestors(os.getpid())) and worker_alive(worker)):
         if log is not None:
             log.debug(f"run worker {worker.pid} is not an ancestor of step process {os.getpid()} (another host, "
                       "or a distributed executor's worker): Dagster's run monitoring ends this run if it dies")
