@@ -13,7 +13,7 @@ import yaml
 
 from fastdistill_assets.runtime.instance import MANAGED_HEADER, POSTGRES_URL_ENV
 from fastdistill_assets.runtime.run_worker import HOST_TAG, this_host
-from fastdistill_assets_tests.conftest import BIN
+from fastdistill_assets_tests.conftest import BIN, free_port
 
 PASSWORD = "s3cret-instance-pw"
 
@@ -71,3 +71,16 @@ def test_an_instance_url_that_is_not_postgres_is_refused_in_one_line(project):
     assert out.stderr.strip().splitlines() == [
         f"fastdistill: error: {POSTGRES_URL_ENV} must be a postgresql:// URL (the Dagster instance's database)"]
     assert "hunter2" not in out.stderr and not (project.root / "home" / "dagster.yaml").exists()
+
+
+def test_an_instance_database_that_cannot_be_reached_is_one_line_and_saves_no_run(project):
+    """Nothing listens on the URL's port: `fastdistill run new` says so in one line (no retries
+    logged, no traceback, no password) and leaves no half-created run behind."""
+    env = _env(project, f"postgresql://fastdistill:{PASSWORD}@127.0.0.1:{free_port()}/nowhere")
+    out = subprocess.run([str(BIN / "fastdistill"), "run", "new", "unreached"], env=env, cwd=project.root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"fastdistill: error: {POSTGRES_URL_ENV}: the Dagster instance's database cannot be "
+                           "reached: ") and "Connection refused" in line and PASSWORD not in line
+    assert not project.registry.exists("unreached")

@@ -12,7 +12,7 @@ from fastdistill_assets.config import settings
 from fastdistill_assets.config.loading import ConfigError
 from fastdistill_assets.config.registry import RunConfigError, RunRegistry
 from fastdistill_assets.defs.partitions import RUN_ID
-from fastdistill_assets.runtime.instance import dagster_home
+from fastdistill_assets.runtime.instance import open_instance
 from fastdistill_assets.store.layout import datasets_dir
 
 if TYPE_CHECKING:  # dagster is imported only by the commands that need it (a fast --help)
@@ -37,16 +37,13 @@ def create_run(run_id: str, config_path: Path | None = None, parent_run_id: str 
     """
     import os
 
-    import dagster as dg
-
     from fastdistill_assets.runtime.preflight import preflight
 
     registry = _registry()
     frozen = registry.prepare(run_id, config_path, parent_run_id, overlay=overlay)
     notes = preflight(frozen, registry.configs_dir, datasets_dir(settings.artifacts_dir()), dict(os.environ))
-    dagster_home()
-    registry.save(frozen)
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:   # reached first: a run is saved only once it can be registered
+        registry.save(frozen)
         instance.add_dynamic_partitions(RUN_ID, [run_id])
     print(f"created run {run_id} (config {frozen.config_hash[:12]}, gates {frozen.gates_hash[:12]})")
     for note in notes:
@@ -74,10 +71,7 @@ def _cmd_run_budget(args: argparse.Namespace) -> int:
 
 
 def _cmd_run_list(_: argparse.Namespace) -> int:
-    import dagster as dg
-
-    dagster_home()
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         registered = set(instance.get_dynamic_partitions(RUN_ID))
         for frozen in _registry().list():
             mark = "" if frozen.run_id in registered else "  (not registered in the Dagster instance)"

@@ -237,9 +237,8 @@ def materialize_run(run_id: str, select: str | None = None, verbose: bool = Fals
     """
     from fastdistill_assets.definitions import defs
     from fastdistill_assets.defs.jobs import JOB_NAME
-    from fastdistill_assets.runtime.instance import dagster_home
+    from fastdistill_assets.runtime.instance import open_instance
 
-    dagster_home()
     job = defs.resolve_job_def(JOB_NAME)
     selection = parse_selection(select, sorted(job.asset_layer.executable_asset_keys))
     progress = Progress()
@@ -248,7 +247,7 @@ def materialize_run(run_id: str, select: str | None = None, verbose: bool = Fals
     run_config = {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}},
                               "progress": {}}}
     started = time.monotonic()
-    with dg.DagsterInstance.get() as instance:
+    with open_instance() as instance:
         if not instance.has_dynamic_partition(RUN_ID, run_id):
             raise ConfigError(f"run {run_id!r} does not exist: create it with `fastdistill run new {run_id}` "
                               "(`fastdistill run list` lists the runs)")

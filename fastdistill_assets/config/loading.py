@@ -25,13 +25,18 @@ class ConfigError(ValueError):
 _URL_PASSWORD = re.compile(r"(://[^/@:\s'\"]*:)[^@\s'\"]*@")   # scheme://user:PASSWORD@
 
 
+def without_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***``: what a message may echo."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 def describe_validation_error(err: ValidationError, source: str, env: dict[tuple[str, ...], str] | None = None) -> str:
     """One line for the first problem pydantic found (and how many more), naming the key and,
     where the value came from an environment variable, the variable."""
     first = err.errors()[0]
     loc = tuple(str(part) for part in first["loc"])
     key = ".".join(loc) or "(top level)"
-    shown = _URL_PASSWORD.sub(r"\1***@", repr(first["input"]))   # a password in a URL is never echoed
+    shown = without_passwords(repr(first["input"]))
     origin = f"{env[loc]}={shown} sets {key}" if env and loc in env else key
     secret = any("key" in part.lower() for part in loc)  # never echo what may be a key
     got = "" if first["type"] in {"missing", "extra_forbidden"} or (env and loc in env) or secret \

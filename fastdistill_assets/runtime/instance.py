@@ -8,12 +8,19 @@ the managed ``dagster.yaml`` names the variable, never its value.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fastdistill_assets.config.loading import ConfigError
+from fastdistill_assets.config.loading import ConfigError, without_passwords
 from fastdistill_assets.config.models import POSTGRES_SCHEMES
 from fastdistill_assets.core.hashing import sha256_text
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 MANAGED_HEADER = "# Managed by fastdistill (runtime.instance.DAGSTER_YAML): delete this line to keep your own edits."
 _EARLIER_HEADERS = ("# Managed by fastdistill (settings.DAGSTER_YAML)",)  # still managed: brought up to date
@@ -97,3 +104,31 @@ def dagster_home() -> Path:
         config.write_text(wanted)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+@contextlib.contextmanager
+def open_instance() -> Iterator[dg.DagsterInstance]:
+    """The project's Dagster instance (its folder and managed dagster.yaml made first).
+
+    Raises:
+        ConfigError: FASTDISTILL_POSTGRES_URL names a database that cannot be reached (one line,
+            no password); dagster-postgres's retries are not logged meanwhile."""
+    import dagster as dg
+
+    dagster_home()
+    postgres = postgres_url_from_env() is not None
+    if postgres:
+        logging.disable(logging.WARNING)   # "Retrying failed database connection" on the root logger
+    try:
+        instance = dg.DagsterInstance.get()
+    except Exception as err:
+        if not postgres:
+            raise
+        reason = str(err.__cause__ or err).strip().splitlines()[0]
+        raise ConfigError(f"{POSTGRES_URL_ENV}: the Dagster instance's database cannot be reached: "
+                          f"{without_passwords(reason)}") from None
+    finally:
+        if postgres:
+            logging.disable(logging.NOTSET)
+    with instance:
+        yield instance
